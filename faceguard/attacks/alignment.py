@@ -1,0 +1,75 @@
+"""The paper's method: align the crafting gradient with the reverse-cross-entropy target gradient.
+
+A(Δ) = 1 − ⟨T, G(Δ)⟩ / (‖T‖ ‖G(Δ)‖), G(Δ) = ∇θ Σ_i CE(F(x_i + Δ_i), y_i). Minimising A makes a
+training step on the protected data look like a step that *increases* the loss on clean data.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from faceguard.attacks.base import PGDAttack
+from faceguard.gradients import flat_dot, flat_norm, param_gradient, per_sample_alignment
+from faceguard.losses import LossFn, cross_entropy
+from faceguard.regularizers import Regularizer
+
+VARIANTS = ("joint", "independent")
+
+
+class Alignment(PGDAttack):
+    """Gradient-alignment protection, ``x_adv = Alignment(model, T, eps=8/255)(x, y)``.
+
+    Variants:
+      * ``joint`` — the exact Eq. 3: one cosine between T and the gradient of the whole batch; the
+        best restart is kept per batch.
+      * ``independent`` (online) — the denominator ‖G‖ is detached, so the step of image i is the sign
+        of −∇_{Δ_i}⟨T, ∇θ CE(x_i + Δ_i)⟩ times a positive scalar: each image's perturbation depends
+        on that image alone (Proposition 1) and photos can be protected one at a time. The loss used
+        to keep the best restart is each image's own 1 − cos(T, ∇θ CE(x_i + Δ_i)). With a regulariser
+        the positive scalar sets its relative weight, so exact independence holds without one.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_grad: Sequence[Tensor],
+        eps: float = 8 / 255,
+        steps: int = 240,
+        restarts: int = 8,
+        variant: str = "joint",
+        augment: nn.Module | bool | None = None,
+        regularizer: str | Regularizer | None = None,
+        reg_weight: float = 0.0,
+        loss_fn: LossFn = cross_entropy,
+        params: list[Tensor] | None = None,
+        step_size: float = 0.1,
+        seed: int = 0,
+        chunk_size: int = 16,
+    ) -> None:
+        super().__init__(model, eps, steps, restarts, step_size, augment, regularizer, reg_weight,
+                         loss_fn, params, seed)
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+        if len(target_grad) != len(self.params) or any(
+                t.shape != p.shape for t, p in zip(target_grad, self.params)):
+            raise ValueError("target_grad must have one tensor per crafting parameter, same shapes")
+        self.variant = variant
+        self.per_image = variant == "independent"
+        self.target = [t.detach().to(p.device, p.dtype) for t, p in zip(target_grad, self.params)]
+        self.target_norm = flat_norm(self.target)
+        self.chunk_size = chunk_size
+
+    def objective(self, x_in: Tensor, y: Tensor) -> Tensor:
+        grads = param_gradient(self.model, self.params, x_in, y, self.loss_fn, create_graph=True)
+        grad_norm = flat_norm(grads)
+        if self.per_image:
+            grad_norm = grad_norm.detach()
+        return 1 - flat_dot(self.target, grads) / (self.target_norm * grad_norm).clamp_min(1e-30)
+
+    def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+        if self.per_image:
+            return per_sample_alignment(self.model, self.params, x + delta, y, self.target,
+                                        self.loss_fn, self.chunk_size)
+        grads = param_gradient(self.model, self.params, x + delta, y, self.loss_fn)
+        return 1 - flat_dot(self.target, grads) / (self.target_norm * flat_norm(grads)).clamp_min(1e-30)

@@ -1,0 +1,191 @@
+"""Shared machinery of every crafting method, torchattacks-style: ``x_adv = atk(x, y)``.
+
+:class:`Perturbation` handles what all methods share: moving data to the surrogate's device, running
+the surrogate in eval mode, seeding, and projecting onto the ε-ball ∩ [0, 1]. :class:`PGDAttack` adds
+the paper's optimiser: R restarts of M signed-Adam steps with optional differentiable augmentation
+and a visibility regulariser, keeping the restart with the lowest loss (per batch or per image).
+
+Why eval mode: in train mode BatchNorm normalises with the statistics of the current batch, so each
+image's gradient would depend on the other images in the batch (breaking the independent variant),
+crafting would differentiate another function than the one the target gradient T was taken on, and
+every forward pass would overwrite the surrogate's running statistics. In eval mode F(·; θ) is one
+fixed, deterministic function and the surrogate is left untouched.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from faceguard.augment import resolve_augmentation
+from faceguard.gradients import model_device, trainable_params
+from faceguard.losses import LossFn, cross_entropy
+from faceguard.regularizers import Regularizer, resolve_regularizer
+
+LR_MILESTONES = (3 / 8, 5 / 8, 7 / 8)  # step-size decays by 10× at these fractions (Witches' Brew)
+
+
+@dataclass
+class CraftReport:
+    """What the last call did: loss of each restart, the kept loss, per-step objective values.
+
+    Losses are 0-d tensors for batch-level methods and [B] tensors for per-image ones.
+    """
+
+    restart_losses: list[Tensor] = field(default_factory=list)
+    best_loss: Tensor | None = None
+    step_losses: list[list[float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Perturbation:
+    """Base of all methods: ``x_adv = method(x, y)`` with ``‖x_adv − x‖∞ ≤ eps`` and x_adv ∈ [0, 1]."""
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, seed: int = 0) -> None:
+        if not 0 <= eps <= 1:
+            raise ValueError(f"eps is a fraction of the pixel range (e.g. 8/255), got {eps}")
+        self.model = model
+        self.eps = float(eps)
+        self.seed = seed
+        self.report = CraftReport()
+
+    def __call__(self, x: Tensor, y: Tensor, seed: int | None = None) -> Tensor:
+        """Perturb a batch of [0, 1] images; same seed and inputs → identical output."""
+        device = model_device(self.model)
+        x0, y0 = x.detach().to(device), y.to(device)
+        was_training = self.model.training
+        self.model.eval()
+        start = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.seed if seed is None else seed)
+                delta = self.perturb(x0, y0)
+        finally:
+            self.model.train(was_training)
+        self.report.seconds = time.perf_counter() - start
+        return (x0 + delta).clamp(0, 1).detach().to(x.device)
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        """Return Δ for the batch (already projected). Implemented by each method."""
+        raise NotImplementedError
+
+    def random_delta(self, x: Tensor) -> Tensor:
+        """Uniform random start in the ε-ball, projected to keep x + Δ in [0, 1]."""
+        delta = (torch.rand_like(x) * 2 - 1) * self.eps
+        return self.project(x, delta)
+
+    def project(self, x: Tensor, delta: Tensor) -> Tensor:
+        """Project Δ onto {‖Δ‖∞ ≤ ε} ∩ {x + Δ ∈ [0, 1]} (in place; Δ itself stays signed)."""
+        with torch.no_grad():
+            delta.clamp_(-self.eps, self.eps)
+            delta.copy_((x + delta).clamp_(0, 1) - x)
+        return delta
+
+
+class PGDAttack(Perturbation):
+    """Signed-Adam PGD with restarts; subclasses define :meth:`objective` and :meth:`evaluate`.
+
+    ``per_image`` selects the best restart separately for every image (methods whose images are
+    independent) instead of once for the batch.
+    """
+
+    per_image = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 240,
+        restarts: int = 8,
+        step_size: float = 0.1,
+        augment: nn.Module | bool | None = None,
+        regularizer: str | Regularizer | None = None,
+        reg_weight: float = 0.0,
+        loss_fn: LossFn = cross_entropy,
+        params: list[Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(model, eps, seed)
+        if steps < 0 or restarts < 1:
+            raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+        self.steps, self.restarts, self.step_size = steps, restarts, step_size
+        self.augment = resolve_augmentation(augment)
+        self.regularizer = resolve_regularizer(regularizer)
+        self.reg_weight = reg_weight
+        self.loss_fn = loss_fn
+        self.params = list(params) if params is not None else trainable_params(model)
+
+    def objective(self, x_in: Tensor, y: Tensor) -> Tensor:
+        """Scalar whose gradient w.r.t. the input drives the signed step (x_in may be augmented)."""
+        raise NotImplementedError
+
+    def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+        """Loss of a perturbation without augmentation: 0-d (batch) or [B] (``per_image``)."""
+        raise NotImplementedError
+
+    def loss(self, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
+        """Selection loss (objective + regulariser) of any perturbed batch, e.g. a random start."""
+        device = model_device(self.model)
+        x, y = x.detach().to(device), y.to(device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._selection_loss(x, y, x_adv.detach().to(device) - x).detach()
+        finally:
+            self.model.train(was_training)
+
+    def _penalty(self, x: Tensor, delta: Tensor) -> Tensor:
+        """Weighted regulariser per image ([B]); zeros when there is none."""
+        if self.regularizer is None or self.reg_weight == 0:
+            return torch.zeros(x.shape[0], device=x.device)
+        return self.reg_weight * self.regularizer(x, delta)
+
+    def _reduce_penalty(self, penalty: Tensor) -> Tensor:
+        """Per-image methods add each image's own penalty; batch methods the batch mean."""
+        return penalty if self.per_image else penalty.mean()
+
+    def _selection_loss(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+        return self.evaluate(x, y, delta) + self._reduce_penalty(self._penalty(x, delta).detach())
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        self.report = CraftReport()
+        best_delta, best_loss = None, None
+        for _ in range(self.restarts):
+            delta = self.random_delta(x)
+            self.report.step_losses.append(self._descend(x, y, delta))
+            loss = self._selection_loss(x, y, delta).detach()
+            self.report.restart_losses.append(loss)
+            if best_delta is None:
+                best_delta, best_loss = delta.detach().clone(), loss.clone()
+            elif self.per_image:
+                better = loss < best_loss
+                best_delta[better] = delta.detach()[better]
+                best_loss = torch.where(better, loss, best_loss)
+            elif loss < best_loss:
+                best_delta, best_loss = delta.detach().clone(), loss.clone()
+        self.report.best_loss = best_loss
+        return best_delta
+
+    def _descend(self, x: Tensor, y: Tensor, delta: Tensor) -> list[float]:
+        """M signed-Adam steps on Δ (in place), projecting after each; returns the objective trace."""
+        delta.requires_grad_(True)
+        optimizer = torch.optim.Adam([delta], lr=self.step_size * self.eps)
+        milestones = sorted({max(1, int(f * self.steps)) for f in LR_MILESTONES})
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+        trace = []
+        for _ in range(self.steps):
+            x_in = x + delta
+            if self.augment is not None:
+                x_in = self.augment(x_in)
+            objective = self.objective(x_in, y)
+            total = objective + self._reduce_penalty(self._penalty(x, delta)).sum()
+            (grad,) = torch.autograd.grad(total, delta)
+            delta.grad = grad.sign()
+            optimizer.step()
+            schedule.step()
+            self.project(x, delta)
+            trace.append(float(objective.detach()))
+        delta.requires_grad_(False)
+        return trace

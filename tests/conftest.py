@@ -1,0 +1,57 @@
+"""Shared fixtures: the real data bundle and a small surrogate trained on real CIFAR-10 images.
+
+Tests that need ``../shared/data`` (or ``$FACEGUARD_DATA``) skip with an explicit reason when it is
+missing, except under CI (``CI=true``), where a missing bundle is a failure: CI must test real data.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from recognition.datasets import default_data_dir
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_data(name: str) -> Path:
+    """Path of ``name`` inside the data bundle; skip (fail in CI) when it is not there."""
+    path = default_data_dir() / name
+    if not path.exists():
+        message = f"real data bundle file {path} is missing (set FACEGUARD_DATA to the bundle folder)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_tar() -> Path:
+    return require_data("cifar10_jpeg.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def cifar_test_batch(cifar_tar):
+    """32 real CIFAR-10 test images (on the 8-bit grid) and their labels."""
+    from recognition.datasets import load_cifar10
+
+    data = load_cifar10(cifar_tar, "test", per_class=4)
+    x = data.images.float() / 255
+    return x, data.labels
+
+
+@pytest.fixture(scope="session")
+def cifar_surrogate(cifar_tar):
+    """A narrow CIFAR ResNet-18 trained briefly on 2,000 real training images (eval mode)."""
+    from recognition.datasets import load_cifar10
+    from recognition.models import create_model
+    from recognition.training import TrainConfig, train_classifier
+
+    torch.manual_seed(0)
+    train = load_cifar10(cifar_tar, "train", per_class=200)
+    model = create_model("resnet18", num_classes=10, width=0.125)
+    train_classifier(model, train, TrainConfig(epochs=4, batch_size=64, lr=0.05, schedule="cosine"),
+                     device="cpu", progress=False)
+    return model.eval(), train

@@ -1,0 +1,145 @@
+"""Every crafting method: ε-ball and pixel range (before and after 8-bit quantisation), seeding,
+restart selection, eval-mode handling, margin-head models, regularisers and augmentation."""
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from faceguard.attacks import Alignment, RandomNoise, TensorClog, Unlearnable
+from faceguard.gradients import target_gradient
+from faceguard.losses import make_loss
+from faceguard.quantize import eps_from_pixels, quantize_within, to_uint8
+from recognition.heads import CosFace, MarginClassifier
+from recognition.models import create_model
+
+EPS = eps_from_pixels(8)
+
+
+@pytest.fixture(scope="module")
+def setup(cifar_test_batch):
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10, width=0.125).eval()
+    x, y = cifar_test_batch
+    x, y = x[:12], y[:12]
+    target = target_gradient(model, TensorDataset(*cifar_test_batch), batch_size=16)
+    return model, target, x, y
+
+
+def methods(model, target, **kw):
+    return {
+        "alignment-joint": Alignment(model, target, eps=EPS, variant="joint", **kw),
+        "alignment-independent": Alignment(model, target, eps=EPS, variant="independent", **kw),
+        "tensorclog": TensorClog(model, eps=EPS, **kw),
+        "unlearnable": Unlearnable(model, eps=EPS, **kw),
+    }
+
+
+def test_every_method_respects_the_eps_ball_and_pixel_range(setup):
+    model, target, x, y = setup
+    attacks = methods(model, target, steps=3, restarts=2) | {"random": RandomNoise(model, eps=EPS)}
+    for name, atk in attacks.items():
+        x_adv = atk(x, y)
+        assert x_adv.shape == x.shape, name
+        assert (x_adv - x).abs().max() <= EPS + 1e-6, name
+        assert x_adv.min() >= 0 and x_adv.max() <= 1, name
+        assert (x_adv - x).abs().max() > EPS / 2, name  # it did perturb
+        for q in (to_uint8(x_adv), quantize_within(x_adv, x, EPS)):
+            diff = (q.int() - to_uint8(x).int()).abs().max()
+            assert diff <= 8, name
+
+
+def test_quantize_within_holds_the_bound_for_images_off_the_8bit_grid():
+    """Half-way pixel values round half-to-even: with an odd ε, x and x + ε can round apart by ε + 1."""
+    eps = eps_from_pixels(7)
+    x = ((torch.arange(240, dtype=torch.float64) + 0.5) / 255).float().view(1, 1, 16, 15)
+    x_adv = (x + eps).clamp(0, 1)
+    naive = (to_uint8(x_adv).int() - to_uint8(x).int()).abs().max()
+    exact = (quantize_within(x_adv, x, eps).int() - to_uint8(x).int()).abs().max()
+    assert naive == 8 and exact == 7
+
+
+def test_same_seed_gives_identical_perturbations(setup):
+    model, target, x, y = setup
+    for atk_a, atk_b, atk_c in zip(*(methods(model, target, steps=2, restarts=1, augment=True, seed=s).values()
+                                     for s in (7, 7, 8))):
+        a, b, c = atk_a(x, y), atk_b(x, y), atk_c(x, y)
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+    assert torch.equal(RandomNoise(model, EPS, seed=1)(x, y), RandomNoise(model, EPS, seed=1)(x, y))
+
+
+def test_global_rng_is_left_alone(setup):
+    model, target, x, y = setup
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    Alignment(model, target, eps=EPS, steps=1, restarts=1)(x, y)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_best_restart_is_kept_per_batch_or_per_image(setup):
+    model, target, x, y = setup
+    joint = Alignment(model, target, eps=EPS, steps=2, restarts=3)
+    joint(x, y)
+    losses = torch.stack(joint.report.restart_losses)
+    assert losses.shape == (3,) and joint.report.best_loss == losses.min()
+    indep = Alignment(model, target, eps=EPS, steps=2, restarts=3, variant="independent")
+    x_adv = indep(x, y)
+    losses = torch.stack(indep.report.restart_losses)
+    assert losses.shape == (3, len(x))
+    assert torch.equal(indep.report.best_loss, losses.min(0).values)
+    # the returned images are the ones the reported losses belong to
+    assert torch.allclose(indep.loss(x, y, x_adv), indep.report.best_loss, atol=1e-5)
+    assert len(indep.report.step_losses) == 3 and len(indep.report.step_losses[0]) == 2
+
+
+def test_surrogate_is_used_in_eval_mode_and_left_untouched(setup):
+    model, target, x, y = setup
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Alignment(model, target, eps=EPS, steps=2, restarts=1)(x, y)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+
+
+def test_model_whose_loss_needs_the_label(cifar_test_batch):
+    """A CosFace head computes its margin from y: crafting passes y through loss_fn."""
+    torch.manual_seed(0)
+    backbone = create_model("resnet18", num_classes=16, width=0.125)
+    model = MarginClassifier(backbone, CosFace(16, 10, s=16, m=0.35)).eval()
+    x, y = cifar_test_batch
+    target = target_gradient(model, TensorDataset(x, y), loss_fn=make_loss("rce", label_in_forward=True))
+    atk = Alignment(model, target, eps=EPS, steps=8, restarts=1,
+                    loss_fn=make_loss("ce", label_in_forward=True))
+    start = atk.loss(x[:8], y[:8], RandomNoise(model, EPS)(x[:8], y[:8]))
+    atk(x[:8], y[:8])
+    assert atk.report.best_loss < start
+
+
+@pytest.mark.parametrize("name", ["l2", "tv", "ssim"])
+def test_regularizer_makes_the_perturbation_smaller(setup, name):
+    model, target, x, y = setup
+    plain = Alignment(model, target, eps=EPS, steps=6, restarts=1)(x, y)
+    reg = Alignment(model, target, eps=EPS, steps=6, restarts=1, regularizer=name, reg_weight=1e4)(x, y)
+    assert (reg - x).abs().mean() < 0.8 * (plain - x).abs().mean()
+
+
+def test_augmentation_changes_the_crafted_result(setup):
+    model, target, x, y = setup
+    plain = Alignment(model, target, eps=EPS, steps=3, restarts=1)(x, y)
+    augmented = Alignment(model, target, eps=EPS, steps=3, restarts=1, augment=True)(x, y)
+    assert not torch.equal(plain, augmented)
+
+
+def test_bad_arguments_are_rejected(setup):
+    model, target, x, y = setup
+    with pytest.raises(ValueError, match="variant"):
+        Alignment(model, target, variant="sideways")
+    with pytest.raises(ValueError, match="target_grad"):
+        Alignment(model, target[:-1])
+    with pytest.raises(ValueError, match="eps"):
+        Alignment(model, target, eps=8)
+    with pytest.raises(ValueError, match="regularizer"):
+        Alignment(model, target, regularizer="blur")
+    with pytest.raises(ValueError):
+        eps_from_pixels(300)
