@@ -10,6 +10,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from faceguard.attacks.base import PGDAttack
+from faceguard.backends import BACKENDS, alignment_input_gradient
 from faceguard.gradients import flat_dot, flat_norm, param_gradient, per_sample_alignment
 from faceguard.losses import LossFn, cross_entropy
 from faceguard.regularizers import Regularizer
@@ -28,6 +29,10 @@ class Alignment(PGDAttack):
         on that image alone (Proposition 1) and photos can be protected one at a time. The loss used
         to keep the best restart is each image's own 1 − cos(T, ∇θ CE(x_i + Δ_i)). With a regulariser
         the positive scalar sets its relative weight, so exact independence holds without one.
+
+    ``backend`` picks how ∇Δ A is computed (see :mod:`faceguard.backends`): ``double`` (double
+    backprop, exact), ``fd-frozen`` (finite difference with the activation pattern frozen: equal to
+    ``double`` to O(h²), no second-order graph), ``fd`` (plain finite difference).
     """
 
     def __init__(
@@ -46,6 +51,8 @@ class Alignment(PGDAttack):
         step_size: float = 0.1,
         seed: int = 0,
         chunk_size: int = 16,
+        backend: str = "double",
+        fd_step: float = 1e-5,
     ) -> None:
         super().__init__(model, eps, steps, restarts, step_size, augment, regularizer, reg_weight,
                          loss_fn, params, seed)
@@ -54,7 +61,10 @@ class Alignment(PGDAttack):
         if len(target_grad) != len(self.params) or any(
                 t.shape != p.shape for t, p in zip(target_grad, self.params)):
             raise ValueError("target_grad must have one tensor per crafting parameter, same shapes")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
         self.variant = variant
+        self.backend, self.fd_step = backend, fd_step
         self.per_image = variant == "independent"
         self.target = [t.detach().to(p.device, p.dtype) for t, p in zip(target_grad, self.params)]
         self.target_norm = flat_norm(self.target)
@@ -66,6 +76,14 @@ class Alignment(PGDAttack):
         if self.per_image:
             grad_norm = grad_norm.detach()
         return 1 - flat_dot(self.target, grads) / (self.target_norm * grad_norm).clamp_min(1e-30)
+
+    def objective_gradient(self, x_in: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        if self.backend == "double":
+            return super().objective_gradient(x_in, y)
+        grad, value = alignment_input_gradient(
+            self.model, self.params, x_in, y, self.loss_fn, self.target, detach_norm=self.per_image,
+            frozen=self.backend == "fd-frozen", rel_step=self.fd_step)
+        return grad, float(value)
 
     def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
         if self.per_image:

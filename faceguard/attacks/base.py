@@ -121,6 +121,24 @@ class PGDAttack(Perturbation):
         """Scalar whose gradient w.r.t. the input drives the signed step (x_in may be augmented)."""
         raise NotImplementedError
 
+    def objective_gradient(self, x_in: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        """(∇ of :meth:`objective` w.r.t. x_in, objective value); by autograd unless overridden."""
+        objective = self.objective(x_in, y)
+        (grad,) = torch.autograd.grad(objective, x_in)
+        return grad, float(objective.detach())
+
+    def step_gradient(self, x: Tensor, y: Tensor, delta: Tensor) -> tuple[Tensor, float]:
+        """∇Δ of objective + regulariser at Δ (fresh augmentation draw) and the objective value."""
+        x_in = x + delta
+        if self.augment is not None:
+            x_in = self.augment(x_in)
+        grad_in, objective = self.objective_gradient(x_in, y)
+        (grad,) = torch.autograd.grad(x_in, delta, grad_in)
+        if self.regularizer is not None and self.reg_weight != 0:
+            penalty = self._reduce_penalty(self._penalty(x, delta)).sum()
+            grad = grad + torch.autograd.grad(penalty, delta)[0]
+        return grad, objective
+
     def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
         """Loss of a perturbation without augmentation: 0-d (batch) or [B] (``per_image``)."""
         raise NotImplementedError
@@ -176,16 +194,11 @@ class PGDAttack(Perturbation):
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
         trace = []
         for _ in range(self.steps):
-            x_in = x + delta
-            if self.augment is not None:
-                x_in = self.augment(x_in)
-            objective = self.objective(x_in, y)
-            total = objective + self._reduce_penalty(self._penalty(x, delta)).sum()
-            (grad,) = torch.autograd.grad(total, delta)
+            grad, objective = self.step_gradient(x, y, delta)
             delta.grad = grad.sign()
             optimizer.step()
             schedule.step()
             self.project(x, delta)
-            trace.append(float(objective.detach()))
+            trace.append(objective)
         delta.requires_grad_(False)
         return trace
