@@ -24,6 +24,9 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+# Only these Pillow decoders may run, whatever a file claims to be (an EPS renamed .jpg would
+# otherwise start Ghostscript).
+PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 CIFAR_SPLITS = ("train", "test")
 
 # One image to decode: (name used in error messages and for sorting, file path or raw bytes).
@@ -162,7 +165,8 @@ def _decode_entries(entries: dict[str, list[_Entry]], per_class: int | None, siz
 def _decode(name: str, source: Path | bytes, size: int | None) -> np.ndarray:
     """Decode one image to an RGB uint8 array [H, W, 3]; any decoding failure names the file."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        with Image.open(stream, formats=PILLOW_FORMATS) as image:
             ImageOps.exif_transpose(image, in_place=True)
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             if size is not None:

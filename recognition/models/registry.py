@@ -11,7 +11,10 @@ _REGISTRY: dict[str, ModelFactory] = {}
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator registering ``factory(num_classes, width, **kwargs)`` under ``name``."""
+    """Decorator registering ``factory(width=..., [num_classes=...], **kwargs)`` under ``name``.
+
+    Factories default ``num_classes`` themselves (it is only passed when the caller gives one).
+    """
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
@@ -27,8 +30,14 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 10, width: float = 1.0, **kwargs) -> nn.Module:
-    """Build a registered model; extra kwargs (``in_channels``, ``mean``, ``std``) go to the family."""
+def create_model(name: str, num_classes: int | None = None, width: float = 1.0, **kwargs) -> nn.Module:
+    """Build a registered model; extra kwargs (``in_channels``, ``mean``, ``std``) go to the family.
+
+    ``num_classes`` is the output size: classes for classifiers, the embedding size for face
+    backbones. ``None`` keeps the family's own default (10 for the CIFAR zoo, 512 for IR-ResNets).
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[name](num_classes=num_classes, width=width, **kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return _REGISTRY[name](width=width, **kwargs)
