@@ -134,7 +134,7 @@ class PGDAttack(Perturbation):
             x_in = self.augment(x_in)
         grad_in, objective = self.objective_gradient(x_in, y)
         (grad,) = torch.autograd.grad(x_in, delta, grad_in)
-        if self.regularizer is not None and self.reg_weight != 0:
+        if self.regularized:
             penalty = self._reduce_penalty(self._penalty(x, delta)).sum()
             grad = grad + torch.autograd.grad(penalty, delta)[0]
         return grad, objective
@@ -154,9 +154,14 @@ class PGDAttack(Perturbation):
         finally:
             self.model.train(was_training)
 
+    @property
+    def regularized(self) -> bool:
+        """Whether a visibility regulariser with a non-zero weight is part of the objective."""
+        return self.regularizer is not None and self.reg_weight != 0
+
     def _penalty(self, x: Tensor, delta: Tensor) -> Tensor:
         """Weighted regulariser per image ([B]); zeros when there is none."""
-        if self.regularizer is None or self.reg_weight == 0:
+        if not self.regularized:
             return torch.zeros(x.shape[0], device=x.device)
         return self.reg_weight * self.regularizer(x, delta)
 
