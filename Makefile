@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
+# The main job: protect a real portrait that ships with scikit-image (no download) with the default
+# profile; writes demo-photos-protected/ (protected PNG, manifest.json, report.html).
 demo: $(STAMP)
-	$(VENV)/bin/faceguard demo
+	$(PY) -c "from pathlib import Path; from PIL import Image; from skimage import data; \
+	Path('demo-photos').mkdir(exist_ok=True); Image.fromarray(data.astronaut()).save('demo-photos/astronaut.png')"
+	$(VENV)/bin/faceguard protect demo-photos --eps 16 --report
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info demo-photos demo-photos-protected

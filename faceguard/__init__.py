@@ -13,6 +13,16 @@ from faceguard.quantize import eps_from_pixels, quantize_within, to_uint8
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "Alignment", "RandomNoise", "TensorClog", "Unlearnable", "cross_entropy",
+
+def __getattr__(name: str):
+    """``faceguard.Protector`` on first use: it pulls in face detection, which plain crafting does not need."""
+    if name == "Protector":
+        from faceguard.protect import Protector
+
+        return Protector
+    raise AttributeError(f"module 'faceguard' has no attribute {name!r}")
+
+
+__all__ = ["METHODS", "Alignment", "Protector", "RandomNoise", "TensorClog", "Unlearnable", "cross_entropy",
            "eps_from_pixels", "make_loss", "quantize_within", "reverse_cross_entropy",
            "target_gradient", "to_uint8"]

@@ -1,0 +1,155 @@
+"""Reading and writing user photos without losing what users care about.
+
+:func:`read_photo` decodes with the accepted Pillow decoders only (a file whose bytes are e.g.
+EPS cannot start Ghostscript), treats Pillow's decompression-bomb *warning* as an error too, turns
+the photo upright per its EXIF orientation, and keeps 8-bit L, LA, RGB and RGBA as they are (a
+grayscale photo stays grayscale, alpha is kept; palette images become RGB or RGBA, 1-bit ones L).
+16-bit, float and CMYK images are refused with a one-line reason: their values cannot be kept
+within ε through an 8-bit pipeline, and a silent conversion would change every pixel.
+
+:func:`write_photo` writes atomically in the photo's own format with its EXIF (orientation
+removed, the pixels being upright) and ICC profile. Lossless formats (PNG, BMP, lossless WebP,
+TIFF with a lossless compression) store the protected pixels exactly, so |Δ| ≤ ε holds after
+saving. JPEG is re-encoded with the original's quantisation tables and chroma subsampling: the
+file keeps its size and look, but decoding it no longer returns the exact protected pixels, so
+the bound is *not* guaranteed for JPEG output; the measured L∞ is reported (``--format png``
+keeps it exact).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, JpegImagePlugin
+
+from recognition.align_cli import PILLOW_FORMATS, write_atomic
+
+KEPT_MODES = ("L", "LA", "RGB", "RGBA")
+LOSSLESS_TIFF = ("raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits")
+SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
+                  ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+@dataclass(eq=False)
+class Photo:
+    """Upright 8-bit pixels (HxW for L, HxWxC otherwise), their mode, the file format and what to
+    carry over on saving (``exif`` bytes, ``icc_profile``, JPEG ``qtables``/``subsampling``, TIFF
+    ``compression``)."""
+
+    pixels: np.ndarray
+    mode: str
+    format: str
+    keep: dict = field(default_factory=dict)
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """The image in one of :data:`KEPT_MODES`, or ValueError for what cannot stay within ε."""
+    mode = image.mode
+    if mode in KEPT_MODES:
+        return image
+    if mode.startswith("I") or mode == "F":
+        raise ValueError(f"{mode} images (16-bit or float samples) are not supported; "
+                         "save the photo as 8 bits per channel")
+    if mode == "CMYK":
+        raise ValueError("CMYK images are not supported; convert the photo to RGB first")
+    if mode == "1":
+        return image.convert("L")
+    if mode in ("P", "PA"):
+        transparent = mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if transparent else "RGB")
+    if mode in ("La", "RGBa", "RGBX", "YCbCr"):
+        return image.convert("RGBA" if mode in ("La", "RGBa") else "RGB")
+    raise ValueError(f"unsupported image mode {mode}")
+
+
+def read_photo(path: str | Path) -> Photo:
+    """Decode one photo (accepted formats only, decompression bombs refused), upright, 8-bit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
+            image.load()
+            fmt = "JPEG" if image.format == "MPO" else image.format
+            if getattr(image, "n_frames", 1) > 1 and fmt != "JPEG":
+                raise ValueError(f"multi-frame {fmt} files (animations, pages) are not supported")
+            keep = {key: image.info[key] for key in ("icc_profile", "dpi") if image.info.get(key)}
+            if fmt == "JPEG":
+                keep["qtables"] = image.quantization
+                keep["subsampling"] = JpegImagePlugin.get_sampling(image)
+            if fmt == "TIFF":
+                keep["compression"] = image.info.get("compression", "raw")
+            upright = ImageOps.exif_transpose(image)
+            exif = upright.getexif()
+            if len(exif):
+                keep["exif"] = exif.tobytes()
+            upright = _normalise_mode(upright)
+            return Photo(np.asarray(upright).copy(), upright.mode, fmt, keep)
+
+
+def _save_options(photo: Photo, fmt: str) -> dict:
+    """Pillow save options that keep the photo's metadata and, but for JPEG, its exact pixels."""
+    keep = photo.keep
+    options = {key: keep[key] for key in ("icc_profile", "exif", "dpi") if key in keep}
+    if fmt == "JPEG":
+        if keep.get("qtables") and photo.format == "JPEG":
+            subsampling = keep.get("subsampling", -1)
+            options |= {"qtables": keep["qtables"], "subsampling": subsampling if subsampling >= 0 else 0}
+        else:
+            options["quality"] = 95
+    elif fmt == "WEBP":
+        options |= {"lossless": True, "exact": True}
+    elif fmt == "TIFF":
+        options.pop("exif", None)
+        compression = keep.get("compression", "raw")
+        options["compression"] = compression if compression in LOSSLESS_TIFF else "tiff_lzw"
+    elif fmt == "BMP":
+        options = {}
+    return options
+
+
+def encode_photo(photo: Photo, pixels: np.ndarray, fmt: str) -> bytes:
+    """The file bytes of ``pixels`` (same shape and mode as ``photo.pixels``) in format ``fmt``."""
+    if fmt == "JPEG" and photo.mode not in ("L", "RGB"):
+        raise ValueError(f"JPEG cannot store {photo.mode} pixels; use --format png")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), mode=photo.mode).save(buffer, format=fmt,
+                                                                        **_save_options(photo, fmt))
+    return buffer.getvalue()
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a user-visible file atomically (temporary file + rename) with ordinary permissions
+    (0644: the temporary file would otherwise stay owner-only)."""
+    def write(handle) -> None:
+        os.fchmod(handle.fileno(), 0o644)
+        handle.write(data)
+
+    write_atomic(path, write)
+
+
+def write_photo(photo: Photo, pixels: np.ndarray, path: Path, fmt: str) -> None:
+    """Atomically write ``pixels`` to ``path`` in format ``fmt``."""
+    write_bytes_atomic(path, encode_photo(photo, pixels, fmt))
+
+
+def is_lossless(fmt: str) -> bool:
+    """Whether :func:`write_photo` stores pixels exactly in this format (all but JPEG)."""
+    return fmt != "JPEG"
+
+
+def photo_metrics(original: np.ndarray, protected: np.ndarray) -> dict:
+    """L∞ (0–255 units), PSNR (dB, None if identical) and SSIM of two equally shaped uint8 arrays."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    if original.shape != protected.shape:
+        raise ValueError(f"sizes differ: {original.shape} vs {protected.shape}")
+    linf = int(np.abs(original.astype(np.int16) - protected.astype(np.int16)).max(initial=0))
+    psnr = None if linf == 0 else float(peak_signal_noise_ratio(original, protected, data_range=255))
+    channel_axis = None if original.ndim == 2 else 2
+    ssim = float(structural_similarity(original, protected, data_range=255, channel_axis=channel_axis))
+    return {"linf": linf, "psnr": None if psnr is None or math.isinf(psnr) else round(psnr, 3),
+            "ssim": round(ssim, 6)}

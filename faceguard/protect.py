@@ -1,0 +1,254 @@
+"""``Protector``: protect every face of one photo at a time (the paper's online setting).
+
+``Protector(profile, eps=16).protect(image)`` detects the faces (MTCNN), aligns each to the
+profile's crop size, crafts the alignment perturbation through the photo warp
+(:mod:`faceguard.protect_warp`) and returns the protected photo at full resolution with per-face
+numbers: the alignment loss A = 1 − cos(T, ∇θ CE) of the clean face, of the crafted face and of
+the face a scraper gets from the 8-bit result by re-detecting and re-aligning it.
+
+Identities: the surrogate's head has rows for the profile's own identities. A face of anyone else
+gets a row from its identity's mean normalised embedding (CosFace rows are class centres): pass
+``identity=`` (a profile class name, or a name registered with :meth:`Protector.add_identity`);
+without one each face is its own centre. Outputs keep |protected − original| ≤ ε per pixel and
+channel exactly (``quantize_within``) and every pixel outside the faces' paste masks unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from faceguard.attacks import Alignment
+from faceguard.gradients import per_sample_alignment
+from faceguard.profile import Profile, load_profile
+from faceguard.protect_warp import PhotoFaces, as_channels_first, crop_loss, face_region, warp_loss
+from faceguard.quantize import eps_from_pixels, quantize_within
+from recognition.alignment import align_face
+from recognition.detection import Face, FaceDetector
+from recognition.heads import CosFace
+from recognition.training import resolve_device
+
+DEFAULT_STEPS = 10
+REDETECT_MARGIN = 0.75  # re-detect in the face box grown by this fraction of its side on every edge
+
+
+@dataclass
+class FaceResult:
+    """One protected face: detection, identity used, and alignment losses (lower = stronger).
+
+    ``loss_saved`` is measured on the face re-detected and re-aligned from the 8-bit output
+    (None when re-detection missed it).
+    """
+
+    box: list[float]
+    score: float
+    identity: str
+    loss_clean: float
+    loss_crafted: float
+    loss_saved: float | None = None
+
+
+@dataclass(eq=False)
+class Crafted:
+    """What :meth:`Protector.protect_pixels` made: new pixels, per-face results, and the surrogate
+    view of the photo's faces (head and labels) that :meth:`Protector.measure_saved` reuses."""
+
+    pixels: np.ndarray
+    faces: list[FaceResult]
+    model: PhotoFaces | None = None
+
+
+@dataclass
+class ProtectResult:
+    """The protected photo (same type, mode and size as the input) and its faces."""
+
+    image: Image.Image | np.ndarray
+    faces: list[FaceResult] = field(default_factory=list)
+
+
+def colour_and_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split HxW / HxWx2 (LA) / HxWx3 / HxWx4 (RGBA) uint8 pixels into colour and alpha."""
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        return pixels[..., :-1].squeeze(-1) if pixels.shape[2] == 2 else pixels[..., :3], pixels[..., -1]
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3):
+        return pixels, None
+    raise ValueError(f"unsupported pixel array of shape {pixels.shape}")
+
+
+def rgb_view(colour: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB of colour pixels (grayscale repeated), what the detector reads."""
+    return np.repeat(colour[..., None], 3, axis=2) if colour.ndim == 2 else colour
+
+
+class Protector:
+    """Craft alignment protection for the faces of photos with one profile.
+
+    ``eps`` is in 0–255 pixel units. Every photo is crafted on its own (the online setting: uploads
+    can be protected one at a time). ``variant="joint"`` (default) gives the faces of a photo one
+    exact cosine objective (for a one-face photo: that face's own cosine); ``"independent"`` is the
+    library's variant with each face's gradient norm detached, which was much weaker here (A from
+    0.824 to 0.804 crafted vs 0.602 for joint, 10 steps, 4 bundle photos, default profile). ``steps``/``restarts`` are the signed-Adam budget; ``regularizer``
+    (none, l2, tv, ssim) with ``reg_weight`` trades strength for visibility.
+    """
+
+    def __init__(self, profile: Profile | str | Path | None = None, eps: float = 16,
+                 steps: int = DEFAULT_STEPS, restarts: int = 1, variant: str = "joint",
+                 regularizer: str | None = None, reg_weight: float = 0.0, device: str = "auto",
+                 seed: int = 0, backend: str = "double", detector: FaceDetector | None = None) -> None:
+        self.device = resolve_device(device)
+        if not isinstance(profile, Profile):
+            profile = load_profile(profile, self.device)
+        self.profile = profile.to(self.device)
+        self.eps = eps_from_pixels(eps)
+        self.attack_options = dict(steps=steps, restarts=restarts, variant=variant,
+                                   regularizer=None if regularizer in (None, "none") else regularizer,
+                                   reg_weight=reg_weight, seed=seed, backend=backend)
+        self.detector = detector or FaceDetector(device=self.device)
+        self.centres: dict[str, torch.Tensor] = {}
+
+    # ----- identities -----
+    def embed(self, colour: np.ndarray, faces: list[Face]) -> torch.Tensor:
+        """Normalised surrogate embeddings [N, D] of the faces' clean aligned crops (CPU)."""
+        size = self.profile.input_size
+        crops = torch.stack([as_channels_first(align_face(colour, f.landmarks, size).crop) for f in faces])
+        with torch.no_grad():
+            crops = crops.to(self.device)
+            embedding = self.profile.backbone(crops.expand(-1, 3, -1, -1))
+        return F.normalize(embedding, dim=1).cpu()
+
+    def embed_pixels(self, pixels: np.ndarray, faces: list[Face]) -> torch.Tensor:
+        """:meth:`embed` for uint8 pixels of any kept mode; [0, D] when there is no face."""
+        if not faces:
+            return torch.zeros(0, self.profile.head.weight.shape[1])
+        return self.embed(colour_and_alpha(pixels)[0], faces)
+
+    def add_identity(self, name: str, embeddings: torch.Tensor) -> None:
+        """Register (or replace) a person by embeddings of their faces: the head row is their mean."""
+        self.centres[name] = F.normalize(embeddings.float().mean(0), dim=0)
+
+    def _head(self, identities: list[str | None], embeddings: torch.Tensor) -> tuple[CosFace, torch.Tensor]:
+        """The profile's CosFace head with a row appended per new identity, and each face's label."""
+        classes = {name: i for i, name in enumerate(self.profile.classes)}
+        rows, labels, new = [self.profile.head.weight.detach()], [], {}
+        for k, name in enumerate(identities):
+            if name in classes:
+                labels.append(classes[name])
+                continue
+            key = name if name is not None else f"\0face{k}"
+            if key not in new:
+                centre = self.centres.get(name) if name is not None else None
+                new[key] = len(classes) + len(new)
+                rows.append((embeddings[k] if centre is None else centre)[None].to(self.device))
+            labels.append(new[key])
+        template = self.profile.head
+        head = CosFace(template.weight.shape[1], len(classes) + len(new), s=template.s, m=template.m)
+        head.weight.data = F.normalize(torch.cat(rows).float(), dim=1)
+        return head.to(self.device).eval(), torch.tensor(labels, device=self.device)
+
+    # ----- protection -----
+    def protect(self, image: Image.Image | np.ndarray, identity: str | None = None,
+                measure: bool = True) -> ProtectResult:
+        """Protect every face of one photo (PIL image or uint8 array; alpha kept, mode kept).
+
+        PIL images in modes other than L, LA, RGB, RGBA are converted to RGB(A) first. With
+        ``measure`` each face's loss after 8-bit rounding, re-detection and re-alignment is
+        reported as ``loss_saved``.
+        """
+        is_pil = isinstance(image, Image.Image)
+        if is_pil and image.mode not in ("L", "LA", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+        pixels = np.asarray(image)
+        if pixels.dtype != np.uint8:
+            raise ValueError(f"expected 8-bit pixels, got {pixels.dtype}")
+        faces = self.detect(pixels)
+        crafted = self.protect_pixels(pixels, faces, [identity] * len(faces))
+        if measure and faces:
+            self.measure_saved(crafted, crafted.pixels, faces)
+        protected = crafted.pixels
+        return ProtectResult(Image.fromarray(protected, mode=image.mode) if is_pil else protected, crafted.faces)
+
+    def detect(self, pixels: np.ndarray) -> list[Face]:
+        """MTCNN faces of uint8 pixels of any kept mode (L, LA, RGB, RGBA), best score first."""
+        colour, _ = colour_and_alpha(pixels)
+        return self.detector.detect(rgb_view(colour))
+
+    def protect_pixels(self, pixels: np.ndarray, faces: list[Face], identities: list[str | None]
+                       ) -> Crafted:
+        """Perturb the given faces of uint8 pixels (identity names per face, None = own centre)."""
+        if not faces:
+            return Crafted(pixels.copy(), [])
+        colour, alpha = colour_and_alpha(pixels)
+        size = self.profile.input_size
+        regions = [face_region(colour, face.landmarks, size) for face in faces]
+        embeddings = self.embed(colour, faces)
+        head, labels = self._head(identities, embeddings)
+        model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
+        params, target = self.profile.target_params(), self.profile.target
+        attack = Alignment(model, target, eps=self.eps, loss_fn=warp_loss, params=params,
+                           **self.attack_options)
+        index = torch.arange(len(faces), device=self.device)
+        z_clean = model.clean_crops
+        z = attack(z_clean, index)
+        with torch.no_grad():
+            deltas = model.photo_delta(z, index).cpu()
+        clean_loss = per_sample_alignment(model, params, z_clean, index, target, warp_loss)
+        crafted_loss = per_sample_alignment(model, params, z, index, target, warp_loss)
+        protected = self._apply(colour, regions, deltas)
+        out = protected if alpha is None else np.concatenate(
+            [protected.reshape(protected.shape[:2] + (-1,)), alpha[..., None]], axis=2)
+        results = [FaceResult([round(float(v), 1) for v in face.box], round(face.score, 4),
+                              identity or "", float(a), float(b))
+                   for face, identity, a, b in zip(faces, identities, clean_loss.tolist(), crafted_loss.tolist())]
+        return Crafted(out, results, model)
+
+    def _apply(self, colour: np.ndarray, regions: list, deltas: torch.Tensor) -> np.ndarray:
+        """Add each face's Δ to the photo, round within ε; pixels off every mask stay byte-identical."""
+        clean = as_channels_first(colour)
+        perturbed = clean.clone()
+        touched = torch.zeros(clean.shape[1:], dtype=torch.bool)
+        for region, delta in zip(regions, deltas):
+            x0, y0, x1, y1 = region.box
+            h, w = y1 - y0, x1 - x0
+            perturbed[:, y0:y1, x0:x1] += delta[:, :h, :w]
+            touched[y0:y1, x0:x1] |= torch.from_numpy(region.mask)
+        rounded = quantize_within(perturbed.clamp(0, 1), clean, self.eps)
+        result = torch.where(touched, rounded, (clean * 255).round().to(torch.uint8))
+        array = result.permute(1, 2, 0).numpy()
+        return array[..., 0].copy() if colour.ndim == 2 else np.ascontiguousarray(array)
+
+    def measure_saved(self, crafted: Crafted, saved: np.ndarray, faces: list[Face]) -> None:
+        """Fill each ``crafted.faces[k].loss_saved``: re-detect face k near its box in the decoded
+        ``saved`` pixels, re-align it as a scraper would (cv2), evaluate A with the crafting head."""
+        colour, _ = colour_and_alpha(np.asarray(saved))
+        rgb = rgb_view(colour)
+        model, size, results = crafted.model, self.profile.input_size, crafted.faces
+        crops, kept = [], []
+        for k, face in enumerate(faces):
+            found = self._redetect(rgb, face)
+            if found is not None:
+                crops.append(as_channels_first(align_face(colour, found, size).crop))
+                kept.append(k)
+        if not kept:
+            return
+        losses = per_sample_alignment(model, self.profile.target_params(), torch.stack(crops).to(self.device),
+                                      torch.tensor(kept, device=self.device), self.profile.target, crop_loss)
+        for k, loss in zip(kept, losses.tolist()):
+            results[k].loss_saved = float(loss)
+
+    def _redetect(self, rgb: np.ndarray, face: Face) -> np.ndarray | None:
+        """Landmarks [5, 2] of the face re-detected in a window around ``face.box`` (None if missed)."""
+        x1, y1, x2, y2 = face.box
+        grow = REDETECT_MARGIN * max(x2 - x1, y2 - y1)
+        height, width = rgb.shape[:2]
+        wx0, wy0 = int(max(x1 - grow, 0)), int(max(y1 - grow, 0))
+        wx1, wy1 = int(min(x2 + grow, width)), int(min(y2 + grow, height))
+        found = self.detector.detect(np.ascontiguousarray(rgb[wy0:wy1, wx0:wx1]))
+        centre = np.array([(x1 + x2) / 2 - wx0, (y1 + y2) / 2 - wy0])
+        best = min(found, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre), default=None)
+        if best is None or np.linalg.norm((best.box[:2] + best.box[2:]) / 2 - centre) > (x2 - x1) / 2:
+            return None
+        return best.landmarks + np.array([wx0, wy0], dtype=np.float32)

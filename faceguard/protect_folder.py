@@ -1,0 +1,277 @@
+"""Protect a whole photo folder (or one photo) into a mirrored output tree: what the CLI runs.
+
+Every image under PHOTOS (JPEG, PNG, WebP, BMP, TIFF, extensions in any case; symlinks leaving
+PHOTOS are reported, not followed) gets one outcome: ``protected`` (written with the same name and
+format, or as PNG with ``fmt="png"``), ``no_face`` (copied unchanged) or ``error`` (one line; the
+run goes on). Originals are only read, and the output folder may not overlap PHOTOS.
+
+The manifest ``OUT/manifest.json`` is rewritten (atomically) as each photo finishes. A rerun skips
+every photo whose entry is finished under the same settings, whose input still has the recorded
+SHA-256 and whose output still has its recorded SHA-256: killing a run loses at most the photo in
+flight, and since outputs are written to a temporary file and renamed, never leaves a truncated
+one (temporary files of a killed run are removed at the next start).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from faceguard.photo import (SUFFIX_FORMATS, is_lossless, photo_metrics, read_photo, write_bytes_atomic,
+                            write_photo)
+from faceguard.profile import file_sha256
+from faceguard.protect import Protector
+from faceguard.protect_identities import (centre_lists, cluster_names, identity_key, mean_centres)
+from recognition.align_cli import find_photos, one_line
+
+MANIFEST = "manifest.json"
+REPORT = "report.html"
+STATUSES = ("protected", "no_face", "error")
+FINISHED = ("protected", "no_face")
+
+
+@dataclass
+class FolderOptions:
+    """Folder-level choices: output folder (default ``PHOTOS-protected`` beside PHOTOS), output
+    format (``keep`` or ``png``), identity mode, HTML report, progress bar, the command line."""
+
+    out: Path | None = None
+    format: str = "keep"
+    identities: str = "folders"
+    report: bool = False
+    progress: bool = True
+    command: str = ""
+
+
+@dataclass
+class Summary:
+    """Counts of this run's outcomes (skipped = finished by an earlier run) and where things are."""
+
+    counts: Counter = field(default_factory=Counter)
+    faces: int = 0
+    out: Path | None = None
+    clusters: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts["error"] else 0
+
+    def line(self) -> str:
+        parts = ", ".join(f"{self.counts[s]} {s.replace('_', ' ')}" for s in (*STATUSES, "skipped"))
+        return (f"protect: {sum(self.counts.values())} files: {parts}; {self.faces} faces protected; "
+                f"output {self.out}; manifest {self.out / MANIFEST}")
+
+
+def default_output(photos: Path) -> Path:
+    """``PHOTOS-protected`` beside a folder; ``NAME-protected`` beside a single photo."""
+    return photos.parent / f"{photos.stem if photos.is_file() else photos.name}-protected"
+
+
+def _inputs(photos: Path, out: Path) -> tuple[Path, list[Path], list[Path]]:
+    """(root, photos relative to it, symlinks leaving it); checks that OUT does not overlap."""
+    if not photos.exists():
+        raise FileNotFoundError(f"{photos} does not exist")
+    root = photos if photos.is_dir() else photos.parent
+    root_real, out_real = root.resolve(), out.resolve()
+    if photos.is_dir() and (out_real.is_relative_to(root_real) or root_real.is_relative_to(out_real)):
+        raise ValueError(f"output {out} and PHOTOS {photos} overlap; choose another --out")
+    if photos.is_file():
+        if photos.suffix.lower() not in SUFFIX_FORMATS:
+            raise ValueError(f"{photos} is not a JPEG, PNG, WebP, BMP or TIFF file")
+        if out_real == root_real:
+            raise ValueError(f"output {out} is the folder of {photos}; choose another --out")
+        return root, [Path(photos.name)], []
+    found, outside = find_photos(root)
+    return root, found, outside
+
+
+def _output_names(rels: list[Path], fmt: str, outcomes: dict[str, dict]) -> dict[str, Path]:
+    """Output path per input; a clash (``a.jpg`` and ``a.png`` under ``--format png``, compared
+    case-insensitively) is the later photo's error."""
+    names, claimed = {}, {}
+    for rel in rels:
+        target = rel.with_suffix(".png") if fmt == "png" else rel
+        key = target.as_posix().lower()
+        if key in claimed:
+            outcomes[rel.as_posix()] = {"status": "error", "reason": f"output {target} is already "
+                                        f"taken by {claimed[key]}"}
+        else:
+            claimed[key], names[rel.as_posix()] = rel.as_posix(), target
+    return names
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the ``.NAME.*.tmp`` files that a killed run's atomic writes left behind."""
+    if out.is_dir():
+        for path in out.rglob(".*.tmp"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+
+
+class Manifest:
+    """``OUT/manifest.json``: settings, per-file entries, identity centres; saved atomically."""
+
+    def __init__(self, path: Path, settings: dict, command: str) -> None:
+        self.path, self.settings = path, settings
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        same = data.get("settings") == settings
+        if data and not same:
+            print(f"protect: settings differ from {path}; every photo is protected again", file=sys.stderr)
+        self.files: dict[str, dict] = data.get("files", {}) if same else {}
+        self.centres: dict[str, list[float]] = data.get("centres", {}) if same else {}
+        self.clusters: dict[str, list[str]] = data.get("clusters", {}) if same else {}
+        self.command = command
+
+    def finished(self, rel: str, input_sha: str, out_dir: Path) -> bool:
+        entry = self.files.get(rel)
+        if not entry or entry.get("status") not in FINISHED or entry.get("input_sha256") != input_sha:
+            return False
+        output = out_dir / entry["output"]
+        return output.is_file() and file_sha256(output) == entry.get("output_sha256")
+
+    def save(self) -> None:
+        record = {"version": 1, "command": self.command, "settings": self.settings,
+                  "files": dict(sorted(self.files.items())), "centres": self.centres,
+                  "clusters": self.clusters}
+        write_bytes_atomic(self.path, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def _settings(protector: Protector, options: FolderOptions) -> dict:
+    """Everything that changes an output: a finished entry counts only under equal settings."""
+    attack = protector.attack_options
+    return {"eps": round(protector.eps * 255, 6), **attack, "format": options.format,
+            "identities": options.identities, "profile_sha256": protector.profile.sha256}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(float(np.mean(kept)), 6) if kept else None
+
+
+def _protect_one(protector: Protector, source: Path, target: Path, fmt: str, faces: list,
+                 names: list[str | None]) -> dict:
+    """Protect, write, re-read and measure one photo whose faces are already detected."""
+    photo = read_photo(source)
+    out_format = "PNG" if fmt == "png" else photo.format
+    entry = {"faces": len(faces), "format": out_format, "lossy": not is_lossless(out_format)}
+    if not faces:
+        if out_format == photo.format:  # copied unchanged, byte for byte
+            write_bytes_atomic(target, source.read_bytes())
+        else:
+            write_photo(photo, photo.pixels, target, out_format)
+        return entry | {"status": "no_face", "reason": "no face detected"}
+    crafted = protector.protect_pixels(photo.pixels, faces, names)
+    write_photo(photo, crafted.pixels, target, out_format)
+    saved = read_photo(target).pixels
+    protector.measure_saved(crafted, saved, faces)
+    details = [asdict(face) for face in crafted.faces]
+    loss = {key: _mean([d[f"loss_{key}"] for d in details]) for key in ("clean", "crafted", "saved")}
+    return entry | {"status": "protected", "reason": "", **photo_metrics(photo.pixels, saved),
+                    "loss": loss, "face_details": details}
+
+
+def protect_folder(photos: Path, protector: Protector, options: FolderOptions) -> Summary:
+    """Protect every photo of ``photos`` (a folder, or one file) as the module doc describes."""
+    from tqdm.auto import tqdm
+
+    photos = Path(photos)
+    out = Path(options.out) if options.out is not None else default_output(photos)
+    root, rels, outside = _inputs(photos, out)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
+    manifest = Manifest(out / MANIFEST, _settings(protector, options), options.command)
+    summary = Summary(out=out)
+    errors = {rel.as_posix(): {"status": "error", "reason": "symlink to a file outside PHOTOS; not followed"}
+              for rel in outside}
+    targets = _output_names(rels, options.format, errors)
+
+    def record(rel: str, entry: dict, bar=None) -> None:
+        manifest.files[rel] = {"input": rel, **entry}
+        manifest.save()
+        summary.counts[entry["status"]] += 1
+        if entry["status"] == "protected":
+            summary.faces += entry["faces"]
+        if entry["status"] == "error":
+            (bar.write if bar is not None else print)(f"protect: {root / rel}: {entry['reason']}", file=sys.stderr)
+
+    for rel, entry in errors.items():
+        record(rel, entry)
+    todo, digests = [], {}
+    for rel, target in targets.items():
+        try:
+            digests[rel] = file_sha256(root / rel)
+        except OSError as exc:
+            record(rel, {"status": "error", "reason": one_line(exc)})
+            continue
+        if manifest.finished(rel, digests[rel], out):
+            summary.counts["skipped"] += 1
+        else:
+            todo.append(rel)
+    groups: dict[str | None, list[str]] = {}
+    for rel in todo:
+        key = identity_key(Path(rel), options.identities, photos.name)
+        groups.setdefault(None if options.identities == "cluster" else key, []).append(rel)
+
+    with tqdm(total=len(todo), unit="photo", desc="protect", disable=not options.progress or None) as bar:
+        for key, group in groups.items():
+            detected = {}
+            for rel in group:  # pass 1: faces and embeddings, so identity centres exist before crafting
+                try:
+                    pixels = read_photo(root / rel).pixels
+                    faces = protector.detect(pixels)
+                    detected[rel] = (faces, protector.embed_pixels(pixels, faces))
+                except Exception as exc:  # one bad photo must not stop the run
+                    record(rel, {"status": "error", "reason": one_line(exc)}, bar)
+                    bar.update(1)
+            names = _assign_names(detected, key, options.identities, manifest, protector)
+            for rel, (faces, _) in detected.items():
+                start = time.perf_counter()
+                try:
+                    entry = _protect_one(protector, root / rel, out / targets[rel], options.format,
+                                         faces, names[rel])
+                    entry |= {"output": targets[rel].as_posix(), "input_sha256": digests[rel],
+                              "output_sha256": file_sha256(out / targets[rel]),
+                              "eps": manifest.settings["eps"]}
+                except Exception as exc:  # one bad photo must not stop the run
+                    entry = {"status": "error", "reason": one_line(exc)}
+                record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)}, bar)
+                bar.update(1)
+    summary.clusters = manifest.clusters
+    if options.report:
+        from faceguard.report import write_report
+
+        write_report(out / REPORT, root, out, manifest.files, protector.eps)
+    return summary
+
+
+def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manifest: Manifest,
+                  protector: Protector) -> dict[str, list[str | None]]:
+    """Identity name per face of each detected photo; updates centres (and clusters) in the manifest."""
+    import torch
+
+    rels = [rel for rel, (faces, _) in detected.items() for _ in faces]
+    embeddings = [e for _, (faces, e) in detected.items() if faces]
+    if not rels:
+        return {rel: [] for rel in detected}
+    stacked = torch.cat(embeddings)
+    if mode == "cluster":
+        flat = cluster_names(stacked, manifest.centres)
+        for rel, name in zip(rels, flat):
+            manifest.clusters.setdefault(name, [])
+            if rel not in manifest.clusters[name]:
+                manifest.clusters[name].append(rel)
+    else:
+        flat = [key] * len(rels)
+    centres = mean_centres(flat, stacked, manifest.centres)
+    protector.centres.update(centres)
+    manifest.centres.update({n: c for n, c in centre_lists(centres).items() if n not in manifest.centres})
+    names, position = {}, 0
+    for rel, (faces, _) in detected.items():
+        names[rel] = flat[position:position + len(faces)]
+        position += len(faces)
+    return names

@@ -1,0 +1,158 @@
+"""The faces of one photo as a differentiable function of their perturbation (kornia warps).
+
+Crafting must survive what a scraper does with the saved photo: detect, align (a bilinear warp to
+the template), 8-bit quantise. So the surrogate is not fed the aligned crop plus Δ; it is fed
+the crop re-warped from the *perturbed photo*:
+
+    δ (crop grid, one per face) --warp to the photo, mask--> Δ (photo pixels)
+    photo region + Δ --clamp, 8-bit rounding (straight-through)--> --warp to the template--> F
+
+Δ is parametrised on the crop grid (``δ`` has the crop's size) and pasted into the photo by the
+inverse warp: bilinear interpolation never leaves [−ε, ε], the paste mask keeps every pixel
+outside the face region untouched, and Δ varies smoothly at the scale of one crop pixel, so a
+re-detection that shifts the landmarks by a fraction of a crop pixel (the scraper never sees our
+exact matrix) samples nearly the same Δ. A Δ free per photo pixel would not survive that on large
+faces: the bilinear crop reads 4 photo pixels per crop pixel, so only those get a gradient, and
+after a sub-pixel shift the scraper reads the others. Only Δ is pasted back, never a warped
+crop (which would blur large faces).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import warp_affine
+from torch import Tensor, nn
+
+from recognition.alignment import AlignedFace, align_face, paste_mask, transform_points
+
+
+@dataclass(frozen=True, eq=False)
+class FaceRegion:
+    """Where one face's perturbation lives: the photo box, its paste mask and the crop geometry.
+
+    ``box`` = x0, y0, x1, y1 (exclusive ends) of the photo region the aligned crop reads;
+    ``mask`` [h, w] bool marks the region pixels a perturbation may change; ``aligned`` is the
+    clean crop (at the surrogate's size) with its matrices.
+    """
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+    aligned: AlignedFace
+
+
+def face_region(photo: np.ndarray, landmarks: np.ndarray, size: int) -> FaceRegion:
+    """Align one face at ``size`` and find the photo box and mask its perturbation may touch."""
+    aligned = align_face(photo, landmarks, size)
+    edge = size - 1
+    corners = transform_points(np.array([[0, 0], [edge, 0], [0, edge], [edge, edge]]), aligned.inverse)
+    height, width = photo.shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, [width, height])
+    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 3, 0, [width, height])
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("the face lies outside the photo")
+    mask = paste_mask(photo.shape, aligned)[y0:y1, x0:x1]
+    return FaceRegion((int(x0), int(y0), int(x1), int(y1)), mask, aligned)
+
+
+def as_channels_first(pixels: np.ndarray) -> Tensor:
+    """uint8 HxW or HxWxC array -> float [C, H, W] in [0, 1]."""
+    array = pixels[..., None] if pixels.ndim == 2 else pixels
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
+
+
+def stable_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample CE as softplus(logsumexp(other logits) − target logit), exact in float32.
+
+    ``F.cross_entropy`` back-propagates softmax − one-hot, and for a confident face (p_y within
+    float32 rounding of 1, which a head row equal to the face's own embedding gives: margin logit
+    s(1 − m) = 41.6 against ~20) the target-class term 1 − p_y becomes exactly 0, so ∇θ CE loses
+    it and the alignment objective turns erratic. softplus' derivative σ(·) keeps it.
+    """
+    index = labels[:, None]
+    others = logits.scatter(1, index, float("-inf"))
+    return F.softplus(torch.logsumexp(others, dim=1) - logits.gather(1, index)[:, 0])
+
+
+class PhotoFaces(nn.Module):
+    """Per-face cross-entropy of the surrogate on crops re-warped from the perturbed photo.
+
+    ``forward(z, index)`` takes crop-grid images z = clean crop + δ [n, C, S, S] of the faces
+    ``index`` [n] and returns CE(F(crop), label) [n]: the ``loss_fn`` of :class:`Alignment` is
+    ``lambda model, x, y: model(x, y)`` with y the face indices, so per-face tensors are looked up
+    by index and the computation vmaps (per-image alignment losses). ``colour`` holds the photo's
+    colour channels only (1 = grayscale, fed to the surrogate as three equal channels).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, photo: np.ndarray,
+                 regions: list[FaceRegion], labels: Tensor) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        size = regions[0].aligned.size
+        height = max(r.box[3] - r.box[1] for r in regions)
+        width = max(r.box[2] - r.box[0] for r in regions)
+        self.size, self.region_size = size, (height, width)
+        channels = as_channels_first(photo)
+        self.channels = channels.shape[0]
+        device = labels.device
+        pad = [(0, width - (r.box[2] - r.box[0]), 0, height - (r.box[3] - r.box[1])) for r in regions]
+        # Replicate padding: the template warp then sees the photo edge repeated, as cv2's border mode.
+        self.register_buffer("regions", torch.stack([
+            F.pad(channels[:, y0:y1, x0:x1][None], p, mode="replicate")[0]
+            for (x0, y0, x1, y1), p in zip((r.box for r in regions), pad)]).to(device))
+        self.register_buffer("masks", torch.stack([
+            F.pad(torch.from_numpy(r.mask).float()[None], p)
+            for r, p in zip(regions, pad)]).to(device))
+        self.register_buffer("clean_crops", torch.stack([
+            as_channels_first(r.aligned.crop) for r in regions]).to(device))
+        self.register_buffer("to_crop", self._matrices(regions, inverse=False).to(device))
+        self.register_buffer("to_region", self._matrices(regions, inverse=True).to(device))
+        self.register_buffer("labels", labels)
+
+    @staticmethod
+    def _matrices(regions: list[FaceRegion], inverse: bool) -> Tensor:
+        """Region-pixel -> crop matrices (or crop -> region), [N, 2, 3]."""
+        out = []
+        for region in regions:
+            offset = np.array(region.box[:2], dtype=np.float64)
+            if inverse:
+                matrix = region.aligned.inverse.copy()
+                matrix[:, 2] -= offset
+            else:
+                matrix = region.aligned.matrix.copy()
+                matrix[:, 2] += matrix[:, :2] @ offset
+            out.append(torch.from_numpy(matrix).float())
+        return torch.stack(out)
+
+    def photo_delta(self, z: Tensor, index: Tensor) -> Tensor:
+        """Δ in region pixels [n, C, h, w] of crop-grid images ``z``: warped δ, zero off the mask."""
+        delta = warp_affine(z - self.clean_crops[index], self.to_region[index], self.region_size,
+                            padding_mode="zeros")
+        return delta * self.masks[index]
+
+    def crops(self, z: Tensor, index: Tensor) -> Tensor:
+        """What a scraper aligns from the perturbed photo: 8-bit region, re-warped to the template."""
+        region = (self.regions[index] + self.photo_delta(z, index)).clamp(0, 1)
+        region = region + ((region * 255).round() / 255 - region).detach()  # straight-through rounding
+        return warp_affine(region, self.to_crop[index], (self.size, self.size), padding_mode="border")
+
+    def crop_loss(self, crops: Tensor, index: Tensor) -> Tensor:
+        """Per-face CE of the surrogate on aligned crops [n, C, S, S] (C = 1 or 3)."""
+        if crops.shape[1] == 1:
+            crops = crops.expand(-1, 3, -1, -1)
+        return stable_cross_entropy(self.head(self.backbone(crops), self.labels[index]), self.labels[index])
+
+    def forward(self, z: Tensor, index: Tensor) -> Tensor:
+        return self.crop_loss(self.crops(z, index), index)
+
+
+def warp_loss(model: PhotoFaces, z: Tensor, index: Tensor) -> Tensor:
+    """``loss_fn`` for :class:`Alignment` over :class:`PhotoFaces` (y = face indices)."""
+    return model(z, index)
+
+
+def crop_loss(model: PhotoFaces, crops: Tensor, index: Tensor) -> Tensor:
+    """``loss_fn`` for aligned crops taken from a saved photo (no warp): the scraper's view."""
+    return model.crop_loss(crops, index)
