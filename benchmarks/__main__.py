@@ -1,9 +1,13 @@
-"""``python -m benchmarks <name>``: experiment harness (speed for now)."""
+"""``python -m benchmarks <name>``: experiment harness."""
 import sys
 
 from recognition.cli import run_command
 
-BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each gradient backend")}
+BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each gradient backend"),
+              "classification": ("benchmarks.classification",
+                                 "CIFAR-10 protection experiments (paper Tables 2-6, 8, 9)"),
+              "faces": ("benchmarks.faces", "face recognition under protection: kNN identification + verification"),
+              "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage")}
 
 
 def main(argv: list[str] | None = None) -> int:

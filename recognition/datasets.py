@@ -87,7 +87,7 @@ def load_cifar10(
         raise ValueError(f"per_class must be a positive number of images, got {per_class}")
     source = Path(source)
     if source.is_dir():
-        entries = _scan_folder(source / split)
+        entries = scan_image_folder(source / split)
     elif source.is_file():
         entries = _scan_tar(source, split)
     else:
@@ -107,14 +107,14 @@ def load_image_folder(root: str | Path, size: int | None = None) -> ImageTensorD
     resized so its shorter side is `size` and centre-cropped to size x size, so photos of
     different shapes can be stacked; without it all images must already share one size.
     """
-    return _decode_entries(_scan_folder(Path(root)), per_class=None, size=size)
+    return _decode_entries(scan_image_folder(Path(root)), per_class=None, size=size)
 
 
 def _is_image_name(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _scan_folder(root: Path) -> dict[str, list[_Entry]]:
+def scan_image_folder(root: Path) -> dict[str, list[_Entry]]:
     """Map each class sub-folder of `root` to its image files (non-recursive within a class)."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
@@ -153,7 +153,7 @@ def _decode_entries(entries: dict[str, list[_Entry]], per_class: int | None, siz
         files = sorted(entries[name], key=lambda entry: entry[0])[:per_class]
         if not files:
             raise ValueError(f"class {name!r} has no images")
-        arrays.extend(_decode(file_name, source, size) for file_name, source in files)
+        arrays.extend(decode_image(file_name, source, size) for file_name, source in files)
         labels.extend([label] * len(files))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -162,7 +162,7 @@ def _decode_entries(entries: dict[str, list[_Entry]], per_class: int | None, siz
     return ImageTensorDataset(images, torch.tensor(labels, dtype=torch.int64), classes)
 
 
-def _decode(name: str, source: Path | bytes, size: int | None) -> np.ndarray:
+def decode_image(name: str, source: Path | bytes, size: int | None) -> np.ndarray:
     """Decode one image to an RGB uint8 array [H, W, 3]; any decoding failure names the file."""
     try:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source

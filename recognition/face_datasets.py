@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from recognition.datasets import ImageTensorDataset, _decode
+from recognition.datasets import ImageTensorDataset, decode_image
 
 CELEBA_IDENTITY_FILE = "identity_CelebA.txt"
 CELEBA_LANDMARK_FILE = "list_landmarks_align_celeba.txt"
@@ -135,7 +135,7 @@ class CelebAIdentities:
         """
         chosen = np.arange(len(self.files)) if indices is None else np.asarray(indices, dtype=np.int64)
         classes, labels = np.unique(self.identities[chosen], return_inverse=True)
-        arrays = [_decode(self.files[i], self.image_dir / self.files[i], size) for i in chosen]
+        arrays = [decode_image(self.files[i], self.image_dir / self.files[i], size) for i in chosen]
         if len({a.shape for a in arrays}) > 1:
             raise ValueError("images have different sizes; pass size= to resize them")
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

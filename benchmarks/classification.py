@@ -1,0 +1,220 @@
+"""``python -m benchmarks classification --config cifar10-cpu``: the paper's CIFAR-10 experiments.
+
+train surrogate → target gradient → craft every poison of the config (alignment joint/independent
+at each ε, baselines, variations) → train fresh victims from scratch on each protected copy (with
+defenses) → clean test accuracy, averaged over seeds → ``benchmarks/results/{config}.{json,md,png}``.
+
+Everything expensive is cached in the work folder (``runs/classification/{config}`` by default):
+the surrogate, target gradients, poisoned copies (uint8 safetensors) and one JSON line per finished
+victim run, so an interrupted run continues where it stopped and ``--extras`` reuses the headline
+runs. Poisons are crafted once (crafting seed 0); the seeds are the victims' training seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from benchmarks.classification_configs import CLEAN, ClassificationConfig, Net, Poison, Row, get_config
+from benchmarks.classification_report import write_report
+from benchmarks.defenses import apply_data_defense, train_dp_sgd
+from benchmarks.results import RESULTS_DIR, sha256_file, summarize, write_json_atomic
+from faceguard.gradients import target_gradient
+from faceguard.poison import CraftSettings, build_attack, craft_tensor_dataset
+from recognition.checkpoint import load_model, save_checkpoint
+from recognition.datasets import ImageTensorDataset, default_data_dir, load_cifar10
+from recognition.distributed import resolve_device
+from recognition.models import create_model
+from recognition.training import TrainConfig, evaluate_accuracy, train_classifier
+
+METRIC = "accuracy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="cifar10-cpu or cifar10-paper")
+    parser.add_argument("--extras", action="store_true",
+                        help="also run defenses, regularisers, target subsets and split surrogates")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scalar config field, e.g. --set steps=60 (repeatable)")
+    parser.add_argument("--only", default=None, help="comma-separated methods to run (e.g. clean,alignment-joint)")
+    parser.add_argument("--victims", default=None, help="comma-separated victims to run (default: all)")
+    parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
+    parser.add_argument("--work", default=None, help="cache folder (default runs/classification/CONFIG)")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for {config}.json/.md/.png")
+    parser.add_argument("--name", default=None, help="results file name (default: the config name)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    config = get_config(args.config, overrides)
+    rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims)
+    bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(),
+                                    Path(args.work or f"runs/classification/{config.name}"), resolve_device(args.device))
+    runs = bench.run_rows(rows, config.seeds, config.extra_seeds, headline=set(config.rows))
+    name = args.name or config.name
+    paths = write_report(name, bench.describe(overrides, rows), args.command_line, summarize(runs, [METRIC]),
+                         Path(args.out), bench.timings)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def select_rows(rows: list[Row], only: str | None, victims: str | None) -> list[Row]:
+    """Rows whose method label / victim is in the comma-separated filters (None keeps all)."""
+    methods = set(only.split(",")) if only else None
+    wanted = set(victims.split(",")) if victims else None
+    return [r for r in rows if (methods is None or r.poison.label in methods or r.poison.method in methods)
+            and (wanted is None or r.victim in wanted)]
+
+
+class ClassificationBenchmark:
+    """Runs the rows of one config with caching in ``work``."""
+
+    def __init__(self, config: ClassificationConfig, data_dir: Path, work: Path, device: torch.device) -> None:
+        self.config, self.device, self.work = config, device, work
+        self.archive = data_dir / "cifar10_jpeg.tar.gz"
+        self.train = load_cifar10(self.archive, "train", per_class=config.train_per_class, seed=0)
+        self.test = load_cifar10(self.archive, "test", per_class=config.test_per_class, seed=0)
+        self.timings: dict[str, float] = {}
+        self.crafting: dict[str, dict] = {}
+        work.mkdir(parents=True, exist_ok=True)
+
+    # ---- surrogate and target gradient -------------------------------------------------------
+    def surrogate(self, part: tuple[int, int] | None = None) -> torch.nn.Module:
+        """The surrogate trained on all training images, or on part j of k (split surrogates)."""
+        net = self.config.surrogate
+        name = "surrogate" if part is None else f"surrogate-part{part[0]}of{part[1]}"
+        path = self.work / f"{name}.safetensors"
+        if path.exists():
+            return load_model(path, self.device)
+        data = self.train if part is None else self.train.subset(self._part(part))
+        start = time.perf_counter()
+        model = self._train(net, data, seed=0)
+        self.timings[f"{name} training (s)"] = round(time.perf_counter() - start, 1)
+        save_checkpoint(model, path, {"model": net.model, "num_classes": 10, "width": net.width,
+                                      "test_acc": evaluate_accuracy(model, self.test, device=self.device)})
+        return model.eval()
+
+    def target(self, model: torch.nn.Module, fraction: float, part: tuple[int, int] | None = None) -> list:
+        """Reverse-CE target gradient on the (part of the) training set, from a random ``fraction``."""
+        name = f"target-t{fraction:g}" + ("" if part is None else f"-part{part[0]}of{part[1]}")
+        path = self.work / f"{name}.safetensors"
+        if path.exists():
+            stored = load_file(str(path))
+            return [stored[str(i)].to(self.device) for i in range(len(stored))]
+        data = self.train if part is None else self.train.subset(self._part(part))
+        start = time.perf_counter()
+        grads = target_gradient(model, data, fraction=fraction, seed=0, batch_size=256)
+        self.timings[f"{name} (s)"] = round(time.perf_counter() - start, 1)
+        save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
+        return grads
+
+    def _part(self, part: tuple[int, int]) -> torch.Tensor:
+        j, k = part
+        return torch.randperm(len(self.train), generator=torch.Generator().manual_seed(0))[j::k]
+
+    # ---- poisons -------------------------------------------------------------------------------
+    def poisoned(self, poison: Poison) -> ImageTensorDataset:
+        """The training set protected by ``poison`` (cached as uint8 safetensors)."""
+        if poison == CLEAN:
+            return self.train
+        path = self.work / "poisons" / f"{poison.key}.safetensors"
+        meta_path = path.with_suffix(".json")
+        if not path.exists():
+            images, meta = self._craft(poison)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"images": images}, str(path))
+            write_json_atomic(meta_path, meta)
+        self.crafting[poison.key] = json.loads(meta_path.read_text())
+        return ImageTensorDataset(load_file(str(path))["images"], self.train.labels, self.train.classes)
+
+    def _craft(self, poison: Poison) -> tuple[torch.Tensor, dict]:
+        cfg = self.config
+        steps = cfg.steps if poison.method.startswith("alignment") else (cfg.baseline_steps or cfg.steps)
+        settings = CraftSettings(steps=steps, restarts=cfg.restarts, step_size=cfg.step_size, augment=cfg.augment,
+                                 backend=cfg.backend,
+                                 regularizer=poison.regularizer, reg_weight=poison.reg_weight,
+                                 batch_size=cfg.craft_batch, seed=0)
+        k = round(1 / poison.split_fraction)
+        parts = [None] if k == 1 else [(j, k) for j in range(k)]
+        images, losses, seconds = self.train.images.clone(), [], 0.0
+        for part in parts:
+            model = self.surrogate(part)
+            target = self.target(model, poison.target_fraction, part) if poison.method.startswith("alignment") else None
+            index = torch.arange(len(self.train)) if part is None else self._part(part)
+            attack = build_attack(poison.method, model, poison.eps / 255, settings, target)
+            outcome = craft_tensor_dataset(attack, self.train.images[index], self.train.labels[index], settings,
+                                           desc=poison.key)
+            images[index] = outcome.images
+            losses += outcome.batch_losses
+            seconds += outcome.seconds
+        finite = [v for v in losses if v == v]
+        meta = {"loss": sum(finite) / len(finite) if finite else None, "seconds": round(seconds, 1),
+                "steps": steps, "restarts": cfg.restarts,
+                "linf": int((images.int() - self.train.images.int()).abs().max())}
+        print(f"crafted {poison.key}: loss {meta['loss']}, {meta['seconds']} s, L∞ {meta['linf']}/255", flush=True)
+        return images, meta
+
+    # ---- victims -------------------------------------------------------------------------------
+    def run_rows(self, rows: list[Row], seeds: tuple[int, ...], extra_seeds: tuple[int, ...],
+                 headline: set[Row]) -> list[dict]:
+        """Train and test every (row, seed) not yet in ``runs.jsonl``; return all runs of ``rows``."""
+        log = self.work / "runs.jsonl"
+        done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        key = lambda r: (r["method"], r["eps"], r["victim"], r["defense"], r["seed"])  # noqa: E731
+        finished = {key(r): r for r in done}
+        results = []
+        for row in rows:
+            for seed in seeds if row in headline else extra_seeds:
+                record = {"method": row.poison.label, "eps": row.poison.eps, "victim": row.victim,
+                          "defense": row.defense, "seed": seed}
+                if key(record) not in finished:
+                    record.update(self._victim_run(row, seed))
+                    with log.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    print(json.dumps(record), flush=True)
+                    finished[key(record)] = record
+                results.append(finished[key(record)])
+        return results
+
+    def _victim_run(self, row: Row, seed: int) -> dict:
+        net = self.config.victims[row.victim]
+        data = apply_data_defense(self.poisoned(row.poison), row.defense, self.config.defense_eps,
+                                  self.config.smoothing_sigma, self.config.jpeg_quality)
+        start = time.perf_counter()
+        model = self._train(net, data, seed, dp=row.defense == "dpsgd")
+        result = {METRIC: evaluate_accuracy(model, self.test, device=self.device),
+                  "seconds": round(time.perf_counter() - start, 1)}
+        if row.poison != CLEAN:
+            result["craft_loss"] = self.crafting[row.poison.key]["loss"]
+        return result
+
+    def _train(self, net: Net, data, seed: int, dp: bool = False) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        model = create_model(net.model, num_classes=10, width=net.width)
+        config = TrainConfig(epochs=net.epochs, batch_size=net.batch_size, lr=net.lr, schedule=net.schedule,
+                             seed=seed)
+        if dp:
+            return train_dp_sgd(model, data, config, self.config.dp_clip, self.config.dp_noise, self.device)
+        train_classifier(model, data, config, device=self.device, progress=False)
+        return model.eval()
+
+    def describe(self, overrides: dict[str, str], rows: list[Row]) -> dict:
+        """The config as recorded in the results file, with data checksum and crafting statistics."""
+        from dataclasses import asdict
+
+        config = asdict(self.config)
+        config.pop("rows"), config.pop("extra_rows")
+        config.update(overrides=overrides, data=self.archive.name, data_sha256=sha256_file(self.archive),
+                      train_images=len(self.train), test_images=len(self.test),
+                      surrogate_test_acc=json.loads((self.work / "surrogate.json").read_text()).get("test_acc")
+                      if (self.work / "surrogate.json").exists() else None,
+                      crafting=self.crafting, rows_run=len(rows))
+        return config

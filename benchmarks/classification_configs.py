@@ -1,0 +1,183 @@
+"""Configurations of ``python -m benchmarks classification``: the paper's CIFAR-10 setting and a
+reduced one that finishes on a 2-core CPU.
+
+A config says what to train (surrogate, victims), how to craft, and which rows to measure. Rows
+are (poison, victim, defense) triples run for every seed; a poison is a method at an ε with
+optional variations (regulariser, target-gradient subset, split surrogates).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Net:
+    """A network and how it is trained: registry name, width, epochs, LR schedule."""
+
+    model: str
+    width: float = 1.0
+    epochs: int = 40
+    lr: float = 0.1
+    batch_size: int = 128
+    schedule: str = "multistep"
+
+    @property
+    def label(self) -> str:
+        return self.model
+
+
+@dataclass(frozen=True)
+class Poison:
+    """One protected copy of the training set.
+
+    ``label`` is the ``method`` written in result rows: ``alignment-joint``, ``random``, ... and
+    for variations ``alignment-joint-tv`` (regulariser), ``alignment-joint-t10`` (target gradient
+    from a 10 % subset), ``alignment-joint-split10`` (data split in 10 parts, each crafted with a
+    surrogate and target gradient of its own part only, Table 8).
+    """
+
+    method: str
+    eps: int
+    regularizer: str | None = None
+    reg_weight: float = 0.0
+    target_fraction: float = 1.0
+    split_fraction: float = 1.0
+
+    @property
+    def label(self) -> str:
+        suffix = ""
+        if self.regularizer:
+            suffix += f"-{self.regularizer}"
+        if self.target_fraction < 1:
+            suffix += f"-t{round(self.target_fraction * 100):02d}"
+        if self.split_fraction < 1:
+            suffix += f"-split{round(self.split_fraction * 100):02d}"
+        return self.method + suffix
+
+    @property
+    def key(self) -> str:
+        """File-name key of the cached poisoned copy."""
+        return f"{self.label}-eps{self.eps}"
+
+
+CLEAN = Poison("clean", 0)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A (poison, victim, defense) combination, trained once per seed."""
+
+    poison: Poison
+    victim: str
+    defense: str = "none"
+
+
+@dataclass
+class ClassificationConfig:
+    """Everything one classification benchmark run does; ``reduced`` says what differs from the paper."""
+
+    name: str
+    reduced: str
+    train_per_class: int | None
+    test_per_class: int | None
+    surrogate: Net
+    victims: dict[str, Net]
+    steps: int
+    restarts: int
+    step_size: float = 0.1
+    craft_batch: int = 128
+    augment: bool = True
+    backend: str = "double"
+    baseline_steps: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    extra_seeds: tuple[int, ...] = (0,)
+    rows: list[Row] = field(default_factory=list)
+    extra_rows: list[Row] = field(default_factory=list)
+    defense_eps: int = 8
+    smoothing_sigma: float = 1.0
+    jpeg_quality: int = 75
+    dp_clip: float = 0.1
+    dp_noise: float = 0.01
+
+    def with_overrides(self, overrides: dict[str, str]) -> ClassificationConfig:
+        """A copy with scalar fields replaced (``--set steps=40``); types follow the defaults."""
+        changes = {}
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for key, text in overrides.items():
+            if key not in fields or key in ("surrogate", "victims", "rows", "extra_rows"):
+                raise ValueError(f"cannot override {key!r}; scalar fields: "
+                                 f"{sorted(k for k in fields if k not in ('surrogate', 'victims', 'rows', 'extra_rows'))}")
+            current = getattr(self, key)
+            if isinstance(current, tuple):
+                changes[key] = tuple(int(v) for v in text.split(","))
+            elif isinstance(current, bool):
+                changes[key] = text.lower() in ("1", "true", "yes")
+            elif current is None or key in ("train_per_class", "test_per_class", "baseline_steps"):
+                changes[key] = None if text.lower() == "none" else int(text)
+            else:
+                changes[key] = type(current)(text)
+        return dataclasses.replace(self, **changes)
+
+
+def _headline(eps_values: tuple[int, ...], grey_box: str, black_box: tuple[str, ...]) -> list[Row]:
+    """Clean vs alignment at every ε on every victim; baselines and the independent variant at ε=8
+    on the grey-box victim (Tables 2–4)."""
+    rows = [Row(CLEAN, v) for v in (grey_box, *black_box)]
+    rows += [Row(Poison("alignment-joint", e), v) for e in eps_values for v in (grey_box, *black_box)]
+    rows += [Row(Poison(m, 8), grey_box) for m in ("alignment-independent", "random", "tensorclog", "unlearnable")]
+    return rows
+
+
+def _extras(grey_box: str) -> list[Row]:
+    """Defenses on ε=8 poisons and their cost on clean data (Table 6), regularisers (Table 9),
+    target-gradient subsets (Table 5) and split surrogates (Table 8), on the grey-box victim."""
+    poison8 = Poison("alignment-joint", 8)
+    rows = [Row(p, grey_box, d) for d in ("dpsgd", "noise", "smoothing", "jpeg") for p in (CLEAN, poison8)]
+    rows += [Row(Poison("alignment-joint", 8, regularizer=r, reg_weight=w), grey_box)
+             for r, w in (("l2", 1.0), ("ssim", 1.0), ("tv", 1.0))]
+    rows += [Row(Poison("alignment-joint", e, target_fraction=f), grey_box) for f in (0.1, 0.05) for e in (4, 8, 16)]
+    rows += [Row(Poison(m, 8, split_fraction=f), grey_box)
+             for m in ("alignment-joint", "alignment-independent") for f in (0.1, 0.05)]
+    return rows
+
+
+def cifar10_paper() -> ClassificationConfig:
+    """The paper's CIFAR-10 setting (for a GPU): 50k images, ResNet-18 surrogate trained 40 epochs,
+    240 steps × 8 restarts, grey-box ResNet-18 victim 40 epochs, black-box victims 50 epochs cosine."""
+    black = ("vgg19", "googlenet", "densenet121", "mobilenetv2")
+    victims = {"resnet18": Net("resnet18", epochs=40)}
+    victims.update({name: Net(name, epochs=50, schedule="cosine") for name in black})
+    return ClassificationConfig(
+        name="cifar10-paper", reduced="nothing: the paper's settings",
+        train_per_class=None, test_per_class=None, surrogate=Net("resnet18", epochs=40),
+        victims=victims, steps=240, restarts=8, rows=_headline((4, 8, 16), "resnet18", black),
+        extra_rows=_extras("resnet18"))
+
+
+def cifar10_cpu() -> ClassificationConfig:
+    """The headline comparison on real CIFAR-10 images, reduced to finish in ≤ 60 min on 2 cores."""
+    black = ("vgg19", "mobilenetv2")
+    victims = {"resnet18": Net("resnet18", width=0.25, epochs=15, lr=0.05, batch_size=64),
+               "vgg19": Net("vgg19", width=0.25, epochs=15, lr=0.05, batch_size=64, schedule="cosine"),
+               "mobilenetv2": Net("mobilenetv2", width=0.5, epochs=15, lr=0.05, batch_size=64, schedule="cosine")}
+    return ClassificationConfig(
+        name="cifar10-cpu",
+        reduced=("2,500 training images (250 per class) instead of 50,000; 2,000 test images; "
+                 "ResNet-18 at width 0.25 (surrogate and grey-box victim), VGG19 at width 0.25 and "
+                 "MobileNetV2 at width 0.5 as black-box victims; 15 training epochs; 30 crafting steps "
+                 "and 1 restart instead of 240 and 8; ε=8 baselines and extras on the grey-box victim only"),
+        train_per_class=250, test_per_class=200,
+        surrogate=Net("resnet18", width=0.25, epochs=20, lr=0.05, batch_size=64, schedule="cosine"),
+        victims=victims, steps=30, restarts=1, backend="fd-frozen",
+        rows=_headline((4, 8, 16), "resnet18", black), extra_rows=_extras("resnet18"))
+
+
+CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu}
+
+
+def get_config(name: str, overrides: dict[str, str] | None = None) -> ClassificationConfig:
+    """The named config with ``overrides`` applied."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
+    return CONFIGS[name]().with_overrides(overrides or {})

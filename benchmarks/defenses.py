@@ -1,0 +1,126 @@
+"""Defenses a victim may use against protected training data (the paper's Table 6).
+
+* ``smoothing`` — Gaussian smoothing of every training image, radius 2 (5×5 kernel), kornia.
+* ``jpeg`` — re-encode every training image as JPEG (quality 75 by default), Pillow.
+* ``noise`` — fresh uniform ℓ∞ noise of the poison's ε added to every training view, every epoch.
+* ``dpsgd`` — DP-SGD with Opacus: per-sample gradient clipping and Gaussian noise (clip 0.1,
+  σ = 0.01·clip). BatchNorm mixes samples, so Opacus' ModuleValidator replaces it by GroupNorm.
+
+Data defenses return a new uint8 dataset; the training-time ones change how the victim is trained.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from recognition.datasets import ImageTensorDataset
+from recognition.training import TrainConfig, augment_batch, keyed_words
+
+DEFENSES = ("none", "dpsgd", "noise", "smoothing", "jpeg")
+
+
+def gaussian_smoothing(images: Tensor, sigma: float = 1.0, radius: int = 2) -> Tensor:
+    """Blur uint8 images [N, C, H, W] with a (2·radius+1)² Gaussian kernel; returns uint8."""
+    import kornia.filters
+
+    size = 2 * radius + 1
+    out = [kornia.filters.gaussian_blur2d(chunk.float() / 255, (size, size), (sigma, sigma), border_type="reflect")
+           for chunk in images.split(1024)]
+    return (torch.cat(out) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def jpeg_reencode(images: Tensor, quality: int = 75) -> Tensor:
+    """Encode every uint8 image [N, C, H, W] as JPEG at ``quality`` and decode it again (Pillow)."""
+    out = torch.empty_like(images)
+    for i, image in enumerate(images):
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            out[i] = torch.from_numpy(np.asarray(decoded.convert("RGB"))).permute(2, 0, 1)
+    return out
+
+
+class UniformNoiseDataset(Dataset):
+    """Adds fresh uniform noise in [−ε, ε] to each item on every access (clamped to [0, 1]).
+
+    The noise comes from the global torch RNG, which the trainer re-seeds every epoch, so a run is
+    reproducible while every epoch sees new noise.
+    """
+
+    def __init__(self, base: Dataset, eps: float) -> None:
+        self.base, self.eps = base, eps
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, label = self.base[index]
+        noise = (torch.rand_like(image) * 2 - 1) * self.eps
+        return (image + noise).clamp_(0, 1), label
+
+
+def apply_data_defense(dataset: ImageTensorDataset, defense: str, eps: int, sigma: float = 1.0,
+                       quality: int = 75) -> Dataset:
+    """The training set the victim sees under ``defense`` (``dpsgd`` changes training, not data);
+    ``eps`` (pixel units) is the size of the ``noise`` defense."""
+    if defense not in DEFENSES:
+        raise ValueError(f"unknown defense {defense!r}; choose from {DEFENSES}")
+    if defense == "smoothing":
+        return ImageTensorDataset(gaussian_smoothing(dataset.images, sigma), dataset.labels, dataset.classes)
+    if defense == "jpeg":
+        return ImageTensorDataset(jpeg_reencode(dataset.images, quality), dataset.labels, dataset.classes)
+    if defense == "noise":
+        return UniformNoiseDataset(dataset, eps / 255)
+    return dataset
+
+
+class _Indexed(Dataset):
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image, label = self.base[index]
+        return image, label, index
+
+
+def train_dp_sgd(model: nn.Module, dataset: Dataset, config: TrainConfig, clip: float = 0.1,
+                 noise: float = 0.01, device: str | torch.device = "cpu") -> nn.Module:
+    """Train with DP-SGD (Opacus): per-sample gradients clipped to ``clip``, Gaussian noise of std
+    ``noise``·clip, SGD with the config's LR schedule and crop/flip augmentation.
+
+    Returns the trained model (BatchNorm replaced by GroupNorm, Opacus wrappers removed).
+    """
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+
+    model = ModuleValidator.fix(model).to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(_Indexed(dataset), batch_size=config.batch_size, shuffle=True, generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    engine = PrivacyEngine(secure_mode=False)
+    private, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
+                                                     noise_multiplier=noise, max_grad_norm=clip,
+                                                     poisson_sampling=False)
+    steps = config.epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if config.schedule == "cosine" else \
+        torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(m * steps) for m in config.milestones], config.gamma)
+    private.train()
+    for epoch in range(1, config.epochs + 1):
+        torch.manual_seed(int(keyed_words([0], config.seed, epoch, count=1)[0, 0]))
+        for images, labels, indices in loader:
+            images = augment_batch(images.to(device), indices, config.augment, config.seed, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(private(images), labels.to(device)).backward()
+            optimizer.step()
+            schedule.step()
+    return private._module.eval()

@@ -1,0 +1,226 @@
+"""``faceguard poison``: protect a whole image-classification dataset on disk, chunk by chunk.
+
+In: an ImageFolder tree (``DATA/<class>/<image>``) or the CIFAR-10 JPEG tree (``DATA/train/<class>``).
+Out: the same tree of lossless PNGs (``OUT/<class>/<stem>.png``). The data set is never held in
+memory: images are decoded batch by batch, the target gradient is accumulated by streaming, and
+each protected batch is written (atomically) as soon as it is crafted. The ImageNet setting crafts
+in chunks of 25,000 images with a fresh target-gradient estimate per chunk (``target="chunk"``);
+``target="all"`` takes one estimate over the whole set first. A chunk is marked done in
+``OUT/.faceguard-poison/`` when all its files are written, and inside an unfinished chunk every
+batch whose files all exist is skipped, so an interrupted run resumes where it stopped. Batch k is
+seeded with ``seed + k``, so resuming gives the files an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from faceguard.gradients import target_gradient
+from faceguard.imageio import save_png_atomic
+from faceguard.poison import CraftSettings, build_attack, craft_batch
+from recognition.align_cli import write_atomic
+from recognition.datasets import decode_image, scan_image_folder
+
+STATE_DIR = ".faceguard-poison"
+TARGETS = ("chunk", "all")
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that rotate by 90°
+
+
+def resolve_root(data_dir: Path) -> Path:
+    """The ImageFolder root: ``data_dir`` itself, or its ``train/`` split (CIFAR JPEG tree)."""
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder not found: {data_dir}")
+    folders = {p.name for p in data_dir.iterdir() if p.is_dir()}
+    return data_dir / "train" if "train" in folders and folders <= {"train", "test"} else data_dir
+
+
+@dataclass
+class FolderIndex:
+    """Every image of an ImageFolder tree: relative paths, labels (class index), class names."""
+
+    root: Path
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+    @classmethod
+    def scan(cls, root: Path) -> FolderIndex:
+        entries = scan_image_folder(root)
+        classes = sorted(entries)
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            for _, path in sorted(entries[name], key=lambda entry: entry[0]):
+                files.append(Path(path).relative_to(root))
+                labels.append(label)
+        if not files:
+            raise ValueError(f"{root}: no images in <class>/<image> sub-folders")
+        outputs = [f.with_suffix(".png") for f in files]
+        if len(set(outputs)) != len(outputs):
+            raise ValueError(f"{root}: two images map to one output name (e.g. a.jpg and a.png in one class)")
+        return cls(root, files, labels, classes)
+
+    def output(self, out_dir: Path, index: int) -> Path:
+        return out_dir / self.files[index].with_suffix(".png")
+
+
+class FolderImages(Dataset):
+    """Lazily decoded images (float [C, H, W] in [0, 1], label) of some indices of a FolderIndex."""
+
+    def __init__(self, index: FolderIndex, indices: list[int], size: int | None = None) -> None:
+        self.index, self.indices, self.size = index, indices, size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def uint8(self, i: int) -> torch.Tensor:
+        k = self.indices[i]
+        path = self.index.root / self.index.files[k]
+        return torch.tensor(decode_image(str(path), path, self.size)).permute(2, 0, 1).contiguous()
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.uint8(i).float().div_(255), self.index.labels[self.indices[i]]
+
+
+def image_shape(path: Path, size: int | None) -> tuple[int, int]:
+    """(H, W) after EXIF rotation (and resizing to ``size``), read from the header only."""
+    if size is not None:
+        return size, size
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112) in _SWAPPING_ORIENTATIONS:
+            width, height = height, width
+    return height, width
+
+
+def shape_batches(images: FolderImages, batch_size: int) -> list[list[int]]:
+    """Batches of positions in ``images`` whose images share a shape (order kept within a shape)."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, k in enumerate(images.indices):
+        by_shape.setdefault(image_shape(images.index.root / images.index.files[k], images.size), []).append(i)
+    return [group[s:s + batch_size] for group in by_shape.values() for s in range(0, len(group), batch_size)]
+
+
+@dataclass
+class PoisonJob:
+    """Settings of one ``faceguard poison`` run (recorded in the state folder; a rerun must match)."""
+
+    method: str = "alignment-joint"
+    eps: float = 8.0
+    chunk_size: int = 25_000
+    target: str = "chunk"
+    target_fraction: float = 1.0
+    size: int | None = None
+    settings: CraftSettings = field(default_factory=CraftSettings)
+
+    def record(self) -> dict:
+        settings = {k: v for k, v in asdict(self.settings).items() if k != "loss_fn"}
+        return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": settings}
+
+
+def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJob, progress: bool = True) -> dict:
+    """Protect every image of ``data_dir`` into ``out_dir``; returns the run summary (also saved)."""
+    if job.target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {job.target!r}")
+    if job.chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    root = resolve_root(Path(data_dir))
+    index = FolderIndex.scan(root)
+    state = Path(out_dir) / STATE_DIR
+    _check_job(state, job)
+    chunks = [list(range(s, min(s + job.chunk_size, len(index.files))))
+              for s in range(0, len(index.files), job.chunk_size)]
+    target = _whole_set_target(model, index, job, state) if job.target == "all" else None
+    bar = tqdm(total=len(index.files), desc="poison", unit="img", disable=not progress)
+    records, batch_counter = [], 0
+    for number, chunk in enumerate(chunks):
+        marker = state / f"chunk-{number:05d}.json"
+        images = FolderImages(index, chunk, job.size)
+        batches = shape_batches(images, job.settings.batch_size)
+        if marker.exists():
+            records.append(json.loads(marker.read_text()))
+            bar.update(len(chunk))
+        else:
+            records.append(_poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar))
+            write_json_atomic(marker, records[-1])
+        batch_counter += len(batches)
+    bar.close()
+    summary = {"root": str(root), "images": len(index.files), "classes": index.classes, "chunks": records,
+               "job": job.record()}
+    write_json_atomic(state / "summary.json", summary)
+    return summary
+
+
+def _poison_chunk(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
+                  job: PoisonJob, out_dir: Path, target: list | None, bar: tqdm) -> dict:
+    start = time.perf_counter()
+    if job.method.startswith("alignment") and target is None:
+        target = _streamed_target(model, images, batches, job.target_fraction, job.settings.seed)
+    attack = build_attack(job.method, model, job.eps / 255, job.settings, target)
+    losses, written = [], 0
+    for k, batch in enumerate(batches):
+        outputs = [images.index.output(out_dir, images.indices[i]) for i in batch]
+        if not all(p.exists() for p in outputs):
+            x = torch.stack([images.uint8(i) for i in batch])
+            y = torch.tensor([images.index.labels[images.indices[i]] for i in batch])
+            protected, loss = craft_batch(attack, x, y, seed=job.settings.seed + first_batch + k)
+            for image, path in zip(protected, outputs):
+                save_png_atomic(image.permute(1, 2, 0).numpy(), path)
+            losses.append(loss)
+            written += len(batch)
+        bar.update(len(batch))
+    finite = [v for v in losses if v == v]
+    return {"images": len(images), "written": written, "seconds": round(time.perf_counter() - start, 1),
+            "mean_loss": float(np.mean(finite)) if finite else None}
+
+
+def _streamed_target(model: nn.Module, images: FolderImages, batches: list[list[int]], fraction: float,
+                     seed: int) -> list:
+    """Target gradient over ``images`` (or a seeded ``fraction`` of them), decoded batch by batch."""
+    if fraction < 1.0:
+        generator = torch.Generator().manual_seed(seed)
+        keep = set(torch.randperm(len(images), generator=generator)[:max(1, round(fraction * len(images)))].tolist())
+        batches = [b for b in ([i for i in batch if i in keep] for batch in batches) if b]
+    return target_gradient(model, DataLoader(images, batch_sampler=batches))
+
+
+def _whole_set_target(model: nn.Module, index: FolderIndex, job: PoisonJob, state: Path) -> list:
+    """One target-gradient estimate over the whole set, cached in the state folder for resumes."""
+    from safetensors.torch import load_file, save_file
+
+    path = state / "target.safetensors"
+    if path.exists():
+        stored = load_file(str(path))
+        return [stored[str(i)] for i in range(len(stored))]
+    images = FolderImages(index, list(range(len(index.files))), job.size)
+    grads = _streamed_target(model, images, shape_batches(images, job.settings.batch_size), job.target_fraction,
+                             job.settings.seed)
+    save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
+    return grads
+
+
+def _check_job(state: Path, job: PoisonJob) -> None:
+    """Record the job, or refuse to resume an output folder made with other settings."""
+    path = state / "job.json"
+    record = job.record()
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(record)):
+            changed = sorted(k for k in record if previous.get(k) != json.loads(json.dumps(record))[k])
+            raise ValueError(f"{state.parent}: made with other settings ({', '.join(changed)}); "
+                             "use a new --out folder")
+        return
+    write_json_atomic(path, record)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON via a temporary file + rename (creating the folder)."""
+    text = (json.dumps(data, indent=1) + "\n").encode()
+    write_atomic(path, lambda handle: handle.write(text))

@@ -1,0 +1,156 @@
+"""``faceguard poison``: dataset-level protection of an ImageFolder / CIFAR tree on disk."""
+from __future__ import annotations
+
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from faceguard.cli import main
+from faceguard.poison import CraftSettings, build_attack, craft_batch
+from faceguard.poison_folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder
+from faceguard.surrogate import load_surrogate
+from recognition.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def cifar_tree(cifar_tar, tmp_path_factory) -> Path:
+    """A CIFAR JPEG tree (train/<class>/*.jpg, test/...) with 3 classes × 4 real images."""
+    root = tmp_path_factory.mktemp("cifar-tree")
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(cifar_tar) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or parts[1] not in ("airplane", "cat", "ship"):
+                continue
+            key = (parts[0], parts[1])
+            if counts.get(key, 0) >= 4:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+            target = root.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+            if len(counts) == 6 and all(v >= 4 for v in counts.values()):
+                break
+    return root
+
+
+@pytest.fixture(scope="module")
+def surrogate_file(tmp_path_factory) -> Path:
+    from recognition.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=3, width=0.125)
+    path = tmp_path_factory.mktemp("surrogate") / "surrogate.safetensors"
+    save_checkpoint(model, path, {"model": "resnet18", "num_classes": 3, "width": 0.125})
+    return path
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_poison_cli_writes_the_tree_within_eps_and_resumes(cifar_tree, surrogate_file, tmp_path):
+    out = tmp_path / "out"
+    argv = [str(cifar_tree), "--eps", "8", "--out", str(out), "--surrogate", str(surrogate_file), "--steps", "3",
+            "--restarts", "1", "--batch-size", "5", "--chunk-size", "7", "--quiet", "--backend", "fd-frozen"]
+    assert main(["poison", *argv]) == 0
+    index = FolderIndex.scan(cifar_tree / "train")
+    assert len(index.files) == 12 and index.classes == ["airplane", "cat", "ship"]
+    for rel in index.files:
+        protected = out / rel.with_suffix(".png")
+        diff = np.abs(_pixels(protected) - _pixels(cifar_tree / "train" / rel))
+        assert diff.max() <= 8 and diff.max() >= 4, rel       # within ε and actually perturbed
+    chunks = sorted((out / STATE_DIR).glob("chunk-*.json"))
+    assert len(chunks) == 2                                    # 12 images in chunks of 7
+    # Resume after losing one output of the second chunk: only that batch is redone, identically.
+    outputs = [out / rel.with_suffix(".png") for rel in index.files]
+    before = [p.read_bytes() for p in outputs]
+    first_chunk = {p: p.stat().st_mtime_ns for p in outputs[:7]}
+    outputs[-1].unlink()
+    chunks[1].unlink()
+    assert main(["poison", *argv]) == 0
+    assert [p.read_bytes() for p in outputs] == before
+    assert all(p.stat().st_mtime_ns == t for p, t in first_chunk.items())
+    # Other settings into the same folder are refused.
+    assert main(["poison", *argv[:-2], "--backend", "double"]) == 2
+
+
+def test_poison_folder_target_from_all_matches_chunk_when_one_chunk(cifar_tree, surrogate_file, tmp_path):
+    from recognition.checkpoint import load_model
+
+    model = load_model(surrogate_file)
+    settings = CraftSettings(steps=2, restarts=1, augment=False, batch_size=6, seed=3)
+    outs = []
+    for target in ("all", "chunk"):
+        job = PoisonJob(eps=8, chunk_size=100, target=target, settings=settings)
+        poison_folder(cifar_tree, tmp_path / target, model, job, progress=False)
+        outs.append([(tmp_path / target / f).with_suffix(".png").read_bytes()
+                     for f in FolderIndex.scan(cifar_tree / "train").files])
+    assert outs[0] == outs[1]
+
+
+def test_independent_variant_protects_each_image_on_its_own(cifar_test_batch, surrogate_file):
+    """Batch composition must not change an image's independent perturbation (Proposition 1)."""
+    from faceguard.gradients import target_gradient
+    from recognition.checkpoint import load_model
+
+    model = load_model(surrogate_file)
+    x, y = cifar_test_batch
+    images, labels = (x[:6] * 255).round().to(torch.uint8), y[:6] % 3
+    target = target_gradient(model, torch.utils.data.TensorDataset(x[:6], labels))
+    settings = CraftSettings(steps=3, restarts=1, augment=False, batch_size=6)
+    attack = build_attack("alignment-independent", model, 8 / 255, settings, target)
+    whole, _ = craft_batch(attack, images, labels, seed=1)
+    half, _ = craft_batch(attack, images[:3], labels[:3], seed=1)
+    assert torch.equal(whole[:3], half)
+
+
+def test_lazy_folder_images_decode_like_the_files(cifar_tree):
+    index = FolderIndex.scan(cifar_tree / "train")
+    images = FolderImages(index, [0, 5])
+    image, label = images[1]
+    assert image.shape == (3, 32, 32) and label == index.labels[5]
+    assert np.array_equal((image * 255).round().permute(1, 2, 0).numpy().astype(int),
+                          _pixels(cifar_tree / "train" / index.files[5]))
+
+
+def test_torchvision_surrogate_from_local_weights_and_no_code_execution(tmp_path):
+    import torchvision
+
+    from faceguard.surrogate import Normalized
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=7).eval()
+    torch.save(net.state_dict(), tmp_path / "weights.pth")
+    loaded = load_surrogate(tmp_path / "weights.pth", arch="torchvision:resnet18")
+    assert isinstance(loaded, Normalized)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded(x), net(Normalized(torch.nn.Identity())(x)), atol=1e-5)
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"fc.weight": Exploit()}))
+    with pytest.raises(ValueError, match="not a plain tensor state dict"):
+        load_surrogate(tmp_path / "evil.pth", arch="torchvision:resnet18")
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(ValueError, match="no .*json beside it"):
+        load_surrogate(tmp_path / "weights.pth")
+
+
+def test_poison_trains_its_own_surrogate_when_none_is_given(cifar_tree, tmp_path):
+    out = tmp_path / "out"
+    assert main(["poison", str(cifar_tree), "--eps", "4", "--out", str(out), "--width", "0.125",
+                 "--surrogate-epochs", "1", "--steps", "2", "--restarts", "1", "--batch-size", "6",
+                 "--method", "alignment", "--variant", "independent", "--quiet"]) == 0
+    assert (out / STATE_DIR / "surrogate.safetensors").exists()
+    summary = json.loads((out / STATE_DIR / "summary.json").read_text())
+    assert summary["images"] == 12 and summary["job"]["method"] == "alignment-independent"
