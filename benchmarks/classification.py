@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scalar config field, e.g. --set steps=60 (repeatable)")
     parser.add_argument("--only", default=None, help="comma-separated methods to run (e.g. clean,alignment-joint)")
+    parser.add_argument("--eps", default=None, help="comma-separated ε values to run (clean rows always run)")
     parser.add_argument("--victims", default=None, help="comma-separated victims to run (default: all)")
     parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
     parser.add_argument("--work", default=None, help="cache folder (default runs/classification/CONFIG)")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = dict(item.split("=", 1) for item in args.set)
     config = get_config(args.config, overrides)
-    rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims)
+    rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims, args.eps)
     bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(),
                                     Path(args.work or f"runs/classification/{config.name}"), resolve_device(args.device))
     runs = bench.run_rows(rows, config.seeds, config.extra_seeds, headline=set(config.rows))
@@ -66,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def select_rows(rows: list[Row], only: str | None, victims: str | None) -> list[Row]:
-    """Rows whose method label / victim is in the comma-separated filters (None keeps all)."""
+def select_rows(rows: list[Row], only: str | None, victims: str | None, eps: str | None = None) -> list[Row]:
+    """Rows whose method label / victim / ε is in the comma-separated filters (None keeps all;
+    clean rows pass the ε filter)."""
     methods = set(only.split(",")) if only else None
     wanted = set(victims.split(",")) if victims else None
+    eps_values = {int(e) for e in eps.split(",")} if eps else None
     return [r for r in rows if (methods is None or r.poison.label in methods or r.poison.method in methods)
-            and (wanted is None or r.victim in wanted)]
+            and (wanted is None or r.victim in wanted)
+            and (eps_values is None or r.poison == CLEAN or r.poison.eps in eps_values)]
 
 
 class ClassificationBenchmark:

@@ -1,0 +1,105 @@
+"""The classification benchmark harness: configs, defenses, results format, a tiny end-to-end run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.__main__ import main as benchmarks_main
+from benchmarks.classification import select_rows
+from benchmarks.classification_configs import CLEAN, Poison, get_config
+from benchmarks.defenses import (UniformNoiseDataset, apply_data_defense, gaussian_smoothing, jpeg_reencode,
+                                 train_dp_sgd)
+from benchmarks.results import mean_stderr, summarize
+from recognition.datasets import ImageTensorDataset
+from recognition.training import TrainConfig
+
+
+def test_mean_and_standard_error():
+    assert mean_stderr([2.0]) == (2.0, 0.0)
+    mean, err = mean_stderr([1.0, 2.0, 3.0])
+    assert mean == 2.0 and err == pytest.approx(1 / 3 ** 0.5)
+
+
+def test_summarize_groups_seeds_and_keeps_runs():
+    runs = [{"method": "clean", "eps": 0, "victim": "resnet18", "defense": "none", "seed": s, "accuracy": a}
+            for s, a in ((0, 50.0), (1, 54.0))]
+    runs.append({"method": "random", "eps": 8, "victim": "resnet18", "defense": "none", "seed": 0, "accuracy": 40.0})
+    rows = summarize(runs, ["accuracy"])
+    clean = next(r for r in rows if r["method"] == "clean")
+    assert clean["seeds"] == [0, 1] and clean["accuracy"] == 52.0 and clean["accuracy_stderr"] == 2.0
+    assert len(clean["runs"]) == 2 and len(rows) == 2
+
+
+def test_configs_name_the_paper_rows_and_overrides_are_typed():
+    paper = get_config("cifar10-paper")
+    assert paper.steps == 240 and paper.restarts == 8 and paper.train_per_class is None
+    assert {r.victim for r in paper.rows} == {"resnet18", "vgg19", "googlenet", "densenet121", "mobilenetv2"}
+    labels = {r.poison.label for r in paper.extra_rows}
+    assert {"alignment-joint-tv", "alignment-joint-t10", "alignment-independent-split05"} <= labels
+    cpu = get_config("cifar10-cpu", {"steps": "5", "seeds": "0,1", "augment": "false", "train_per_class": "none"})
+    assert cpu.steps == 5 and cpu.seeds == (0, 1) and cpu.augment is False and cpu.train_per_class is None
+    with pytest.raises(ValueError, match="cannot override"):
+        get_config("cifar10-cpu", {"victims": "x"})
+    rows = select_rows(cpu.rows, "clean,alignment-joint", "resnet18", "8")
+    assert {(r.poison.label, r.poison.eps) for r in rows} == {("clean", 0), ("alignment-joint", 8)}
+    assert Poison("alignment-joint", 8, target_fraction=0.05).key == "alignment-joint-t05-eps8"
+
+
+def test_data_defenses_change_the_images_as_documented():
+    torch.manual_seed(0)
+    images = (torch.rand(4, 3, 16, 16) * 255).to(torch.uint8)
+    flat = torch.full((1, 3, 16, 16), 100, dtype=torch.uint8)
+    assert torch.equal(gaussian_smoothing(flat), flat)                      # blur keeps constants
+    smooth = gaussian_smoothing(images)
+    assert smooth.float().std() < images.float().std()                     # and removes high frequencies
+    jpeg = jpeg_reencode(images, quality=75)
+    assert jpeg.shape == images.shape and not torch.equal(jpeg, images)
+    dataset = ImageTensorDataset(images, torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    noisy = apply_data_defense(dataset, "noise", eps=8)
+    assert isinstance(noisy, UniformNoiseDataset)
+    x, _ = noisy[0]
+    delta = x - dataset[0][0]
+    assert delta.abs().max() <= 8 / 255 + 1e-6 and delta.abs().max() > 4 / 255
+    assert apply_data_defense(dataset, "dpsgd", eps=8) is dataset
+    with pytest.raises(ValueError, match="unknown defense"):
+        apply_data_defense(dataset, "magic", eps=8)
+
+
+def test_dp_sgd_trains_with_opacus_and_clips():
+    from recognition.models import create_model
+
+    torch.manual_seed(0)
+    images = (torch.rand(32, 3, 32, 32) * 255).to(torch.uint8)
+    dataset = ImageTensorDataset(images, torch.arange(32) % 10, [str(i) for i in range(10)])
+    model = create_model("resnet18", num_classes=10, width=0.0625)
+    before = [p.detach().clone() for p in model.parameters()]
+    trained = train_dp_sgd(model, dataset, TrainConfig(epochs=1, batch_size=16, lr=0.1), clip=0.1, noise=0.01)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())   # GroupNorm instead
+    assert trained(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    first_conv = next(trained.parameters())       # ModuleValidator.fix copies the model, then it trains
+    assert first_conv.shape == before[0].shape and not torch.equal(first_conv, before[0])
+
+
+def test_tiny_end_to_end_run_writes_results_in_the_shared_format(cifar_tar, tmp_path):
+    out = tmp_path / "results"
+    argv = ["classification", "--config", "cifar10-cpu", "--set", "train_per_class=7", "--set", "test_per_class=3",
+            "--set", "steps=2", "--set", "seeds=0,1", "--only", "clean,alignment-joint,random", "--eps", "8",
+            "--victims", "resnet18", "--work", str(tmp_path / "work"), "--out", str(out), "--name", "tiny"]
+    assert benchmarks_main(argv) == 0
+    data = json.loads((out / "tiny.json").read_text())
+    assert data["command"].startswith("python -m benchmarks classification --config cifar10-cpu")
+    assert len(data["config"]["data_sha256"]) == 64 and data["config"]["train_images"] == 70
+    rows = {(r["method"], r["eps"]): r for r in data["rows"]}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 8), ("random", 8)}
+    for row in rows.values():
+        assert row["victim"] == "resnet18" and row["defense"] == "none" and row["seeds"] == [0, 1]
+        assert 0 <= row["accuracy"] <= 100 and "accuracy_stderr" in row
+    assert data["config"]["crafting"]["alignment-joint-eps8"]["linf"] == 8
+    assert (out / "tiny.md").read_text().count("| resnet18 |") == 1 and (out / "tiny.png").stat().st_size > 0
+    # A rerun reuses every cached victim run and poison (no training: runs.jsonl unchanged).
+    log = (tmp_path / "work" / "runs.jsonl").read_text()
+    assert benchmarks_main(argv) == 0
+    assert (tmp_path / "work" / "runs.jsonl").read_text() == log and log.count("\n") == 6
+    assert CLEAN.label == "clean"
