@@ -1,0 +1,154 @@
+"""``python -m benchmarks faces --config faces-cpu|celeba-paper``: what protection does to face
+recognition (the paper's Tables 7 and 10), end to end.
+
+Split identities → train a CosFace surrogate on the pre-training identities → target gradient →
+craft protected copies of the pre-training set (alignment, joint and independent, at every ε;
+random ±ε noise as the baseline) → train a fresh victim on each (and on the clean set) →
+leave-one-out kNN identification on the test identities + verification on every available
+``.bin`` → ``benchmarks/results/{name}.{json,md,png}``. Rows are written after every seed, so an
+interrupted run keeps what it measured. ``--surrogate ir50`` gives Table 10 (a larger surrogate
+crafting for the IR-18 victim). ``benchmarks/results/{name}.findings.md``, when present, is appended
+to the Markdown report (the hand-written account of what was tried).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.faces_configs import CONFIGS, FacesConfig, resolve_config
+from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_results
+from recognition.checkpoint import _atomic_write
+
+IDENTIFICATION = ("top1", "top5")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Config choice, data locations, and overrides of the config's main fields."""
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="faces-cpu")
+    parser.add_argument("--data-dir", type=Path, help="data bundle (default: $FACEGUARD_DATA or ../shared/data)")
+    parser.add_argument("--celeba", type=Path, help="CelebA root (identity_CelebA.txt, img_align_celeba/)")
+    parser.add_argument("--bin-dir", type=Path, help="folder of insightface .bin sets (lfw.bin, cfp_fp.bin, ...)")
+    parser.add_argument("--surrogate", help="surrogate backbone, e.g. ir50 for Table 10 (default: the config's)")
+    parser.add_argument("--surrogate-width", type=float, help="surrogate width multiplier")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds running every row")
+    parser.add_argument("--extra-seeds", type=int, nargs="*", help="seeds running only the headline rows")
+    parser.add_argument("--eps", type=int, nargs="+", help="alignment ε values (0-255 units)")
+    parser.add_argument("--random-eps", type=int, nargs="*", help="random-noise ε values (0-255 units)")
+    parser.add_argument("--variants", nargs="+", choices=("joint", "independent"))
+    parser.add_argument("--steps", type=int, help="crafting steps")
+    parser.add_argument("--restarts", type=int, help="crafting restarts")
+    parser.add_argument("--surrogate-epochs", type=int)
+    parser.add_argument("--victim-epochs", type=int)
+    parser.add_argument("--orl-pairs", type=int, help="ORL genuine (= impostor) pairs for orl.bin, 0 = none")
+    parser.add_argument("--identities", type=int, help="use only this many identities (smoke runs)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override any other config field, e.g. size=64 craft_augment=true margin_losses=false")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--name", help="results name (default: the config, -sur-MODEL with --surrogate)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+
+
+def _config(args: argparse.Namespace) -> FacesConfig:
+    """The chosen config with the command-line overrides applied."""
+    tuples = {key: tuple(value) if value is not None else None for key, value in
+              (("seeds", args.seeds), ("extra_seeds", args.extra_seeds), ("eps", args.eps),
+               ("random_eps", args.random_eps), ("variants", args.variants))}
+    flags = dict(surrogate=args.surrogate, surrogate_width=args.surrogate_width, steps=args.steps,
+                 restarts=args.restarts, surrogate_epochs=args.surrogate_epochs, victim_epochs=args.victim_epochs,
+                 orl_pairs=args.orl_pairs, **tuples)
+    # explicit flags win over --set; resolve_config ignores the None (not given) ones
+    return resolve_config(args.config, **{**_field_overrides(args.set),
+                                          **{key: value for key, value in flags.items() if value is not None}})
+
+
+def _field_overrides(pairs: list[str]) -> dict:
+    """``FIELD=VALUE`` strings -> typed overrides of scalar FacesConfig fields (bools: true/false)."""
+    defaults = FacesConfig(name="")
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        default = getattr(defaults, key, None)
+        if not isinstance(default, (bool, int, float, str)) or key == "name" or not value:
+            raise SystemExit(f"--set {pair}: expected FIELD=VALUE for a scalar config field")
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"--set {pair}: {key} takes true or false")
+            overrides[key] = value.lower() == "true"
+        else:
+            overrides[key] = type(default)(value)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every seed, writing the results after each; returns 0."""
+    import torch
+
+    from benchmarks.faces_pipeline import load_face_data, restrict_identities, run_seed
+    from recognition.datasets import default_data_dir
+    from recognition.training import resolve_device
+
+    config = _config(args)
+    name = args.name or (config.name if args.surrogate is None else f"{config.name}-sur-{config.surrogate}")
+    device = resolve_device(args.device)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="faces-") as work:
+        data = load_face_data(config, args.data_dir or default_data_dir(), args.celeba, args.bin_dir, Path(work))
+    if args.identities:
+        data = restrict_identities(data, args.identities)
+    print(f"{name}: {len(data.pretrain)} pre-training images of {len(data.pretrain.classes)} identities, "
+          f"{len(data.test)} test images of {len(data.test.classes)}, verification: {sorted(data.verification)}",
+          flush=True)
+    metrics = [*IDENTIFICATION, *data.verification]
+    runs: list[dict] = []
+    for seed in (*config.seeds, *config.extra_seeds):
+        torch.manual_seed(seed)
+        runs += run_seed(config, data, seed, device, headline_only=seed not in config.seeds,
+                         log=lambda line: print(line, flush=True))
+        _write(name, config, args, data.checksums, summarize(runs, metrics), metrics,
+               round(time.perf_counter() - start), str(device))
+    print(f"wrote {Path(args.out_dir) / name}.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _write(name: str, config: FacesConfig, args: argparse.Namespace, checksums: dict, rows: list[dict],
+           metrics: list[str], seconds: int, device: str) -> None:
+    """Results JSON (config, checksums, timing, rows), Markdown table and top-1 plot."""
+    rows = sorted(rows, key=lambda r: (r["method"] != "clean", r["method"], r["eps"]))
+    record = {**dataclasses.asdict(config), "data_sha256": checksums, "seconds": seconds, "device": device,
+              "identities_limit": args.identities}
+    out_dir = Path(args.out_dir)
+    path = write_results(name, record, args.command_line, rows, out_dir)
+    plot_metric_vs_eps(rows, "top1", out_dir / f"{name}.png", f"{name}: kNN top-1 on test identities")
+    findings = out_dir / f"{name}.findings.md"
+    text = _markdown(name, record, args.command_line, rows, metrics)
+    if findings.exists():
+        text += "\n" + findings.read_text(encoding="utf-8")
+    _atomic_write(path.with_suffix(".md"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: list[str]) -> str:
+    """Table-7-style report: one line per row, relative top-1 drop against the clean victim."""
+    clean = {run["seed"]: run["top1"] for row in rows if row["method"] == "clean" for run in row["runs"]}
+    header = ["method", "ε", "victim", "seeds", *metrics, "top1 drop", "alignment loss", "clean-train acc"]
+    lines = []
+    for row in rows:
+        drop = "–"
+        if row["method"] != "clean" and all(seed in clean for seed in row["seeds"]):
+            reference = sum(clean[seed] for seed in row["seeds"]) / len(row["seeds"])
+            drop = f"{100 * (1 - row['top1'] / reference):.1f} %"
+        lines.append([row["method"], row["eps"], row["victim"], ",".join(map(str, row["seeds"])),
+                      *(format_cell(row, m) for m in metrics), drop, format_cell(row, "alignment_loss"),
+                      format_cell(row, "clean_train_acc")])
+    summary = (f"surrogate {config['surrogate']} ×{config['surrogate_width']}, victim {config['victim']} "
+               f"×{config['victim_width']}, {config['data']} {config['size']}² ({config['channels']} ch), CosFace "
+               f"s={config['head_s']} m={config['head_m']}, {config['surrogate_epochs']}/{config['victim_epochs']} "
+               f"epochs, {config['steps']} steps × {config['restarts']} restart(s), crafting augmentation "
+               f"{config['craft_augment']}, backend {config['backend']}; {config['seconds']} s on {config['device']}")
+    return (f"# Face benchmark: {name}\n\n`{command}`\n\n{summary}\n\n"
+            "top1/top5: leave-one-out kNN identification (%) on the test identities; verification sets: "
+            "10-fold accuracy (%); top1 drop: relative to the clean victims of the same seeds; "
+            "clean-train acc: the victim's accuracy on the clean pre-training images.\n\n"
+            + markdown_table(header, lines))

@@ -1,0 +1,195 @@
+"""The steps of the face benchmark: data, models, surrogate, crafting, victim evaluation.
+
+Kept apart from the command (``benchmarks.faces``) so each step can be read and tested alone.
+All images stay uint8 in memory; crafting converts one batch at a time, so the protected copy of a
+CelebA-sized pre-training set costs one byte per pixel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.faces_configs import FacesConfig
+from benchmarks.results import sha256_file
+from faceguard import Alignment, RandomNoise, make_loss, quantize_within, target_gradient
+from recognition.datasets import ImageTensorDataset
+from recognition.embeddings import extract_embeddings
+from recognition.face_datasets import (CELEBA_IDENTITY_FILE, _find, load_celeba_identities, load_npz_faces,
+                                       select_identities, split_identities)
+from recognition.heads import MarginClassifier, create_head
+from recognition.identification import knn_identification
+from recognition.models import create_model
+from recognition.training import TrainConfig, evaluate_accuracy, margin_cross_entropy_loss, train_classifier
+from recognition.verification import evaluate_pair_set
+from recognition.verification_bin import PairSet, read_bin, sample_pairs, write_bin
+
+
+@dataclass
+class FaceData:
+    """Pre-training and test identities, verification sets (decoded once) and data checksums."""
+
+    pretrain: ImageTensorDataset
+    test: ImageTensorDataset
+    verification: dict[str, tuple[PairSet, np.ndarray]]
+    checksums: dict[str, str]
+
+
+def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin_dir: Path | None,
+                   work_dir: Path) -> FaceData:
+    """Split identities into pre-training / test sets and collect the verification pair sets.
+
+    Yale B comes from ``data_dir/yaleb_cropped.npz``; CelebA from ``celeba`` (identity file and
+    ``img_align_celeba``). With ``config.orl_pairs``, ORL (``data_dir/orl_faces.npz``) is turned
+    into ``work_dir/orl.bin`` by the writer and read back through the restricted reader; every
+    ``*.bin`` of ``bin_dir`` is added under its file name (``lfw``, ``cfp_fp``, ...).
+    """
+    checksums = {}
+    if config.data == "yaleb":
+        path = data_dir / "yaleb_cropped.npz"
+        faces = load_npz_faces(path, size=config.size, channels=config.channels)
+        split = split_identities(faces.labels, config.min_images, config.num_test, config.split_seed)
+        pretrain, test = select_identities(faces, split.pretrain), select_identities(faces, split.test)
+        checksums[path.name] = sha256_file(path)
+    elif config.data == "celeba":
+        if celeba is None:
+            raise ValueError(f"config {config.name} needs --celeba ROOT (identity_CelebA.txt, img_align_celeba/)")
+        annotations = load_celeba_identities(celeba)
+        split = split_identities(annotations.identities, config.min_images, config.num_test, config.split_seed)
+        pretrain, test = (annotations.load_images(np.flatnonzero(np.isin(annotations.identities, ids)), config.size)
+                          for ids in (split.pretrain, split.test))
+        checksums[CELEBA_IDENTITY_FILE] = sha256_file(_find(celeba, CELEBA_IDENTITY_FILE, ("", "Anno")))
+    else:
+        raise ValueError(f"unknown data {config.data!r}")
+    bins = sorted(bin_dir.glob("*.bin")) if bin_dir is not None else []
+    if config.orl_pairs:
+        orl_path = data_dir / "orl_faces.npz"
+        checksums[orl_path.name] = sha256_file(orl_path)
+        bins.append(write_orl_bin(orl_path, work_dir / "orl.bin", config.orl_pairs, config.split_seed))
+    verification = {}
+    for path in bins:
+        pairs = read_bin(path)
+        checksums[path.name] = sha256_file(path)
+        verification[pairs.name] = (pairs, pairs.decode(config.size, config.channels))
+    return FaceData(pretrain, test, verification, checksums)
+
+
+def restrict_identities(data: FaceData, count: int) -> FaceData:
+    """Only the first ``count`` pre-training and test identities (quick smoke runs)."""
+    if count < 2:
+        raise ValueError(f"--identities must be at least 2, got {count}")
+    return dataclasses.replace(data, pretrain=select_identities(data.pretrain, range(count)),
+                               test=select_identities(data.test, range(count)))
+
+
+def write_orl_bin(npz: Path, out: Path, pairs_per_kind: int, seed: int) -> Path:
+    """ORL as an insightface ``.bin``: ``pairs_per_kind`` genuine and as many impostor pairs,
+    interleaved (genuine, impostor, ...) so every one of the 10 folds holds both kinds."""
+    with np.load(npz, allow_pickle=False) as data:
+        images, labels = data["images"], data["labels"]
+    chosen = sample_pairs(labels, pairs_per_kind, pairs_per_kind, seed=seed)
+    genuine, impostor = chosen[:pairs_per_kind], chosen[pairs_per_kind:]
+    ordered = [pair for both in zip(genuine, impostor) for pair in both]
+    return write_bin(out, [(images[i], images[j], same) for i, j, same in ordered])
+
+
+def build_face_model(config: FacesConfig, name: str, width: float, classes: int, seed: int) -> MarginClassifier:
+    """A freshly initialised (seeded) IR-ResNet backbone under a CosFace head."""
+    torch.manual_seed(seed)
+    backbone = create_model(name, width=width, in_channels=config.channels, input_size=config.size,
+                            num_classes=config.embedding)
+    return MarginClassifier(backbone, create_head("cosface", config.embedding, classes, s=config.head_s,
+                                                  m=config.head_m))
+
+
+def train_face_model(model: nn.Module, data: ImageTensorDataset, config: FacesConfig, epochs: int, seed: int,
+                     device: torch.device) -> float:
+    """Train with CosFace cross entropy (SGD, flip augmentation); returns the last training accuracy."""
+    recipe = TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=config.lr, schedule=config.schedule,
+                         augment="flip", seed=seed)
+    history = train_classifier(model, data, recipe, device=device, progress=False,
+                               loss_fn=margin_cross_entropy_loss)
+    return float(history[-1]["train_acc"])
+
+
+def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[torch.Tensor] | None,
+          data: ImageTensorDataset, eps: int, seed: int) -> tuple[ImageTensorDataset, dict]:
+    """The protected copy of ``data`` (uint8, ``max|Δ| <= eps`` exactly) and crafting statistics.
+
+    ``method`` is "random" (±ε noise) or "alignment-joint" / "alignment-independent". Images are
+    crafted in batches of ``config.craft_batch`` over a seeded permutation (the joint variant's
+    cosine is over a batch, so batches mix identities as a shuffled training batch does).
+    """
+    fraction = eps / 255
+    if method == "random":
+        attack = RandomNoise(surrogate, eps=fraction, seed=seed)
+    else:
+        attack = Alignment(surrogate, target, eps=fraction, steps=config.steps, restarts=config.restarts,
+                           variant=method.removeprefix("alignment-"), augment=config.craft_augment,
+                           loss_fn=make_loss("ce", label_in_forward=config.margin_losses),
+                           backend=config.backend, seed=seed)
+    protected = data.images.clone()
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    losses, start = [], time.perf_counter()
+    for number, batch in enumerate(order.split(config.craft_batch)):
+        clean = data.images[batch].float() / 255
+        crafted = attack(clean, data.labels[batch], seed=seed * 100_003 + number)
+        protected[batch] = quantize_within(crafted, clean, fraction).cpu()
+        if attack.report.best_loss is not None:
+            losses.append(float(attack.report.best_loss.float().mean()) * len(batch))
+    stats = {"craft_seconds": round(time.perf_counter() - start, 1)}
+    if losses:
+        stats["alignment_loss"] = round(sum(losses) / len(data), 4)
+    return ImageTensorDataset(protected, data.labels, data.classes), stats
+
+
+def evaluate_victim(victim: MarginClassifier, data: FaceData, config: FacesConfig) -> dict[str, float]:
+    """kNN identification on the test identities (top1, top5) and every verification set
+    (accuracy, AUC, TAR@FAR=1e-3), plus the victim's accuracy on the clean pre-training images."""
+    embeddings = extract_embeddings(victim.backbone, data.test, batch_size=config.eval_batch)
+    metrics = knn_identification(embeddings, data.test.labels).metrics()
+    for name, (pairs, images) in data.verification.items():
+        result = evaluate_pair_set(victim.backbone, pairs, config.size, config.channels, flip=config.flip_fusion,
+                                   batch_size=config.eval_batch, images=images)
+        metrics.update(result.metrics(name))
+    metrics["clean_train_acc"] = round(evaluate_accuracy(victim, data.pretrain, config.eval_batch), 4)
+    return metrics
+
+
+def run_seed(config: FacesConfig, data: FaceData, seed: int, device: torch.device, headline_only: bool,
+             log=print) -> list[dict]:
+    """One seed of the benchmark: surrogate, target gradient, every protected set, one victim each.
+
+    Victims of one seed share their initialisation and data order (seed ``1000 + seed``), so rows
+    differ only in the training images. Returns one run dict per row (results-file keys).
+    """
+    classes = len(data.pretrain.classes)
+    surrogate = build_face_model(config, config.surrogate, config.surrogate_width, classes, seed)
+    surrogate_acc = train_face_model(surrogate, data.pretrain, config, config.surrogate_epochs, seed, device)
+    surrogate.eval()
+    target = target_gradient(surrogate, data.pretrain, loss_fn=make_loss("rce", label_in_forward=config.margin_losses),
+                             batch_size=config.eval_batch)
+    log(f"seed {seed}: surrogate {config.surrogate} trained (train acc {surrogate_acc:.1f} %)")
+    jobs = [("clean", 0)] + [(f"alignment-{variant}", eps) for variant in config.variants for eps in config.eps]
+    jobs += [("random", eps) for eps in config.random_eps]
+    if headline_only:
+        headline = ("alignment-joint", "random")
+        jobs = [(m, e) for m, e in jobs if m == "clean" or (e == config.headline_eps and m in headline)]
+    runs = []
+    for method, eps in jobs:
+        train_set, stats = (data.pretrain, {}) if method == "clean" else craft(
+            config, method, surrogate, target, data.pretrain, eps, seed)
+        victim = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
+        stats["victim_train_acc"] = round(train_face_model(victim, train_set, config, config.victim_epochs,
+                                                           1000 + seed, device), 4)
+        run = {"method": method, "eps": eps, "victim": config.victim, "defense": "none", "seed": seed,
+               **evaluate_victim(victim, data, config), **stats}
+        log(f"seed {seed} {method} eps {eps}: " + ", ".join(f"{k} {v}" for k, v in run.items()
+                                                           if isinstance(v, float)))
+        runs.append(run)
+    return runs

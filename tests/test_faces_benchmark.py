@@ -1,0 +1,44 @@
+"""Smoke run of ``python -m benchmarks faces`` on real Yale B / ORL data: every stage runs and the
+results files have the shared format (a tiny setting: 3 identities, 1 epoch, 2 crafting steps)."""
+from __future__ import annotations
+
+import json
+
+from conftest import require_data
+
+from benchmarks.__main__ import main
+from benchmarks.faces_configs import CONFIGS, resolve_config
+
+
+def test_faces_benchmark_smoke_run_writes_results(tmp_path, monkeypatch) -> None:
+    data_dir = require_data("yaleb_cropped.npz").parent
+    require_data("orl_faces.npz")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["faces", "--config", "faces-cpu", "--data-dir", str(data_dir), "--identities", "3", "--seeds", "0",
+            "--extra-seeds", "1", "--eps", "16", "--random-eps", "16", "--variants", "joint", "--steps", "2",
+            "--surrogate-epochs", "1", "--victim-epochs", "1", "--orl-pairs", "20", "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "faces-cpu.json").read_text())
+    assert result["command"] == "python -m benchmarks " + " ".join(argv)
+    assert set(result["config"]["data_sha256"]) == {"yaleb_cropped.npz", "orl_faces.npz", "orl.bin"}
+    assert result["config"]["steps"] == 2 and result["config"]["eps"] == [16]
+    rows = {(row["method"], row["eps"]): row for row in result["rows"]}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("random", 16)}
+    for row in rows.values():
+        assert row["victim"] == "ir18" and row["defense"] == "none" and row["seeds"] == [0, 1]
+        for metric in ("top1", "top5", "orl", "orl_auc", "orl_tar", "clean_train_acc"):
+            assert 0 <= row[metric] <= 100 and row[f"{metric}_stderr"] >= 0
+        assert row["top1"] <= row["top5"]
+        assert [run["seed"] for run in row["runs"]] == [0, 1]
+    assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2
+    markdown = (tmp_path / "faces-cpu.md").read_text()
+    assert "| alignment-joint | 16 | ir18 | 0,1 |" in markdown and result["command"] in markdown
+    assert (tmp_path / "faces-cpu.png").stat().st_size > 1000
+
+
+def test_configs_hold_the_paper_setting() -> None:
+    paper = CONFIGS["celeba-paper"]
+    assert (paper.data, paper.num_test, paper.victim, paper.surrogate_epochs, paper.victim_epochs) == \
+        ("celeba", 1000, "ir18", 125, 125)
+    assert (paper.steps, paper.restarts, paper.eps, paper.variants) == (50, 1, (8, 16, 32), ("joint", "independent"))
+    assert resolve_config("celeba-paper", surrogate="ir50").surrogate == "ir50"  # Table 10

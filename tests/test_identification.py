@@ -1,0 +1,51 @@
+"""Leave-one-out kNN identification: scikit-learn neighbours against a brute-force computation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recognition.identification import knn_identification
+
+
+def brute_force_topk(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Percent of probes (with a genuine match) whose k most cosine-similar other images include
+    one of the same label: full similarity matrix, the probe itself masked out."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    hits = (labels[nearest] == labels[:, None]).any(axis=1)
+    usable = np.array([(labels == label).sum() > 1 for label in labels])
+    return 100.0 * hits[usable].mean()
+
+
+def test_matches_brute_force_on_noisy_clusters() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 16))
+    labels = rng.integers(0, 12, size=300)
+    embeddings = centres[labels] + 1.3 * rng.normal(size=(300, 16))  # overlapping: accuracy well below 100
+    result = knn_identification(torch.from_numpy(embeddings).float(), torch.from_numpy(labels))
+    for k in (1, 5):
+        assert result.accuracy[k] == pytest.approx(brute_force_topk(embeddings.astype(np.float32), labels, k), abs=1e-9)
+    assert 20 < result.accuracy[1] < result.accuracy[5] < 100
+    assert result.metrics() == {"top1": result.accuracy[1], "top5": result.accuracy[5]}
+
+
+def test_leave_one_out_excludes_the_probe_and_counts_singletons() -> None:
+    # Identical duplicates of one person: the probe must not match itself but its twin does match.
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.1, 1.0], [-1.0, 0.2]])
+    labels = np.array([0, 0, 1, 2, 1])  # identity 2 has a single image
+    result = knn_identification(embeddings, labels, ks=(1,))
+    assert result.singletons == 1 and result.probes == 4
+    # probes 0 and 1 find their twin, probe 4 finds image 2; probe 2's nearest is person 2 (wrong)
+    assert result.accuracy[1] == pytest.approx(75.0)
+
+
+def test_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        knn_identification(np.eye(3), [0, 0, 1], ks=(5,))
+    with pytest.raises(ValueError, match="non-zero"):
+        knn_identification(np.zeros((4, 2)), [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="no identity"):
+        knn_identification(np.eye(3), [0, 1, 2], ks=(1,))
