@@ -75,16 +75,19 @@ def target_gradient(
     seed: int = 0,
     batch_size: int = 128,
     progress: bool = False,
+    accumulate_dtype: torch.dtype | None = None,
 ) -> Grads:
     """T = ∇θ Σ_{(x,y)} L'(F(x), y), summed over ``data`` (or a random ``fraction`` of it).
 
     Streams batch by batch and keeps only the running sum, so memory is flat in the data size.
+    ``accumulate_dtype=torch.float64`` keeps that sum in float64 (returned so), which makes it
+    practically independent of how the batches are split across processes.
     The model is evaluated in eval mode (BatchNorm running statistics), the same function that the
     crafting objective differentiates; its previous mode is restored afterwards.
     """
     params = list(params) if params is not None else trainable_params(model)
     device = model_device(model)
-    total = [torch.zeros_like(p) for p in params]
+    total = [torch.zeros_like(p, dtype=accumulate_dtype or p.dtype) for p in params]
     was_training = model.training
     model.eval()
     try:

@@ -16,18 +16,18 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from faceguard.gradients import target_gradient
+from faceguard.gradients import model_device, target_gradient, trainable_params
 from faceguard.imageio import save_png_atomic
 from faceguard.poison import CraftSettings, build_attack, craft_batch
 from recognition.align_cli import write_atomic
 from recognition.datasets import decode_image, scan_image_folder
+from recognition.distributed import DistributedContext, all_reduce_sum, barrier
 
 STATE_DIR = ".faceguard-poison"
 TARGETS = ("chunk", "all")
@@ -125,8 +125,16 @@ class PoisonJob:
         return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": settings}
 
 
-def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJob, progress: bool = True) -> dict:
-    """Protect every image of ``data_dir`` into ``out_dir``; returns the run summary (also saved)."""
+def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJob, progress: bool = True,
+                  context: DistributedContext | None = None) -> dict:
+    """Protect every image of ``data_dir`` into ``out_dir``; returns the run summary (also saved).
+
+    Under torchrun (``context`` from ``init_distributed``) rank r crafts batches r, r + W, … of every
+    chunk and the target gradient is summed over all ranks' shares. Batches, their seeds and T do
+    not depend on the number of processes (T is accumulated in float64), so W processes write the
+    files one process would.
+    """
+    context = context or DistributedContext(rank=0, world_size=1, device=model_device(model))
     if job.target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {job.target!r}")
     if job.chunk_size < 1:
@@ -134,11 +142,13 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
     root = resolve_root(Path(data_dir))
     index = FolderIndex.scan(root)
     state = Path(out_dir) / STATE_DIR
-    _check_job(state, job)
+    if context.is_main:
+        _check_job(state, job)
+    barrier(context)
     chunks = [list(range(s, min(s + job.chunk_size, len(index.files))))
               for s in range(0, len(index.files), job.chunk_size)]
-    target = _whole_set_target(model, index, job, state) if job.target == "all" else None
-    bar = tqdm(total=len(index.files), desc="poison", unit="img", disable=not progress)
+    target = _whole_set_target(model, index, job, state, context) if job.target == "all" else None
+    bar = tqdm(total=len(index.files), desc="poison", unit="img", disable=not (progress and context.is_main))
     records, batch_counter = [], 0
     for number, chunk in enumerate(chunks):
         marker = state / f"chunk-{number:05d}.json"
@@ -148,61 +158,82 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
             records.append(json.loads(marker.read_text()))
             bar.update(len(chunk))
         else:
-            records.append(_poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar))
-            write_json_atomic(marker, records[-1])
+            records.append(_poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar, context))
+            barrier(context)
+            if context.is_main:
+                write_json_atomic(marker, records[-1])
         batch_counter += len(batches)
     bar.close()
     summary = {"root": str(root), "images": len(index.files), "classes": index.classes, "chunks": records,
-               "job": job.record()}
-    write_json_atomic(state / "summary.json", summary)
+               "processes": context.world_size, "job": job.record()}
+    if context.is_main:
+        write_json_atomic(state / "summary.json", summary)
+    barrier(context)
     return summary
 
 
+def _mine(batches: list[list[int]], first_batch: int, context: DistributedContext) -> list[tuple[int, list[int]]]:
+    """(global batch number, batch) pairs this rank handles: numbers ≡ rank (mod world size)."""
+    return [(first_batch + k, b) for k, b in enumerate(batches) if (first_batch + k) % context.world_size == context.rank]
+
+
 def _poison_chunk(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
-                  job: PoisonJob, out_dir: Path, target: list | None, bar: tqdm) -> dict:
+                  job: PoisonJob, out_dir: Path, target: list | None, bar: tqdm, context: DistributedContext) -> dict:
     start = time.perf_counter()
     if job.method.startswith("alignment") and target is None:
-        target = _streamed_target(model, images, batches, job.target_fraction, job.settings.seed)
+        target = _streamed_target(model, images, batches, first_batch, job, context)
     attack = build_attack(job.method, model, job.eps / 255, job.settings, target)
-    losses, written = [], 0
-    for k, batch in enumerate(batches):
+    totals = torch.zeros(3, dtype=torch.float64, device=context.device)  # loss sum, batches with a loss, written
+    for number, batch in _mine(batches, first_batch, context):
         outputs = [images.index.output(out_dir, images.indices[i]) for i in batch]
         if not all(p.exists() for p in outputs):
             x = torch.stack([images.uint8(i) for i in batch])
             y = torch.tensor([images.index.labels[images.indices[i]] for i in batch])
-            protected, loss = craft_batch(attack, x, y, seed=job.settings.seed + first_batch + k)
+            protected, loss = craft_batch(attack, x, y, seed=job.settings.seed + number)
             for image, path in zip(protected, outputs):
                 save_png_atomic(image.permute(1, 2, 0).numpy(), path)
-            losses.append(loss)
-            written += len(batch)
-        bar.update(len(batch))
-    finite = [v for v in losses if v == v]
-    return {"images": len(images), "written": written, "seconds": round(time.perf_counter() - start, 1),
-            "mean_loss": float(np.mean(finite)) if finite else None}
+            if loss == loss:
+                totals[0] += loss
+                totals[1] += 1
+            totals[2] += len(batch)
+        bar.update(len(batch) * context.world_size)
+    loss_sum, with_loss, written = all_reduce_sum(totals, context).tolist()
+    return {"images": len(images), "written": int(written), "seconds": round(time.perf_counter() - start, 1),
+            "mean_loss": loss_sum / with_loss if with_loss else None}
 
 
-def _streamed_target(model: nn.Module, images: FolderImages, batches: list[list[int]], fraction: float,
-                     seed: int) -> list:
-    """Target gradient over ``images`` (or a seeded ``fraction`` of them), decoded batch by batch."""
-    if fraction < 1.0:
-        generator = torch.Generator().manual_seed(seed)
-        keep = set(torch.randperm(len(images), generator=generator)[:max(1, round(fraction * len(images)))].tolist())
-        batches = [b for b in ([i for i in batch if i in keep] for batch in batches) if b]
-    return target_gradient(model, DataLoader(images, batch_sampler=batches))
+def _streamed_target(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
+                     job: PoisonJob, context: DistributedContext) -> list:
+    """Target gradient over ``images`` (or a seeded ``fraction`` of them), decoded batch by batch,
+    each rank summing its share of the batches in float64, then summed over ranks."""
+    if job.target_fraction < 1.0:
+        generator = torch.Generator().manual_seed(job.settings.seed)
+        count = max(1, round(job.target_fraction * len(images)))
+        keep = set(torch.randperm(len(images), generator=generator)[:count].tolist())
+        batches = [[i for i in batch if i in keep] for batch in batches]
+    mine = [b for _, b in _mine(batches, first_batch, context) if b]
+    params = trainable_params(model)
+    total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    if mine:
+        for acc, g in zip(total, target_gradient(model, DataLoader(images, batch_sampler=mine), params,
+                                                 accumulate_dtype=torch.float64)):
+            acc.add_(g)
+    return [all_reduce_sum(t, context).to(p.dtype) for t, p in zip(total, params)]
 
 
-def _whole_set_target(model: nn.Module, index: FolderIndex, job: PoisonJob, state: Path) -> list:
+def _whole_set_target(model: nn.Module, index: FolderIndex, job: PoisonJob, state: Path,
+                      context: DistributedContext) -> list:
     """One target-gradient estimate over the whole set, cached in the state folder for resumes."""
     from safetensors.torch import load_file, save_file
 
     path = state / "target.safetensors"
     if path.exists():
         stored = load_file(str(path))
-        return [stored[str(i)] for i in range(len(stored))]
+        return [stored[str(i)].to(context.device) for i in range(len(stored))]
     images = FolderImages(index, list(range(len(index.files))), job.size)
-    grads = _streamed_target(model, images, shape_batches(images, job.settings.batch_size), job.target_fraction,
-                             job.settings.seed)
-    save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
+    grads = _streamed_target(model, images, shape_batches(images, job.settings.batch_size), 0, job, context)
+    if context.is_main:
+        save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
     return grads
 
 

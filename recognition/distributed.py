@@ -130,6 +130,12 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.T
     return tensor
 
 
+def barrier(context: DistributedContext) -> None:
+    """Wait until every process gets here (no-op for a single process)."""
+    if context.world_size > 1:
+        dist.barrier()
+
+
 def broadcast_buffers(module: nn.Module, context: DistributedContext) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every process.
 

@@ -154,3 +154,33 @@ def test_poison_trains_its_own_surrogate_when_none_is_given(cifar_tree, tmp_path
     assert (out / STATE_DIR / "surrogate.safetensors").exists()
     summary = json.loads((out / STATE_DIR / "summary.json").read_text())
     assert summary["images"] == 12 and summary["job"]["method"] == "alignment-independent"
+
+
+@pytest.mark.parametrize("variant", ["independent", "joint"])
+def test_torchrun_two_processes_write_what_one_process_writes(cifar_tree, surrogate_file, tmp_path, variant):
+    """Batches, their seeds and the (float64-summed) target gradient do not depend on the process count."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["poison", str(cifar_tree), "--eps", "8", "--surrogate", str(surrogate_file), "--steps", "2",
+            "--restarts", "1", "--batch-size", "3", "--chunk-size", "7", "--variant", variant, "--device", "cpu",
+            "--quiet"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", f"--master_port={port}",
+                "-m", "faceguard.cli"]
+    for command, out in (([sys.executable, "-m", "faceguard.cli"], "one"), (torchrun, "two")):
+        result = subprocess.run([*command, *args, "--out", str(tmp_path / out)], cwd=repo, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    files = FolderIndex.scan(cifar_tree / "train").files
+    one = [_pixels(tmp_path / "one" / f.with_suffix(".png")) for f in files]
+    two = [_pixels(tmp_path / "two" / f.with_suffix(".png")) for f in files]
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    summary = json.loads((tmp_path / "two" / STATE_DIR / "summary.json").read_text())
+    assert summary["processes"] == 2 and sum(c["written"] for c in summary["chunks"]) == 12

@@ -53,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.quantize import eps_from_pixels
     from faceguard.surrogate import load_surrogate
     from recognition.checkpoint import load_model, save_checkpoint
-    from recognition.distributed import resolve_device
+    from recognition.distributed import barrier, init_distributed
     from recognition.models import create_model
     from recognition.training import TrainConfig, train_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
     eps_from_pixels(args.eps)
-    device = resolve_device(args.device)
+    context = init_distributed(args.device)   # torchrun: each process crafts its share of the batches
+    device = context.device
     data_dir, out = Path(args.data_dir), Path(args.out)
     index = FolderIndex.scan(resolve_root(data_dir))
     if args.surrogate:
@@ -70,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
         if path.exists():
             model = load_model(path, device)
         else:
+            torch.manual_seed(args.seed)
             model = create_model(args.model, num_classes=len(index.classes), width=args.width)
             config = TrainConfig(epochs=args.surrogate_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
             train_classifier(model, FolderImages(index, list(range(len(index.files))), args.size), config,
                              device=device, progress=not args.quiet)
-            save_checkpoint(model, path, {"model": args.model, "num_classes": len(index.classes), "width": args.width,
-                                          "classes": index.classes})
+            if context.is_main:
+                save_checkpoint(model, path, {"model": args.model, "num_classes": len(index.classes),
+                                              "width": args.width, "classes": index.classes})
+            barrier(context)
     method = f"alignment-{args.variant}" if args.method == "alignment" else args.method
     settings = CraftSettings(steps=args.steps, restarts=args.restarts, step_size=args.step_size,
                              augment=not args.no_augment, backend=args.backend,
@@ -84,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, seed=args.seed)
     job = PoisonJob(method=method, eps=args.eps, chunk_size=args.chunk_size, target=args.target,
                     target_fraction=args.target_fraction, size=args.size, settings=settings)
-    summary = poison_folder(data_dir, out, model.eval(), job, progress=not args.quiet)
+    summary = poison_folder(data_dir, out, model.eval(), job, progress=not args.quiet, context=context)
+    if not context.is_main:
+        return 0
     losses = [c["mean_loss"] for c in summary["chunks"] if c.get("mean_loss") is not None]
     print(f"protected {summary['images']} images in {len(summary['chunks'])} chunk(s) -> {out}"
           + (f"; mean kept loss {sum(losses) / len(losses):.3f}" if losses else ""))
