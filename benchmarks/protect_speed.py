@@ -1,0 +1,88 @@
+"""``python -m benchmarks protect-speed``: seconds per photo of ``faceguard protect`` and where they go.
+
+Builds a folder of ``--photos`` photos (the bundle's 16 colour photos, cycled, under distinct names,
+in their identity folders), protects it at ε = 16 with the default profile and default settings
+exactly as the CLI does (``protect_folder``), and splits the wall time into detection (MTCNN on the
+full photo), crafting (alignment PGD through the photo warp, incl. its loss evaluations), the
+re-detection and loss of the saved photo, and the rest (decoding, encoding, hashing, SSIM, manifest
+writes). Writes ``benchmarks/results/protect-speed.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+STAGES = ("detect", "craft", "measure_saved")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--photos", type=int, default=100, help="number of photos (default 100)")
+    parser.add_argument("--eps", type=float, default=16)
+    parser.add_argument("--format", choices=("keep", "png"), default="keep")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", type=Path, help="data bundle (default $FACEGUARD_DATA or ../shared/data)")
+
+
+def _timed(stats: dict, name: str, function):
+    """``function`` wrapped so its wall time accumulates in ``stats[name]``."""
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            stats[name] += time.perf_counter() - start
+    return wrapper
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+    from faceguard.protect import DEFAULT_STEPS, Protector
+    from faceguard.protect_folder import FolderOptions, protect_folder
+    from recognition.align_cli import find_photos
+    from recognition.datasets import default_data_dir
+
+    bundle = (args.data or default_data_dir()) / "photos"
+    sources = find_photos(bundle)[0]
+    stats: dict[str, float] = defaultdict(float)
+    protector = Protector(eps=args.eps, device=args.device)
+    protector.detect = _timed(stats, "detect", protector.detect)
+    protector.protect_pixels = _timed(stats, "craft", protector.protect_pixels)
+    protector.measure_saved = _timed(stats, "measure_saved", protector.measure_saved)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "photos"
+        for k in range(args.photos):
+            rel = sources[k % len(sources)]
+            target = src / rel.parent / f"{rel.stem}_{k:03d}{rel.suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bundle / rel, target)
+        start = time.perf_counter()
+        summary = protect_folder(src, protector, FolderOptions(out=Path(tmp) / "out", format=args.format,
+                                                               progress=False))
+        total = time.perf_counter() - start
+    n = args.photos
+    rest = total - sum(stats[s] for s in STAGES)
+    row = {"method": f"protect-{'png' if args.format == 'png' else 'keep'}", "eps": int(args.eps),
+           "victim": "none", "defense": "none", "seeds": [0], "photos": n, "faces": summary.faces,
+           "errors": summary.counts["error"], "seconds_total": round(total, 2),
+           "seconds_per_photo": round(total / n, 3),
+           **{f"seconds_{s}_per_photo": round(stats[s] / n, 3) for s in STAGES},
+           "seconds_other_per_photo": round(rest / n, 3)}
+    config = {"photos": n, "eps": args.eps, "steps": DEFAULT_STEPS, "restarts": 1, "format": args.format,
+              "device": args.device, "threads": torch.get_num_threads(),
+              "profile": protector.profile.config["provenance"]["command"]}
+    write_results("protect-speed", config, args.command_line, [row])
+    table = markdown_table(["stage", "s / photo", "share"], [
+        [stage, f"{row[f'seconds_{stage}_per_photo']:.3f}", f"{100 * row[f'seconds_{stage}_per_photo'] / row['seconds_per_photo']:.0f} %"]
+        for stage in (*STAGES, "other")] + [["total", f"{row['seconds_per_photo']:.3f}", "100 %"]])
+    text = (f"# faceguard protect speed\n\n`{args.command_line}`\n\n{n} photos ({summary.faces} faces), "
+            f"ε = {args.eps:g}, default settings, {torch.get_num_threads()} threads, device {args.device}: "
+            f"{total:.1f} s in all.\n\n{table}")
+    (Path(RESULTS_DIR) / "protect-speed.md").write_text(text)
+    print(text)
+    return 0 if summary.exit_code == 0 else 1
