@@ -1,0 +1,103 @@
+"""``python -m benchmarks memory``: peak memory of ``faceguard poison`` against corpus size.
+
+For each size N, the first N real CIFAR-10 training JPEGs are written as an ImageFolder, and
+``faceguard poison`` protects them in a fresh process (one chunk, target gradient over every image,
+short crafting) with a small fixed surrogate. The child's peak resident set size
+(``getrusage(RUSAGE_CHILDREN).ru_maxrss``, read in a fresh wrapper process per size) shows
+whether memory grows with the corpus: the design streams the target gradient, crafts batch by
+batch and writes every batch as it finishes, so it should not. Writes
+``benchmarks/results/memory.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.results import RESULTS_DIR, markdown_table, sha256_file, write_results
+
+_CHILD = """
+import resource, subprocess, sys, json
+start = __import__("time").perf_counter()
+code = subprocess.call(sys.argv[1:])
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"code": code, "peak_rss_mb": peak / 1024, "seconds": __import__("time").perf_counter() - start}))
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="1000,10000", help="comma-separated corpus sizes")
+    parser.add_argument("--steps", type=int, default=1, help="crafting steps per batch (memory does not depend on it)")
+    parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads of the measured process")
+
+
+def write_image_folder(archive: Path, root: Path, count: int) -> None:
+    """The first ``count`` training JPEGs of the archive (sorted member order), as root/<class>/<file>."""
+    written = 0
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if written >= count:
+                break
+            if member.isfile() and len(parts) == 3 and parts[0] == "train":
+                target = root / parts[1] / parts[2]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+                written += 1
+    if written < count:
+        raise ValueError(f"{archive} holds only {written} training images")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from recognition.checkpoint import save_checkpoint
+    from recognition.datasets import default_data_dir
+    from recognition.models import create_model
+
+    archive = Path(args.data or default_data_dir()) / "cifar10_jpeg.tar.gz"
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        surrogate = tmp / "surrogate.safetensors"
+        save_checkpoint(create_model("resnet18", num_classes=10, width=0.125), surrogate,
+                        {"model": "resnet18", "num_classes": 10, "width": 0.125})
+        for size in sizes:
+            data = tmp / f"data-{size}"
+            write_image_folder(archive, data, size)
+            command = [sys.executable, "-m", "faceguard.cli", "poison", str(data), "--eps", "8", "--out",
+                       str(tmp / f"out-{size}"), "--surrogate", str(surrogate), "--steps", str(args.steps),
+                       "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--backend",
+                       "fd-frozen", "--quiet"]
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            start = time.perf_counter()
+            result = subprocess.run([sys.executable, "-c", _CHILD, *command], env=env, capture_output=True,
+                                    text=True, check=True)
+            measured = json.loads(result.stdout.strip().splitlines()[-1])
+            if measured["code"] != 0:
+                raise RuntimeError(f"faceguard poison failed on {size} images: {result.stderr[-500:]}")
+            rows.append({"images": size, "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+                         "seconds": round(time.perf_counter() - start, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    config = {"data": archive.name, "data_sha256": sha256_file(archive), "surrogate": "resnet18 width 0.125",
+              "steps": args.steps, "threads": args.threads, "peak_ratio_largest_to_smallest": round(ratio, 3)}
+    out = Path(args.out)
+    write_results("memory", config, args.command_line, rows, out)
+    table = markdown_table(["images", "peak RSS (MB)", "seconds"],
+                           [[r["images"], r["peak_rss_mb"], r["seconds"]] for r in rows])
+    (out / "memory.md").write_text(f"# Peak memory of faceguard poison vs corpus size\n\nCommand: "
+                                   f"`{args.command_line}`\n\n{table}\nLargest / smallest: {ratio:.3f}×\n")
+    print(f"peak RSS ratio {ratio:.3f}; wrote {out / 'memory.json'}, {out / 'memory.md'}")
+    return 0
