@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.faces_configs import CONFIGS, FacesConfig, resolve_config
 from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_results
-from recognition.checkpoint import _atomic_write
+from recognition.align_cli import write_atomic
 
 IDENTIFICATION = ("top1", "top5")
 
@@ -126,7 +126,7 @@ def _write(name: str, config: FacesConfig, args: argparse.Namespace, checksums: 
     text = _markdown(name, record, args.command_line, rows, metrics)
     if findings.exists():
         text += "\n" + findings.read_text(encoding="utf-8")
-    _atomic_write(path.with_suffix(".md"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path.with_suffix(".md"), lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: list[str]) -> str:

@@ -20,7 +20,7 @@ from benchmarks.results import sha256_file
 from faceguard import Alignment, RandomNoise, make_loss, quantize_within, target_gradient
 from recognition.datasets import ImageTensorDataset
 from recognition.embeddings import extract_embeddings
-from recognition.face_datasets import (CELEBA_IDENTITY_FILE, _find, load_celeba_identities, load_npz_faces,
+from recognition.face_datasets import (CELEBA_IDENTITY_FILE, find_in_layout, load_celeba_identities, load_npz_faces,
                                        select_identities, split_identities)
 from recognition.heads import MarginClassifier, create_head
 from recognition.identification import knn_identification
@@ -63,7 +63,7 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
         split = split_identities(annotations.identities, config.min_images, config.num_test, config.split_seed)
         pretrain, test = (annotations.load_images(np.flatnonzero(np.isin(annotations.identities, ids)), config.size)
                           for ids in (split.pretrain, split.test))
-        checksums[CELEBA_IDENTITY_FILE] = sha256_file(_find(celeba, CELEBA_IDENTITY_FILE, ("", "Anno")))
+        checksums[CELEBA_IDENTITY_FILE] = sha256_file(find_in_layout(celeba, CELEBA_IDENTITY_FILE, ("", "Anno")))
     else:
         raise ValueError(f"unknown data {config.data!r}")
     bins = sorted(bin_dir.glob("*.bin")) if bin_dir is not None else []

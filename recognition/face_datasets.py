@@ -153,19 +153,19 @@ def load_celeba_identities(root: str | Path, landmarks: bool = False) -> CelebAI
     """
     root = Path(root)
     files, identities = [], []
-    for number, fields in _annotation_rows(_find(root, CELEBA_IDENTITY_FILE, ("", "Anno"))):
+    for number, fields in _annotation_rows(find_in_layout(root, CELEBA_IDENTITY_FILE, ("", "Anno"))):
         if len(fields) != 2 or not fields[1].isdigit() or PurePath(fields[0]).name != fields[0]:
             raise ValueError(f"{CELEBA_IDENTITY_FILE} line {number}: expected '<file name> <identity>'")
         files.append(fields[0])
         identities.append(int(fields[1]))
     if not files:
         raise ValueError(f"{CELEBA_IDENTITY_FILE} lists no images")
-    points = _parse_landmarks(_find(root, CELEBA_LANDMARK_FILE, ("", "Anno")), files) if landmarks else None
-    image_dir = _find(root, CELEBA_IMAGE_DIR, ("", "Img"), required=False)  # annotations suffice to split
+    points = _parse_landmarks(find_in_layout(root, CELEBA_LANDMARK_FILE, ("", "Anno")), files) if landmarks else None
+    image_dir = find_in_layout(root, CELEBA_IMAGE_DIR, ("", "Img"), required=False)  # annotations suffice to split
     return CelebAIdentities(image_dir, files, np.array(identities, dtype=np.int64), points)
 
 
-def _find(root: Path, name: str, folders: Sequence[str], required: bool = True) -> Path:
+def find_in_layout(root: Path, name: str, folders: Sequence[str], required: bool = True) -> Path:
     """First existing ``root/<folder>/name``; if none exists, FileNotFoundError naming every place
     tried, or (``required=False``) the first candidate, so errors surface when it is used."""
     candidates = [root / folder / name for folder in folders]
