@@ -87,7 +87,8 @@ def write_report(name: str, config: dict, command: str, rows: list[dict], out_di
     config = {**config, "timings": timings}
     paths = [write_results(name, config, command, rows, out_dir)]
     md = out_dir / f"{name}.md"
-    md.write_text(markdown(name, config, command, rows))
+    findings = out_dir / f"{name}.findings.md"   # hand-written notes on what was tried, appended
+    md.write_text(markdown(name, config, command, rows) + ("\n" + findings.read_text() if findings.exists() else ""))
     paths.append(md)
     if any(r["method"].startswith("alignment") for r in rows):
         paths.append(plot_metric_vs_eps(rows, METRIC, out_dir / f"{name}.png",
