@@ -203,7 +203,8 @@ class ClassificationBenchmark:
     def _train(self, net: Net, data, seed: int, dp: bool = False) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = create_model(net.model, num_classes=10, width=net.width)
-        config = TrainConfig(epochs=net.epochs, batch_size=net.batch_size, lr=net.lr, schedule=net.schedule,
+        epochs = max(1, round(net.epochs * self.config.epoch_scale))
+        config = TrainConfig(epochs=epochs, batch_size=net.batch_size, lr=net.lr, schedule=net.schedule,
                              seed=seed)
         if dp:
             return train_dp_sgd(model, data, config, self.config.dp_clip, self.config.dp_noise, self.device)

@@ -90,6 +90,7 @@ class ClassificationConfig:
     augment: bool = True
     backend: str = "double"
     baseline_steps: int | None = None
+    epoch_scale: float = 1.0  # multiplies every training length (quick trial runs: --set epoch_scale=0.2)
     seeds: tuple[int, ...] = (0, 1, 2)
     extra_seeds: tuple[int, ...] = (0,)
     rows: list[Row] = field(default_factory=list)

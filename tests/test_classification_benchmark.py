@@ -85,7 +85,8 @@ def test_dp_sgd_trains_with_opacus_and_clips():
 def test_tiny_end_to_end_run_writes_results_in_the_shared_format(cifar_tar, tmp_path):
     out = tmp_path / "results"
     argv = ["classification", "--config", "cifar10-cpu", "--set", "train_per_class=7", "--set", "test_per_class=3",
-            "--set", "steps=2", "--set", "seeds=0,1", "--only", "clean,alignment-joint,random", "--eps", "8",
+            "--set", "steps=2", "--set", "seeds=0,1", "--set", "epoch_scale=0.1",
+            "--only", "clean,alignment-joint,random", "--eps", "8",
             "--victims", "resnet18", "--work", str(tmp_path / "work"), "--out", str(out), "--name", "tiny"]
     assert benchmarks_main(argv) == 0
     data = json.loads((out / "tiny.json").read_text())
