@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(item.split("=", 1) for item in args.set)
     config = get_config(args.config, overrides)
     rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims, args.eps)
-    bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(),
-                                    Path(args.work or f"runs/classification/{config.name}"), resolve_device(args.device))
+    work = Path(args.work or f"runs/classification/{config.name}")
+    bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(), work,
+                                    resolve_device(args.device))
     runs = bench.run_rows(rows, config.seeds, config.extra_seeds, headline=set(config.rows))
     name = args.name or config.name
     paths = write_report(name, bench.describe(overrides, rows), args.command_line, summarize(runs, [METRIC]),

@@ -9,8 +9,8 @@ METRIC = "accuracy"
 
 
 def _find(rows: list[dict], method: str, eps: int, victim: str, defense: str = "none") -> dict | None:
-    return next((r for r in rows if (r["method"], r["eps"], r["victim"], r["defense"]) == (method, eps, victim, defense)),
-                None)
+    wanted = (method, eps, victim, defense)
+    return next((r for r in rows if (r["method"], r["eps"], r["victim"], r["defense"]) == wanted), None)
 
 
 def _cell(row: dict | None) -> str:
@@ -48,7 +48,8 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
             lines.append([v, _cell(clean)] + [_cell(_find(rows, "alignment-joint", e, v)) for e in eps_values]
                          + [_ratio(_find(rows, "alignment-joint", 8, v), clean)])
         out.append(markdown_table(["victim", "clean"] + [f"ε={e}" for e in eps_values] + ["ε=8 × clean"], lines))
-    defenses = [d for d in ("none", "dpsgd", "noise", "smoothing", "jpeg") if _find(rows, "alignment-joint", 8, grey, d)]
+    defenses = [d for d in ("none", "dpsgd", "noise", "smoothing", "jpeg")
+                if _find(rows, "alignment-joint", 8, grey, d)]
     if len(defenses) > 1:
         out.append("\n## Defenses against ε = 8 alignment (Table 6)\n")
         out.append(markdown_table(["defense", "clean data", "protected data"], [

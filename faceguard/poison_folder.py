@@ -174,7 +174,8 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
 
 def _mine(batches: list[list[int]], first_batch: int, context: DistributedContext) -> list[tuple[int, list[int]]]:
     """(global batch number, batch) pairs this rank handles: numbers ≡ rank (mod world size)."""
-    return [(first_batch + k, b) for k, b in enumerate(batches) if (first_batch + k) % context.world_size == context.rank]
+    numbered = [(first_batch + k, b) for k, b in enumerate(batches)]
+    return [(n, b) for n, b in numbered if n % context.world_size == context.rank]
 
 
 def _poison_chunk(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
