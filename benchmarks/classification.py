@@ -23,7 +23,7 @@ from benchmarks.classification_configs import CLEAN, ClassificationConfig, Net, 
 from benchmarks.classification_report import write_report
 from benchmarks.defenses import apply_data_defense, train_dp_sgd
 from benchmarks.results import RESULTS_DIR, sha256_file, summarize, write_json_atomic
-from faceguard.gradients import target_gradient
+from faceguard.gradients import load_gradient, save_gradient, target_gradient
 from faceguard.poison import CraftSettings, build_attack, craft_tensor_dataset
 from recognition.checkpoint import load_model, save_checkpoint
 from recognition.datasets import ImageTensorDataset, default_data_dir, load_cifar10
@@ -112,13 +112,12 @@ class ClassificationBenchmark:
         name = f"target-t{fraction:g}" + ("" if part is None else f"-part{part[0]}of{part[1]}")
         path = self.work / f"{name}.safetensors"
         if path.exists():
-            stored = load_file(str(path))
-            return [stored[str(i)].to(self.device) for i in range(len(stored))]
+            return load_gradient(path, self.device)
         data = self.train if part is None else self.train.subset(self._part(part))
         start = time.perf_counter()
         grads = target_gradient(model, data, fraction=fraction, seed=0, batch_size=256)
         self.timings[f"{name} (s)"] = round(time.perf_counter() - start, 1)
-        save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
+        save_gradient(grads, path)
         return grads
 
     def _part(self, part: tuple[int, int]) -> torch.Tensor:

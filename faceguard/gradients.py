@@ -6,6 +6,7 @@ with the data set.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -98,6 +99,21 @@ def target_gradient(
     finally:
         model.train(was_training)
     return total
+
+
+def save_gradient(grads: Sequence[Tensor], path: str | Path) -> None:
+    """Store a gradient (list of tensors) as safetensors, keys "0", "1", … in parameter order."""
+    from safetensors.torch import save_file
+
+    save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
+
+
+def load_gradient(path: str | Path, device: str | torch.device = "cpu") -> Grads:
+    """Read a gradient written by :func:`save_gradient` (tensors only: loading runs no code)."""
+    from safetensors.torch import load_file
+
+    stored = load_file(str(path))
+    return [stored[str(i)].to(device) for i in range(len(stored))]
 
 
 class _LossModule(nn.Module):

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from faceguard.gradients import model_device, target_gradient, trainable_params
+from faceguard.gradients import load_gradient, model_device, save_gradient, target_gradient, trainable_params
 from faceguard.imageio import save_png_atomic
 from faceguard.poison import CraftSettings, build_attack, craft_batch
 from recognition.align_cli import write_atomic
@@ -225,16 +225,13 @@ def _streamed_target(model: nn.Module, images: FolderImages, batches: list[list[
 def _whole_set_target(model: nn.Module, index: FolderIndex, job: PoisonJob, state: Path,
                       context: DistributedContext) -> list:
     """One target-gradient estimate over the whole set, cached in the state folder for resumes."""
-    from safetensors.torch import load_file, save_file
-
     path = state / "target.safetensors"
     if path.exists():
-        stored = load_file(str(path))
-        return [stored[str(i)].to(context.device) for i in range(len(stored))]
+        return load_gradient(path, context.device)
     images = FolderImages(index, list(range(len(index.files))), job.size)
     grads = _streamed_target(model, images, shape_batches(images, job.settings.batch_size), 0, job, context)
     if context.is_main:
-        save_file({str(i): g.detach().cpu().contiguous() for i, g in enumerate(grads)}, str(path))
+        save_gradient(grads, path)
     return grads
 
 

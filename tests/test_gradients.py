@@ -68,3 +68,12 @@ def test_per_sample_alignment_matches_a_loop_over_images():
         g = param_gradient(model, params, x[i:i + 1], y[i:i + 1], cross_entropy)
         expected = 1 - flat_dot(target, g) / (flat_norm(target) * flat_norm(g))
         assert abs(float(batched[i] - expected)) < 1e-5
+
+
+def test_gradient_files_round_trip_in_parameter_order(tmp_path):
+    from faceguard.gradients import load_gradient, save_gradient
+
+    grads = [torch.randn(3, 2), torch.randn(5), torch.randn(2, 2, 2)]
+    save_gradient(grads, tmp_path / "t.safetensors")
+    loaded = load_gradient(tmp_path / "t.safetensors")
+    assert len(loaded) == 3 and all(torch.equal(a, b) for a, b in zip(grads, loaded))
