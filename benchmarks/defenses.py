@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from recognition.datasets import ImageTensorDataset
-from recognition.training import TrainConfig, augment_batch, keyed_words
+from recognition.training import IndexedDataset, TrainConfig, augment_batch, keyed_words
 
 DEFENSES = ("none", "dpsgd", "noise", "smoothing", "jpeg")
 
@@ -80,18 +80,6 @@ def apply_data_defense(dataset: ImageTensorDataset, defense: str, eps: int, sigm
     return dataset
 
 
-class _Indexed(Dataset):
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        image, label = self.base[index]
-        return image, label, index
-
-
 def train_dp_sgd(model: nn.Module, dataset: Dataset, config: TrainConfig, clip: float = 0.1,
                  noise: float = 0.01, device: str | torch.device = "cpu") -> nn.Module:
     """Train with DP-SGD (Opacus): per-sample gradients clipped to ``clip``, Gaussian noise of std
@@ -104,7 +92,7 @@ def train_dp_sgd(model: nn.Module, dataset: Dataset, config: TrainConfig, clip: 
 
     model = ModuleValidator.fix(model).to(device)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(_Indexed(dataset), batch_size=config.batch_size, shuffle=True, generator=generator)
+    loader = DataLoader(IndexedDataset(dataset), batch_size=config.batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     engine = PrivacyEngine(secure_mode=False)

@@ -90,11 +90,6 @@ class CraftOutcome:
     batch_losses: list[float]
     seconds: float
 
-    @property
-    def mean_loss(self) -> float:
-        finite = [v for v in self.batch_losses if v == v]
-        return sum(finite) / len(finite) if finite else float("nan")
-
 
 def batch_slices(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
     """(batch number, slice) pairs covering ``range(n)`` in order."""

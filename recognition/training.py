@@ -148,7 +148,7 @@ def train_classifier(
     per_process = _per_process_batch(config, context, len(train_set))
     loss_fn = loss_fn or cross_entropy_loss
     model.to(context.device)
-    indexed = _IndexedDataset(train_set)
+    indexed = IndexedDataset(train_set)
     sampler = shard_sampler(indexed, context, config.seed)
     loader = DataLoader(indexed, batch_size=per_process, sampler=sampler, drop_last=True,
                         num_workers=config.num_workers, pin_memory=context.device.type == "cuda")
@@ -224,7 +224,7 @@ def augment_batch(images: torch.Tensor, indices: torch.Tensor, mode: str, seed: 
     return torch.where(flip, images.flip(-1), images)
 
 
-class _IndexedDataset(Dataset):
+class IndexedDataset(Dataset):
     """Items of `dataset` with their index appended, to key each sample's augmentation."""
 
     def __init__(self, dataset: Dataset):
