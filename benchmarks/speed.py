@@ -16,11 +16,12 @@ import resource
 import time
 from pathlib import Path
 
+from faceguard.backends import BACKENDS, DEFAULT_BACKEND
+
 MODELS = {  # name -> (registry name, create kwargs, input size, default batch)
     "cifar-resnet18": ("resnet18", {"num_classes": 10}, 32, 128),
     "face-ir18": ("ir18", {"num_classes": 512, "input_size": 112}, 112, 32),
 }
-BACKENDS = ("double", "fd-frozen", "fd")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(rows[-1]), flush=True)
     result = {"config": {"width": args.width, "batch": args.batch, "repeats": args.repeats,
                          "device": args.device, "variant": "joint"},
-              "command": args.command_line, "rows": rows, "default_backend": "double"}
+              "command": args.command_line, "rows": rows, "default_backend": DEFAULT_BACKEND}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from faceguard.attacks import Alignment, Perturbation, RandomNoise, TensorClog, Unlearnable
+from faceguard.backends import DEFAULT_BACKEND
 from faceguard.gradients import model_device
 from faceguard.losses import LossFn, cross_entropy
 from faceguard.quantize import quantize_within
@@ -38,7 +39,7 @@ class CraftSettings:
     restarts: int = 8
     step_size: float = 0.1
     augment: bool = True
-    backend: str = "double"
+    backend: str = DEFAULT_BACKEND
     regularizer: str | None = None
     reg_weight: float = 0.0
     batch_size: int = 128

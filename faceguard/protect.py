@@ -6,6 +6,11 @@ profile's crop size, crafts the alignment perturbation through the photo warp
 numbers: the alignment loss A = 1 − cos(T, ∇θ CE) of the clean face, of the crafted face and of
 the face a scraper gets from the 8-bit result by re-detecting and re-aligning it.
 
+Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
+image is one face whose crop is ``ImageOps.fit`` to the profile's size, as ``faceguard fit
+--aligned`` and the face benchmarks prepare such images (:func:`faceguard.protect_warp.fit_region`),
+and the saved file is measured by fitting it again.
+
 Identities: the surrogate's head has rows for the profile's own identities. A face of anyone else
 gets a row from its identity's mean normalised embedding (CosFace rows are class centres): pass
 ``identity=`` (a profile class name, or a name registered with :meth:`Protector.add_identity`);
@@ -23,11 +28,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from faceguard.attacks import Alignment
+from faceguard.backends import DEFAULT_BACKEND
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile import Profile, load_profile
-from faceguard.protect_warp import PhotoFaces, as_channels_first, crop_loss, face_region, warp_loss
+from faceguard.protect_warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
+                                    fit_crop, fit_region, warp_loss)
 from faceguard.quantize import eps_from_pixels, quantize_within
-from recognition.alignment import align_face
+from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
 from recognition.heads import CosFace
 from recognition.training import resolve_device
@@ -92,13 +99,15 @@ class Protector:
     exact cosine objective (for a one-face photo: that face's own cosine); ``"independent"`` is the
     library's variant with each face's gradient norm detached, which was much weaker here (A from
     0.824 to 0.804 crafted vs 0.602 for joint, 10 steps, 4 bundle photos, default profile). ``steps``/``restarts`` are the signed-Adam budget; ``regularizer``
-    (none, l2, tv, ssim) with ``reg_weight`` trades strength for visibility.
+    (none, l2, tv, ssim) with ``reg_weight`` trades strength for visibility. ``aligned``: every
+    image is one pre-cropped face (no detection; see the module doc).
     """
 
     def __init__(self, profile: Profile | str | Path | None = None, eps: float = 16,
                  steps: int = DEFAULT_STEPS, restarts: int = 1, variant: str = "joint",
                  regularizer: str | None = None, reg_weight: float = 0.0, device: str = "auto",
-                 seed: int = 0, backend: str = "double", detector: FaceDetector | None = None) -> None:
+                 seed: int = 0, backend: str = DEFAULT_BACKEND, detector: FaceDetector | None = None,
+                 aligned: bool = False) -> None:
         self.device = resolve_device(device)
         if not isinstance(profile, Profile):
             profile = load_profile(profile, self.device)
@@ -107,14 +116,14 @@ class Protector:
         self.attack_options = dict(steps=steps, restarts=restarts, variant=variant,
                                    regularizer=None if regularizer in (None, "none") else regularizer,
                                    reg_weight=reg_weight, seed=seed, backend=backend)
-        self.detector = detector or FaceDetector(device=self.device)
+        self.aligned = aligned
+        self.detector = None if aligned else detector or FaceDetector(device=self.device)
         self.centres: dict[str, torch.Tensor] = {}
 
     # ----- identities -----
     def embed(self, colour: np.ndarray, faces: list[Face]) -> torch.Tensor:
         """Normalised surrogate embeddings [N, D] of the faces' clean aligned crops (CPU)."""
-        size = self.profile.input_size
-        crops = torch.stack([as_channels_first(align_face(colour, f.landmarks, size).crop) for f in faces])
+        crops = torch.stack([as_channels_first(self._crop(colour, f)) for f in faces])
         with torch.no_grad():
             crops = crops.to(self.device)
             embedding = self.profile.backbone(crops.expand(-1, 3, -1, -1))
@@ -125,6 +134,16 @@ class Protector:
         if not faces:
             return torch.zeros(0, self.profile.head.weight.shape[1])
         return self.embed(colour_and_alpha(pixels)[0], faces)
+
+    def _crop(self, colour: np.ndarray, face: Face) -> np.ndarray:
+        """The clean aligned crop of one face (the fitted whole image when ``aligned``)."""
+        size = self.profile.input_size
+        return fit_crop(colour, size) if self.aligned else align_face(colour, face.landmarks, size).crop
+
+    def _region(self, colour: np.ndarray, face: Face) -> FaceRegion:
+        """Where one face's perturbation lives (see :mod:`faceguard.protect_warp`)."""
+        size = self.profile.input_size
+        return fit_region(colour, size) if self.aligned else face_region(colour, face.landmarks, size)
 
     def add_identity(self, name: str, embeddings: torch.Tensor) -> None:
         """Register (or replace) a person by embeddings of their faces: the head row is their mean."""
@@ -172,9 +191,17 @@ class Protector:
         return ProtectResult(Image.fromarray(protected, mode=image.mode) if is_pil else protected, crafted.faces)
 
     def detect(self, pixels: np.ndarray) -> list[Face]:
-        """MTCNN faces of uint8 pixels of any kept mode (L, LA, RGB, RGBA), best score first."""
+        """MTCNN faces of uint8 pixels of any kept mode (L, LA, RGB, RGBA), best score first; when
+        ``aligned``, the whole image as one face: box = the fitted square, landmarks = the crop
+        template mapped back into the image, score 1."""
         colour, _ = colour_and_alpha(pixels)
-        return self.detector.detect(rgb_view(colour))
+        if not self.aligned:
+            return self.detector.detect(rgb_view(colour))
+        left, top, side = fit_box(colour.shape[1], colour.shape[0])
+        size = self.profile.input_size
+        points = (template(size) + 0.5) * (side / size) + np.array([left, top]) - 0.5
+        box = np.array([left, top, left + side, top + side], dtype=np.float32)
+        return [Face(box, 1.0, points.astype(np.float32))]
 
     def protect_pixels(self, pixels: np.ndarray, faces: list[Face], identities: list[str | None]
                        ) -> Crafted:
@@ -182,8 +209,7 @@ class Protector:
         if not faces:
             return Crafted(pixels.copy(), [])
         colour, alpha = colour_and_alpha(pixels)
-        size = self.profile.input_size
-        regions = [face_region(colour, face.landmarks, size) for face in faces]
+        regions = [self._region(colour, face) for face in faces]
         embeddings = self.embed(colour, faces)
         head, labels = self._head(identities, embeddings)
         model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
@@ -222,15 +248,16 @@ class Protector:
 
     def measure_saved(self, crafted: Crafted, saved: np.ndarray, faces: list[Face]) -> None:
         """Fill each ``crafted.faces[k].loss_saved``: re-detect face k near its box in the decoded
-        ``saved`` pixels, re-align it as a scraper would (cv2), evaluate A with the crafting head."""
+        ``saved`` pixels, re-align it as a scraper would (cv2), evaluate A with the crafting head.
+        When ``aligned`` the scraper's crop is the fitted saved image (nothing to re-detect)."""
         colour, _ = colour_and_alpha(np.asarray(saved))
         rgb = rgb_view(colour)
-        model, size, results = crafted.model, self.profile.input_size, crafted.faces
+        model, results = crafted.model, crafted.faces
         crops, kept = [], []
         for k, face in enumerate(faces):
-            found = self._redetect(rgb, face)
+            found = face.landmarks if self.aligned else self._redetect(rgb, face)
             if found is not None:
-                crops.append(as_channels_first(align_face(colour, found, size).crop))
+                crops.append(as_channels_first(self._crop(colour, Face(face.box, face.score, found))))
                 kept.append(k)
         if not kept:
             return

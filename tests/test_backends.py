@@ -1,5 +1,6 @@
-"""Crafting-gradient backends: fd-frozen agrees with double backprop on every registered model
-and every face backbone/head pair (PReLU and max-pool included); the pattern replay is exact."""
+"""Crafting-gradient backends: fd-frozen and its one-sided form agree with double backprop on every
+registered model and every face backbone/head pair (PReLU and max-pool included); the pattern
+replay is exact."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,9 @@ from faceguard.losses import make_loss
 from recognition.heads import MarginClassifier, create_head
 from recognition.models import create_model, list_models
 
+# backend -> (min cosine, min sign agreement) with double backprop: the issue's bar for the central
+# difference; the one-sided one is O(h) and measured 0.9984 / 0.9893 at worst (ArcFace / VGG16).
+FROZEN = {"fd-frozen": (0.999, 0.99), "fd-frozen-1s": (0.998, 0.985)}
 FACE_BACKBONES = [name for name in list_models() if name.startswith("ir")]
 CLASSIFIERS = [name for name in list_models() if name not in FACE_BACKBONES]
 
@@ -45,17 +49,18 @@ def gradients(model, target, loss_fn, variant, backends):
 
 def assert_agrees(grads):
     ref, ref_value = grads["double"]
-    approx, value = grads["fd-frozen"]
-    assert F.cosine_similarity(ref, approx, dim=0) >= 0.999
-    assert (ref.sign() == approx.sign()).float().mean() >= 0.99
-    assert abs(value - ref_value) < 1e-5
+    for backend, (cosine, sign) in FROZEN.items():
+        approx, value = grads[backend]
+        assert F.cosine_similarity(ref, approx, dim=0) >= cosine, backend
+        assert (ref.sign() == approx.sign()).float().mean() >= sign, backend
+        assert abs(value - ref_value) < 1e-5, backend
 
 
 @pytest.mark.parametrize("variant", ["joint", "independent"])
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_fd_frozen_matches_double_backprop_on_every_classifier(name, variant):
     model, target, loss_fn = build(name)
-    assert_agrees(gradients(model, target, loss_fn, variant, ["double", "fd-frozen"]))
+    assert_agrees(gradients(model, target, loss_fn, variant, ["double", *FROZEN]))
 
 
 @pytest.mark.parametrize("head", ["cosface", "arcface", "softmax"])
@@ -63,7 +68,7 @@ def test_fd_frozen_matches_double_backprop_on_every_classifier(name, variant):
 def test_fd_frozen_matches_double_backprop_on_every_face_backbone_and_head(name, head):
     model, target, loss_fn = build(name, head)
     for variant in ("joint", "independent"):
-        assert_agrees(gradients(model, target, loss_fn, variant, ["double", "fd-frozen"]))
+        assert_agrees(gradients(model, target, loss_fn, variant, ["double", *FROZEN]))
 
 
 def test_plain_fd_differs_where_units_switch():

@@ -32,7 +32,8 @@ class Alignment(PGDAttack):
 
     ``backend`` picks how ∇Δ A is computed (see :mod:`faceguard.backends`): ``double`` (double
     backprop, exact), ``fd-frozen`` (finite difference with the activation pattern frozen: equal to
-    ``double`` to O(h²), no second-order graph), ``fd`` (plain finite difference).
+    ``double`` to O(h²), no second-order graph), ``fd-frozen-1s`` (its one-sided form, reusing the
+    input gradient of the pass that computes G: one pass fewer), ``fd`` (plain finite difference).
     """
 
     def __init__(
@@ -82,7 +83,8 @@ class Alignment(PGDAttack):
             return super().objective_gradient(x_in, y)
         grad, value = alignment_input_gradient(
             self.model, self.params, x_in, y, self.loss_fn, self.target, detach_norm=self.per_image,
-            frozen=self.backend == "fd-frozen", rel_step=self.fd_step)
+            frozen=self.backend.startswith("fd-frozen"), rel_step=self.fd_step,
+            one_sided=self.backend == "fd-frozen-1s")
         return grad, float(value)
 
     def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:

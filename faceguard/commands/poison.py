@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from faceguard.backends import BACKENDS, DEFAULT_BACKEND
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", help="ImageFolder tree (<class>/<image>) or CIFAR JPEG tree (train/<class>/...)")
@@ -24,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restarts", type=int, default=8)
     parser.add_argument("--step-size", type=float, default=0.1, help="initial signed-Adam step as a fraction of eps")
     parser.add_argument("--no-augment", action="store_true", help="craft without differentiable augmentation")
-    parser.add_argument("--backend", default="double", choices=("double", "fd-frozen", "fd"))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                        help=f"crafting-gradient backend (default {DEFAULT_BACKEND})")
     parser.add_argument("--regularizer", default="none", choices=("none", "l2", "tv", "ssim"))
     parser.add_argument("--reg-weight", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=128, help="images per crafting batch (one joint cosine)")
