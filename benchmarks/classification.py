@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run defenses, regularisers, target subsets and split surrogates")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scalar config field, e.g. --set steps=60 (repeatable)")
-    parser.add_argument("--only", default=None, help="comma-separated methods to run (e.g. clean,alignment-joint)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated method labels to run, exactly as in the results "
+                             "(e.g. clean,alignment-joint,alignment-joint-t10)")
     parser.add_argument("--eps", default=None, help="comma-separated ε values to run (clean rows always run)")
     parser.add_argument("--victims", default=None, help="comma-separated victims to run (default: all)")
     parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
@@ -48,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for {config}.json/.md/.png")
     parser.add_argument("--name", default=None, help="results file name (default: the config name)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per worker with --jobs)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes sharing the rows (each poison and its victims stay in one worker)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work or f"runs/classification/{config.name}")
     bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(), work,
                                     resolve_device(args.device))
-    runs = bench.run_rows(rows, config.seeds, config.extra_seeds, headline=set(config.rows))
+    headline = set(config.rows)
+    if args.jobs > 1:
+        bench.prepare(rows)
+        run_in_workers(bench, rows, headline, args.jobs, args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
+    runs = bench.run_rows(rows, config.seeds, config.extra_seeds, headline)
     name = args.name or config.name
     paths = write_report(name, bench.describe(overrides, rows), args.command_line, summarize(runs, [METRIC]),
                          Path(args.out), bench.timings)
@@ -69,14 +80,68 @@ def run(args: argparse.Namespace) -> int:
 
 
 def select_rows(rows: list[Row], only: str | None, victims: str | None, eps: str | None = None) -> list[Row]:
-    """Rows whose method label / victim / ε is in the comma-separated filters (None keeps all;
-    clean rows pass the ε filter)."""
+    """Rows whose method label (exact) / victim / ε is in the comma-separated filters (None keeps
+    all; clean rows pass the ε filter)."""
     methods = set(only.split(",")) if only else None
     wanted = set(victims.split(",")) if victims else None
     eps_values = {int(e) for e in eps.split(",")} if eps else None
-    return [r for r in rows if (methods is None or r.poison.label in methods or r.poison.method in methods)
+    return [r for r in rows if (methods is None or r.poison.label in methods)
             and (wanted is None or r.victim in wanted)
             and (eps_values is None or r.poison == CLEAN or r.poison.eps in eps_values)]
+
+
+# Relative cost of one crafting step per image, in forward+backward passes (issue #8's measurements),
+# and of one DP-SGD epoch relative to a plain one: only used to balance the rows between workers.
+CRAFT_PASSES = {"alignment-joint": 3.4, "alignment-independent": 2.3, "tensorclog": 4.4, "unlearnable": 1.0,
+                "random": 0.0}
+DP_COST = 3.0
+
+
+def poison_steps(config: ClassificationConfig, poison: Poison) -> int:
+    """Crafting steps of a poison: its own, else the config's (baselines: ``baseline_steps`` if set)."""
+    if poison.steps:
+        return poison.steps
+    return config.steps if poison.method.startswith("alignment") else (config.baseline_steps or config.steps)
+
+
+def split_rows(config: ClassificationConfig, rows: list[Row], headline: set[Row], jobs: int) -> list[list[Row]]:
+    """Rows in ``jobs`` groups of about equal estimated cost; all rows of one poison go to the same
+    group, so every poison is crafted exactly once (longest-first greedy assignment)."""
+    by_poison: dict[Poison, list[Row]] = {}
+    for row in rows:
+        by_poison.setdefault(row.poison, []).append(row)
+
+    def cost(poison: Poison) -> float:
+        total = CRAFT_PASSES.get(poison.method, 0.0) * poison_steps(config, poison) * config.restarts
+        for row in by_poison[poison]:
+            seeds = len(config.seeds if row in headline else config.extra_seeds)
+            total += seeds * config.victims[row.victim].epochs * (DP_COST if row.defense == "dpsgd" else 1.0)
+        return total
+
+    groups: list[list[Row]] = [[] for _ in range(jobs)]
+    loads = [0.0] * jobs
+    for poison in sorted(by_poison, key=cost, reverse=True):
+        lightest = loads.index(min(loads))
+        groups[lightest] += by_poison[poison]
+        loads[lightest] += cost(poison)
+    return [g for g in groups if g]
+
+
+def run_in_workers(bench: ClassificationBenchmark, rows: list[Row], headline: set[Row], jobs: int,
+                   threads: int) -> None:
+    """Run the rows in ``jobs`` processes; each appends its finished victim runs to ``runs.jsonl``."""
+    tasks = [(bench.config, bench.archive.parent, bench.work, str(bench.device), threads, group, headline)
+             for group in split_rows(bench.config, rows, headline, jobs)]
+    with ProcessPoolExecutor(len(tasks), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(_worker, task) for task in tasks]:
+            future.result()
+
+
+def _worker(task: tuple) -> None:
+    config, data_dir, work, device, threads, rows, headline = task
+    torch.set_num_threads(threads)
+    ClassificationBenchmark(config, data_dir, work, torch.device(device)).run_rows(
+        rows, config.seeds, config.extra_seeds, headline)
 
 
 class ClassificationBenchmark:
@@ -124,6 +189,16 @@ class ClassificationBenchmark:
         j, k = part
         return torch.randperm(len(self.train), generator=torch.Generator().manual_seed(0))[j::k]
 
+    def prepare(self, rows: list[Row]) -> None:
+        """Train every surrogate and target gradient the rows need (before workers start, so that
+        they only read them)."""
+        for poison in {r.poison for r in rows if r.poison != CLEAN}:
+            k = round(1 / poison.split_fraction)
+            for part in [None] if k == 1 else [(j, k) for j in range(k)]:
+                model = self.surrogate(part)
+                if poison.method.startswith("alignment"):
+                    self.target(model, poison.target_fraction, part)
+
     # ---- poisons -------------------------------------------------------------------------------
     def poisoned(self, poison: Poison) -> ImageTensorDataset:
         """The training set protected by ``poison`` (cached as uint8 safetensors)."""
@@ -141,9 +216,9 @@ class ClassificationBenchmark:
 
     def _craft(self, poison: Poison) -> tuple[torch.Tensor, dict]:
         cfg = self.config
-        steps = cfg.steps if poison.method.startswith("alignment") else (cfg.baseline_steps or cfg.steps)
+        steps = poison_steps(cfg, poison)
         settings = CraftSettings(steps=steps, restarts=cfg.restarts, step_size=cfg.step_size, augment=cfg.augment,
-                                 backend=cfg.backend,
+                                 backend=poison.backend or cfg.backend,
                                  regularizer=poison.regularizer, reg_weight=poison.reg_weight,
                                  batch_size=cfg.craft_batch, seed=0)
         k = round(1 / poison.split_fraction)
@@ -217,6 +292,10 @@ class ClassificationBenchmark:
 
         config = asdict(self.config)
         config.pop("rows"), config.pop("extra_rows")
+        for poison in {r.poison for r in rows if r.poison != CLEAN}:
+            meta = self.work / "poisons" / f"{poison.key}.json"
+            if meta.exists():
+                self.crafting.setdefault(poison.key, json.loads(meta.read_text()))
         config.update(overrides=overrides, data=self.archive.name, data_sha256=sha256_file(self.archive),
                       train_images=len(self.train), test_images=len(self.test),
                       surrogate_test_acc=json.loads((self.work / "surrogate.json").read_text()).get("test_acc")

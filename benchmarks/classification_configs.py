@@ -34,7 +34,8 @@ class Poison:
     ``label`` is the ``method`` written in result rows: ``alignment-joint``, ``random``, ... and
     for variations ``alignment-joint-tv`` (regulariser), ``alignment-joint-t10`` (target gradient
     from a 10 % subset), ``alignment-joint-split10`` (data split in 10 parts, each crafted with a
-    surrogate and target gradient of its own part only, Table 8).
+    surrogate and target gradient of its own part only, Table 8), ``alignment-joint-double-s22``
+    (crafted with another gradient backend and step count than the config's, issue #8).
     """
 
     method: str
@@ -43,6 +44,8 @@ class Poison:
     reg_weight: float = 0.0
     target_fraction: float = 1.0
     split_fraction: float = 1.0
+    backend: str | None = None
+    steps: int | None = None
 
     @property
     def label(self) -> str:
@@ -53,6 +56,10 @@ class Poison:
             suffix += f"-t{round(self.target_fraction * 100):02d}"
         if self.split_fraction < 1:
             suffix += f"-split{round(self.split_fraction * 100):02d}"
+        if self.backend:
+            suffix += f"-{self.backend}"
+        if self.steps:
+            suffix += f"-s{self.steps}"
         return self.method + suffix
 
     @property
@@ -143,6 +150,14 @@ def _extras(grey_box: str) -> list[Row]:
     return rows
 
 
+def _backend_rows(grey_box: str, equal_time_steps: dict[str, int]) -> list[Row]:
+    """Alignment ε=8 crafted with each other gradient backend at the config's step count and at the
+    step count that takes the config backend's crafting time (issue #8)."""
+    rows = [Row(Poison("alignment-joint", 8, backend=b), grey_box) for b in equal_time_steps]
+    rows += [Row(Poison("alignment-joint", 8, backend=b, steps=n), grey_box) for b, n in equal_time_steps.items()]
+    return rows
+
+
 def cifar10_paper() -> ClassificationConfig:
     """The paper's CIFAR-10 setting (for a GPU): 50k images, ResNet-18 surrogate trained 40 epochs,
     240 steps × 8 restarts, grey-box ResNet-18 victim 40 epochs, black-box victims 50 epochs cosine."""
@@ -157,22 +172,27 @@ def cifar10_paper() -> ClassificationConfig:
 
 
 def cifar10_cpu() -> ClassificationConfig:
-    """The headline comparison on real CIFAR-10 images, reduced to finish in ≤ 60 min on 2 cores."""
+    """The headline comparison on real CIFAR-10 images, reduced to finish in ≤ 60 min on 2 cores
+    (``--jobs 2``): 15 victim trainings of each net cost ~1.5 min, one 30-step poison ~8 min."""
     black = ("vgg19", "mobilenetv2")
     victims = {"resnet18": Net("resnet18", width=0.25, epochs=15, lr=0.05, batch_size=64),
                "vgg19": Net("vgg19", width=0.25, epochs=15, lr=0.05, batch_size=64, schedule="cosine"),
-               "mobilenetv2": Net("mobilenetv2", width=0.5, epochs=15, lr=0.05, batch_size=64, schedule="cosine")}
+               "mobilenetv2": Net("mobilenetv2", width=0.25, epochs=15, lr=0.05, batch_size=64, schedule="cosine")}
     return ClassificationConfig(
         name="cifar10-cpu",
-        reduced=("2,500 training images (250 per class) instead of 50,000; 2,000 test images; "
-                 "ResNet-18 at width 0.25 (surrogate and grey-box victim), VGG19 at width 0.25 and "
-                 "MobileNetV2 at width 0.5 as black-box victims; 15 training epochs; 30 crafting steps "
-                 "and 1 restart instead of 240 and 8, with a 5× larger initial step (0.5 ε) so 30 steps "
-                 "still cross the ε-ball; ε=8 baselines and extras on the grey-box victim only"),
-        train_per_class=250, test_per_class=200,
+        reduced=("1,000 training images (100 per class) instead of 50,000; 1,000 test images; "
+                 "ResNet-18 at width 0.25 (surrogate and grey-box victim), VGG19 and MobileNetV2 at "
+                 "width 0.25 as black-box victims (GoogLeNet and DenseNet121 cost 3-5x more per epoch "
+                 "here); 15 training epochs instead of 40/50; 30 crafting steps and 1 restart instead "
+                 "of 240 and 8, with a 5x larger initial step (0.5 ε) so 30 steps still cross the "
+                 "ε-ball; fd-frozen crafting gradient; ε=8 baselines and extras on the grey-box victim only"),
+        train_per_class=100, test_per_class=100,
         surrogate=Net("resnet18", width=0.25, epochs=20, lr=0.05, batch_size=64, schedule="cosine"),
         victims=victims, steps=30, restarts=1, step_size=0.5, backend="fd-frozen",
-        rows=_headline((4, 8, 16), "resnet18", black), extra_rows=_extras("resnet18"))
+        rows=_headline((4, 8, 16), "resnet18", black),
+        # equal-time step counts from this machine's crafting times of 30 steps on 1,000 images
+        # (fd-frozen 555 s, double 759 s, fd 471 s; fd-frozen-1s 0.73x fd-frozen per step)
+        extra_rows=_extras("resnet18") + _backend_rows("resnet18", {"double": 22, "fd": 35, "fd-frozen-1s": 41}))
 
 
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu}

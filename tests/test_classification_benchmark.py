@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.__main__ import main as benchmarks_main
-from benchmarks.classification import select_rows
+from benchmarks.classification import select_rows, split_rows
 from benchmarks.classification_configs import CLEAN, Poison, get_config
 from benchmarks.defenses import (UniformNoiseDataset, apply_data_defense, gaussian_smoothing, jpeg_reencode,
                                  train_dp_sgd)
@@ -45,6 +45,17 @@ def test_configs_name_the_paper_rows_and_overrides_are_typed():
     rows = select_rows(cpu.rows, "clean,alignment-joint", "resnet18", "8")
     assert {(r.poison.label, r.poison.eps) for r in rows} == {("clean", 0), ("alignment-joint", 8)}
     assert Poison("alignment-joint", 8, target_fraction=0.05).key == "alignment-joint-t05-eps8"
+
+
+def test_split_rows_keeps_each_poison_in_one_worker_and_balances_cost():
+    cpu = get_config("cifar10-cpu")
+    groups = split_rows(cpu, cpu.rows, set(cpu.rows), 2)
+    assert len(groups) == 2 and sorted(map(id, sum(groups, []))) == sorted(map(id, cpu.rows))
+    poisons = [{r.poison for r in g} for g in groups]
+    assert not poisons[0] & poisons[1]
+    aligned = [sum(p.method.startswith("alignment") for p in ps) for ps in poisons]
+    assert min(aligned) >= 1                                   # the expensive crafting is shared
+    assert split_rows(cpu, cpu.rows[:1], set(cpu.rows), 4) == [cpu.rows[:1]]
 
 
 def test_data_defenses_change_the_images_as_documented():
@@ -88,7 +99,7 @@ def test_tiny_end_to_end_run_writes_results_in_the_shared_format(cifar_tar, tmp_
             "--set", "steps=2", "--set", "seeds=0,1", "--set", "epoch_scale=0.1",
             "--only", "clean,alignment-joint,random", "--eps", "8",
             "--victims", "resnet18", "--work", str(tmp_path / "work"), "--out", str(out), "--name", "tiny"]
-    assert benchmarks_main(argv) == 0
+    assert benchmarks_main(argv + ["--jobs", "2", "--threads", "1"]) == 0
     data = json.loads((out / "tiny.json").read_text())
     assert data["command"].startswith("python -m benchmarks classification --config cifar10-cpu")
     assert len(data["config"]["data_sha256"]) == 64 and data["config"]["train_images"] == 70
@@ -99,7 +110,7 @@ def test_tiny_end_to_end_run_writes_results_in_the_shared_format(cifar_tar, tmp_
         assert 0 <= row["accuracy"] <= 100 and "accuracy_stderr" in row
     assert data["config"]["crafting"]["alignment-joint-eps8"]["linf"] == 8
     assert (out / "tiny.md").read_text().count("| resnet18 |") == 1 and (out / "tiny.png").stat().st_size > 0
-    # A rerun reuses every cached victim run and poison (no training: runs.jsonl unchanged).
+    # A rerun (one process) reuses every cached victim run and poison (no training: runs.jsonl unchanged).
     log = (tmp_path / "work" / "runs.jsonl").read_text()
     assert benchmarks_main(argv) == 0
     assert (tmp_path / "work" / "runs.jsonl").read_text() == log and log.count("\n") == 6
