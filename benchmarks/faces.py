@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.faces_configs import CONFIGS, FacesConfig, resolve_config
 from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_results
-from recognition.align_cli import write_atomic
+from recognition.atomic import write_atomic
 
 IDENTIFICATION = ("top1", "top5")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from recognition.align_cli import PILLOW_FORMATS, write_atomic
+from recognition.align_cli import PILLOW_FORMATS
+from recognition.atomic import write_bytes_atomic
 
 KEPT_MODES = ("L", "LA", "RGB", "RGBA")
 LOSSLESS_TIFF = ("raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits")
@@ -119,16 +119,6 @@ def encode_photo(photo: Photo, pixels: np.ndarray, fmt: str) -> bytes:
     Image.fromarray(np.ascontiguousarray(pixels), mode=photo.mode).save(buffer, format=fmt,
                                                                         **_save_options(photo, fmt))
     return buffer.getvalue()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a user-visible file atomically (temporary file + rename) with ordinary permissions
-    (0644: the temporary file would otherwise stay owner-only)."""
-    def write(handle) -> None:
-        os.fchmod(handle.fileno(), 0o644)
-        handle.write(data)
-
-    write_atomic(path, write)
 
 
 def write_photo(photo: Photo, pixels: np.ndarray, path: Path, fmt: str) -> None:

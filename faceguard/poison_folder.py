@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from faceguard.gradients import load_gradient, model_device, save_gradient, target_gradient, trainable_params
 from faceguard.imageio import save_png_atomic
 from faceguard.poison import CraftSettings, build_attack, craft_batch
-from recognition.align_cli import write_atomic
+from recognition.atomic import write_atomic
 from recognition.datasets import decode_image, scan_image_folder
 from recognition.distributed import DistributedContext, all_reduce_sum, barrier
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from faceguard.photo import write_bytes_atomic
+from recognition.atomic import write_bytes_atomic
 from recognition.checkpoint import build_model, config_path
 
 FORMAT = "faceguard-profile"

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceguard.photo import read_photo, write_bytes_atomic
+from faceguard.photo import read_photo
+from recognition.atomic import write_bytes_atomic
 from recognition.align_cli import one_line
 
 THUMBNAIL = 320

@@ -21,15 +21,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from recognition.atomic import write_atomic
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")  # JPEG also opens multi-picture (MPO) files
@@ -90,19 +90,6 @@ def load_rgb(path: Path) -> np.ndarray:
     """Decode a photo as HxWx3 uint8 RGB, upright per its EXIF orientation (accepted formats only)."""
     with Image.open(path, formats=PILLOW_FORMATS) as image:
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def one_line(exc: BaseException) -> str:

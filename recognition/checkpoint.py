@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from recognition.atomic import write_bytes_atomic
 
 
 def config_path(path: str | Path) -> Path:
@@ -130,13 +129,13 @@ def load_training_checkpoint(path: str | Path, model: nn.Module, optimizer: torc
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Atomically write `tensors` (copied to CPU, contiguous) as a safetensors file."""
     cpu = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    _atomic_write(path, lambda tmp: save_file(cpu, str(tmp)))
+    write_bytes_atomic(path, save(cpu))
 
 
 def _write_json(path: Path, data: dict) -> None:
     """Atomically write `data` as indented, key-sorted JSON."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _sha256(path: Path) -> str:
@@ -146,18 +145,3 @@ def _sha256(path: Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        # mkstemp makes the file private (0600), and safetensors recreates it so: checkpoints are ordinary files
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

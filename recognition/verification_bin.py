@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recognition.checkpoint import _atomic_write
+from recognition.atomic import write_bytes_atomic
 from recognition.datasets import decode_image
 
 
@@ -129,7 +129,7 @@ def write_bin(path: str | Path, pairs: Sequence[tuple[np.ndarray | bytes, np.nda
     PairSet(Path(path).stem, bins, np.array(issame))  # validates before writing
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: tmp.write_bytes(pickle.dumps((bins, issame), protocol=4)))
+    write_bytes_atomic(path, pickle.dumps((bins, issame), protocol=4))
     return path
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import require_data
-from recognition import checkpoint
+from recognition import atomic
 from recognition.checkpoint import (
     build_model, config_path, load_checkpoint, load_model, save_checkpoint, training_state_path,
 )
@@ -123,11 +123,11 @@ def test_failed_write_keeps_old_checkpoint_and_no_temp_files(tmp_path: Path, mon
     save_checkpoint(model, path, {"model": "linear"})
     before = path.read_bytes()
 
-    def crash(tensors: dict, filename: str) -> None:
-        Path(filename).write_bytes(b"half-written")
+    def crash(src, dst) -> None:       # the temporary file is fully written, the rename fails
+        assert Path(src).read_bytes()
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with torch.no_grad():
         model.weight.add_(1.0)
     with pytest.raises(OSError, match="disk full"):
