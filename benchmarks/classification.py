@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. clean,alignment-joint,alignment-joint-t10)")
     parser.add_argument("--eps", default=None, help="comma-separated ε values to run (clean rows always run)")
     parser.add_argument("--victims", default=None, help="comma-separated victims to run (default: all)")
+    parser.add_argument("--defenses", default=None, help="comma-separated defenses to run (e.g. none; default: all)")
     parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
     parser.add_argument("--work", default=None, help="cache folder (default runs/classification/CONFIG)")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for {config}.json/.md/.png")
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = dict(item.split("=", 1) for item in args.set)
     config = get_config(args.config, overrides)
-    rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims, args.eps)
+    rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims, args.eps,
+                       args.defenses)
     work = Path(args.work or f"runs/classification/{config.name}")
     bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(), work,
                                     resolve_device(args.device))
@@ -79,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def select_rows(rows: list[Row], only: str | None, victims: str | None, eps: str | None = None) -> list[Row]:
-    """Rows whose method label (exact) / victim / ε is in the comma-separated filters (None keeps
-    all; clean rows pass the ε filter)."""
+def select_rows(rows: list[Row], only: str | None, victims: str | None, eps: str | None = None,
+                defenses: str | None = None) -> list[Row]:
+    """Rows whose method label (exact) / victim / ε / defense is in the comma-separated filters
+    (None keeps all; clean rows pass the ε filter)."""
     methods = set(only.split(",")) if only else None
     wanted = set(victims.split(",")) if victims else None
     eps_values = {int(e) for e in eps.split(",")} if eps else None
+    kept_defenses = set(defenses.split(",")) if defenses else None
     return [r for r in rows if (methods is None or r.poison.label in methods)
             and (wanted is None or r.victim in wanted)
-            and (eps_values is None or r.poison == CLEAN or r.poison.eps in eps_values)]
+            and (eps_values is None or r.poison == CLEAN or r.poison.eps in eps_values)
+            and (kept_defenses is None or r.defense in kept_defenses)]
 
 
 # Relative cost of one crafting step per image, in forward+backward passes (issue #8's measurements),

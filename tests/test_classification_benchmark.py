@@ -45,6 +45,9 @@ def test_configs_name_the_paper_rows_and_overrides_are_typed():
     rows = select_rows(cpu.rows, "clean,alignment-joint", "resnet18", "8")
     assert {(r.poison.label, r.poison.eps) for r in rows} == {("clean", 0), ("alignment-joint", 8)}
     assert Poison("alignment-joint", 8, target_fraction=0.05).key == "alignment-joint-t05-eps8"
+    extras = select_rows(cpu.extra_rows, "clean,alignment-joint,alignment-joint-double-s22", None, "8", "none,jpeg")
+    assert {(r.poison.label, r.defense) for r in extras} == {
+        ("clean", "jpeg"), ("alignment-joint", "jpeg"), ("alignment-joint-double-s22", "none")}
 
 
 def test_split_rows_keeps_each_poison_in_one_worker_and_balances_cost():
