@@ -42,3 +42,18 @@ def test_configs_hold_the_paper_setting() -> None:
         ("celeba", 1000, "ir18", 125, 125)
     assert (paper.steps, paper.restarts, paper.eps, paper.variants) == (50, 1, (8, 16, 32), ("joint", "independent"))
     assert resolve_config("celeba-paper", surrogate="ir50").surrogate == "ir50"  # Table 10
+
+
+def test_table10_option_crafts_with_a_larger_surrogate_for_the_ir18_victim(tmp_path, monkeypatch) -> None:
+    data_dir = require_data("yaleb_cropped.npz").parent
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["faces", "--config", "faces-cpu", "--data-dir", str(data_dir), "--identities", "2", "--seeds", "0",
+            "--extra-seeds", "--eps", "16", "--random-eps", "--variants", "joint", "--steps", "1",
+            "--surrogate", "ir50", "--surrogate-epochs", "1", "--victim-epochs", "1", "--orl-pairs", "0",
+            "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "faces-cpu-sur-ir50.json").read_text())
+    assert (result["config"]["surrogate"], result["config"]["victim"]) == ("ir50", "ir18")
+    rows = {(row["method"], row["eps"]): row for row in result["rows"]}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 16)}
+    assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2 and rows[("clean", 0)]["victim"] == "ir18"
