@@ -8,7 +8,9 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
                                  "CIFAR-10 protection experiments (paper Tables 2-6, 8, 9)"),
               "faces": ("benchmarks.faces", "face recognition under protection: kNN identification + verification"),
               "memory": ("benchmarks.memory", "peak memory of faceguard poison for 1k vs 10k images"),
-              "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage")}
+              "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage"),
+              "protect-effect": ("benchmarks.protect_effect",
+                                 "victims trained on photos saved by faceguard protect (PNG, JPEG) vs crop level")}
 
 
 def main(argv: list[str] | None = None) -> int:

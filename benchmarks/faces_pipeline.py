@@ -18,7 +18,7 @@ from torch import nn
 from benchmarks.faces_configs import FacesConfig
 from benchmarks.results import sha256_file
 from faceguard import Alignment, RandomNoise, make_loss, quantize_within, target_gradient
-from recognition.datasets import ImageTensorDataset
+from recognition.datasets import ImageTensorDataset, decode_image
 from recognition.embeddings import extract_embeddings
 from recognition.face_datasets import (CELEBA_IDENTITY_FILE, find_in_layout, load_celeba_identities, load_npz_faces,
                                        select_identities, split_identities)
@@ -52,9 +52,7 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
     checksums = {}
     if config.data == "yaleb":
         path = data_dir / "yaleb_cropped.npz"
-        faces = load_npz_faces(path, size=config.size, channels=config.channels)
-        split = split_identities(faces.labels, config.min_images, config.num_test, config.split_seed)
-        pretrain, test = select_identities(faces, split.pretrain), select_identities(faces, split.test)
+        pretrain, test = load_yaleb_split(path, config, config.size)
         checksums[path.name] = sha256_file(path)
     elif config.data == "celeba":
         if celeba is None:
@@ -77,6 +75,25 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
         checksums[path.name] = sha256_file(path)
         verification[pairs.name] = (pairs, pairs.decode(config.size, config.channels))
     return FaceData(pretrain, test, verification, checksums)
+
+
+def load_yaleb_split(path: Path, config: FacesConfig, size: int | None) -> tuple[ImageTensorDataset,
+                                                                                   ImageTensorDataset]:
+    """Yale B's pre-training and test identities under ``config``'s split, fitted to ``size``
+    (None: the native 168x192 images, as ``benchmarks.protect_effect`` writes them to photos)."""
+    faces = load_npz_faces(path, size=size, channels=config.channels)
+    split = split_identities(faces.labels, config.min_images, config.num_test, config.split_seed)
+    return select_identities(faces, split.pretrain), select_identities(faces, split.test)
+
+
+def load_photo_faces(root: Path, files: list[str], labels: torch.Tensor, classes: list[str],
+                     config: FacesConfig) -> ImageTensorDataset:
+    """Face photos ``root/<file>`` as the benchmark prepares Yale B: decoded, fitted to
+    ``config.size`` (Pillow bicubic, centre square, as :func:`load_npz_faces`), ``config.channels``
+    channels (a gray photo decodes to three equal ones). What a scraper's training set holds."""
+    arrays = [decode_image(name, root / name, config.size)[..., :config.channels] for name in files]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageTensorDataset(images, labels, classes)
 
 
 def restrict_identities(data: FaceData, count: int) -> FaceData:

@@ -145,7 +145,8 @@ def _settings(protector: Protector, options: FolderOptions) -> dict:
     """Everything that changes an output: a finished entry counts only under equal settings."""
     attack = protector.attack_options
     return {"eps": round(protector.eps * 255, 6), **attack, "format": options.format,
-            "identities": options.identities, "profile_sha256": protector.profile.sha256}
+            "identities": options.identities, "profile_sha256": protector.profile.sha256,
+            **({"aligned": True} if protector.aligned else {})}  # absent otherwise: older manifests stay valid
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -15,6 +15,11 @@ exact matrix) samples nearly the same Δ. A Δ free per photo pixel would not su
 faces: the bilinear crop reads 4 photo pixels per crop pixel, so only those get a gradient, and
 after a sub-pixel shift the scraper reads the others. Only Δ is pasted back, never a warped
 crop (which would blur large faces).
+
+Pre-cropped faces (``faceguard protect --aligned``, :func:`fit_region`): the whole image is one
+face and the "alignment" is the one ``faceguard fit --aligned`` and the face benchmarks apply,
+Pillow's ``ImageOps.fit`` (centre square, bicubic resize to the crop size). That resize is linear,
+so it is fed to the surrogate as its exact matrices (:func:`resize_matrix`): crop = Ry · photo · Rxᵀ.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
+from PIL import Image, ImageOps
 from torch import Tensor, nn
 
 from recognition.alignment import AlignedFace, align_face, paste_mask, transform_points
@@ -35,12 +41,14 @@ class FaceRegion:
 
     ``box`` = x0, y0, x1, y1 (exclusive ends) of the photo region the aligned crop reads;
     ``mask`` [h, w] bool marks the region pixels a perturbation may change; ``aligned`` is the
-    clean crop (at the surrogate's size) with its matrices.
+    clean crop (at the surrogate's size) with its matrices. ``resize`` (pre-cropped faces only):
+    the crop is not the template warp of the region but Ry [S, h] · region · Rxᵀ [S, w].
     """
 
     box: tuple[int, int, int, int]
     mask: np.ndarray
     aligned: AlignedFace
+    resize: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def face_region(photo: np.ndarray, landmarks: np.ndarray, size: int) -> FaceRegion:
@@ -55,6 +63,47 @@ def face_region(photo: np.ndarray, landmarks: np.ndarray, size: int) -> FaceRegi
         raise ValueError("the face lies outside the photo")
     mask = paste_mask(photo.shape, aligned)[y0:y1, x0:x1]
     return FaceRegion((int(x0), int(y0), int(x1), int(y1)), mask, aligned)
+
+
+def fit_box(width: int, height: int) -> tuple[float, float, float]:
+    """Left, top and side of the centred square ``ImageOps.fit`` crops from a width x height image."""
+    side = min(width, height)
+    return (width - side) / 2, (height - side) / 2, side
+
+
+def resize_matrix(length: int, start: float, end: float, size: int) -> np.ndarray:
+    """[size, length] weights of Pillow's bicubic resize of the span [start, end) of a row of
+    ``length`` pixels to ``size`` pixels, read off Pillow itself by resizing the identity matrix
+    as a float image (float resizing does not round; 8-bit resizing rounds once more, after the
+    horizontal pass, so 8-bit ``ImageOps.fit`` differs from the matrices by at most one level)."""
+    eye = Image.fromarray(np.eye(length, dtype=np.float32), mode="F")
+    return np.asarray(eye.resize((size, length), Image.Resampling.BICUBIC, box=(start, 0, end, length))).T
+
+
+def fit_crop(photo: np.ndarray, size: int) -> np.ndarray:
+    """``ImageOps.fit`` of uint8 HxW / HxWx3 pixels to size x size (bicubic): a pre-cropped face's crop."""
+    return np.asarray(ImageOps.fit(Image.fromarray(photo), (size, size), method=Image.Resampling.BICUBIC))
+
+
+def fit_region(photo: np.ndarray, size: int) -> FaceRegion:
+    """The whole photo as one pre-cropped face: its crop is ``ImageOps.fit`` to ``size``.
+
+    The region is every pixel the bicubic resize reads; the mask, every pixel whose centre lies in
+    the centred square (the rows or columns ``fit`` cuts off never reach the crop: left unchanged).
+    The similarity matrices are the fit's scale and offset (pixel centres at integers, as cv2's).
+    """
+    height, width = photo.shape[:2]
+    left, top, side = fit_box(width, height)
+    ry, rx = resize_matrix(height, top, top + side, size), resize_matrix(width, left, left + side, size)
+    (y0, y1), (x0, x1) = [(int(used[0]), int(used[-1]) + 1) for used in
+                          (np.flatnonzero(ry.any(0)), np.flatnonzero(rx.any(0)))]
+    scale = size / side
+    matrix = np.array([[scale, 0, (0.5 - left) * scale - 0.5], [0, scale, (0.5 - top) * scale - 0.5]])
+    inverse = np.array([[1 / scale, 0, (0.5 / scale) + left - 0.5], [0, 1 / scale, (0.5 / scale) + top - 0.5]])
+    ys, xs = np.arange(y0, y1)[:, None] + 0.5, np.arange(x0, x1)[None, :] + 0.5
+    mask = (ys >= top) & (ys <= top + side) & (xs >= left) & (xs <= left + side)
+    return FaceRegion((x0, y0, x1, y1), mask, AlignedFace(fit_crop(photo, size), matrix, inverse),
+                      (ry[:, y0:y1], rx[:, x0:x1]))
 
 
 def as_channels_first(pixels: np.ndarray) -> Tensor:
@@ -110,6 +159,13 @@ class PhotoFaces(nn.Module):
         self.register_buffer("to_crop", self._matrices(regions, inverse=False).to(device))
         self.register_buffer("to_region", self._matrices(regions, inverse=True).to(device))
         self.register_buffer("labels", labels)
+        self.resized = regions[0].resize is not None
+        if self.resized:  # pre-cropped faces: one per photo, so no padding to a common region size
+            if len(regions) != 1:
+                raise ValueError("a pre-cropped photo holds exactly one face")
+            ry, rx = (torch.tensor(m, dtype=torch.float32, device=device)[None] for m in regions[0].resize)
+            self.register_buffer("resize_rows", ry)
+            self.register_buffer("resize_columns", rx)
 
     @staticmethod
     def _matrices(regions: list[FaceRegion], inverse: bool) -> Tensor:
@@ -133,9 +189,13 @@ class PhotoFaces(nn.Module):
         return delta * self.masks[index]
 
     def crops(self, z: Tensor, index: Tensor) -> Tensor:
-        """What a scraper aligns from the perturbed photo: 8-bit region, re-warped to the template."""
+        """What a scraper aligns from the perturbed photo: 8-bit region, re-warped to the template
+        (pre-cropped faces: resized as ``ImageOps.fit`` does)."""
         region = (self.regions[index] + self.photo_delta(z, index)).clamp(0, 1)
-        region = region + ((region * 255).round() / 255 - region).detach()  # straight-through rounding
+        region = quantize_straight_through(region)
+        if self.resized:  # Pillow's bicubic fit, rounded to 8 bits as Pillow's output is
+            crop = self.resize_rows[index, None] @ region @ self.resize_columns[index, None].transpose(-1, -2)
+            return quantize_straight_through(crop.clamp(0, 1))
         return warp_affine(region, self.to_crop[index], (self.size, self.size), padding_mode="border")
 
     def crop_loss(self, crops: Tensor, index: Tensor) -> Tensor:
@@ -146,6 +206,11 @@ class PhotoFaces(nn.Module):
 
     def forward(self, z: Tensor, index: Tensor) -> Tensor:
         return self.crop_loss(self.crops(z, index), index)
+
+
+def quantize_straight_through(x: Tensor) -> Tensor:
+    """x rounded to the 8-bit grid in the forward pass, identity in the backward pass."""
+    return x + ((x * 255).round() / 255 - x).detach()
 
 
 def warp_loss(model: PhotoFaces, z: Tensor, index: Tensor) -> Tensor:

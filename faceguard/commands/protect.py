@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",
                         help="folders: PHOTOS/<person>/ sub-folders are people; single: everything is "
                              "one person; cluster: group faces by embedding and report the groups")
+    parser.add_argument("--aligned", action="store_true",
+                        help="every image is one pre-cropped face (as for `faceguard fit --aligned`): no "
+                             "detection; the image's centre square, resized to the profile's crop size, is the face")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="write OUT/report.html (before/after/difference)")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     protector = Protector(args.profile, eps=args.eps, steps=DEFAULT_STEPS if args.steps is None else args.steps,
                           restarts=args.restarts, variant=args.variant, regularizer=args.regularizer,
                           reg_weight=args.reg_weight if args.regularizer != "none" else 0.0,
-                          device=args.device, seed=args.seed)
+                          device=args.device, seed=args.seed, aligned=args.aligned)
     options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
                             progress=not args.quiet, command=args.command_line)
     summary = protect_folder(args.photos, protector, options)

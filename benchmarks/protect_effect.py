@@ -1,0 +1,115 @@
+"""``python -m benchmarks protect-effect``: does ``faceguard protect`` protect, photo for photo?
+
+The face benchmark (``benchmarks.faces``) crafts on aligned crops in memory; users get photos that
+the product pasted back and re-encoded. This closes the loop on the ``faces-cpu`` split:
+
+1. the pre-training identities are written as photo files at Yale B's native 168x192,
+   ``WORK/photos-png/<identity>/<n>.png`` and ``WORK/photos-jpeg/<identity>/<n>.jpg`` (Pillow,
+   quality 95); the test identities stay clean, as in ``faces-cpu``;
+2. the surrogate is a profile fitted by the product's own ``fit_profile`` on the PNG photos (the
+   data owner trains on its own data) with the config's model, width, size, epochs, batch size,
+   learning rate and embedding;
+3. both trees are protected by the product's ``protect_folder`` (``--identities folders``, format
+   kept: PNG stays PNG, JPEG is re-encoded with its own tables), per-file outcomes in its manifest;
+4. the harness reads the *saved files* back and fits them to the config's size exactly as the
+   benchmark prepares Yale B (:func:`benchmarks.faces_pipeline.load_photo_faces`), trains a fresh
+   victim per seed and evaluates it with ``evaluate_victim`` on the clean test identities.
+
+Rows: ``clean`` (the clean PNG photos read back; bit-identical to the ``faces-cpu`` crops, which is
+checked), ``clean-jpeg`` (the quality-95 JPEG originals: the JPEG arm's own baseline),
+``protect-png``, ``protect-jpeg``, and the crop-level ``alignment-joint`` and ``random`` of the
+face benchmark (``faces_pipeline.craft``) with the profile's surrogate at the same ε, against the
+same victim seeds. ``top1_drop`` is relative to the matching clean row of the same seed. Expensive
+steps are cached in WORK (``runs/protect-effect/CONFIG``): photos, profile, protected trees (the
+product's own resumable manifest), crop-level sets and every victim's numbers, so a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from benchmarks.faces_configs import CONFIGS, resolve_config
+from benchmarks.results import RESULTS_DIR
+
+NAME = "protect-effect"
+CROP_METHODS = ("alignment-joint", "random")
+BASELINE = {"clean": None, "clean-jpeg": None, "protect-png": "clean", "protect-jpeg": "clean-jpeg",
+            "alignment-joint": "clean", "random": "clean"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Config, data and work folders, protection settings, seeds, smoke-run limits."""
+    from faceguard.protect import DEFAULT_STEPS
+
+    parser.add_argument("--config", choices=sorted(c for c in CONFIGS if CONFIGS[c].data == "yaleb"),
+                        default="faces-cpu")
+    parser.add_argument("--data-dir", type=Path, help="data bundle (default: $FACEGUARD_DATA or ../shared/data)")
+    parser.add_argument("--work", type=Path, help="cache folder (default: runs/protect-effect/CONFIG)")
+    parser.add_argument("--eps", type=int, default=16, help="ε in 0-255 units for every protected row (default 16)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"faceguard protect's crafting steps per photo (default {DEFAULT_STEPS}, the product's)")
+    parser.add_argument("--detect", action="store_true",
+                        help="let the product detect faces with MTCNN instead of protecting each photo as one "
+                             "pre-cropped face (faceguard protect --aligned, the default here)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="victim seeds of the photo rows: clean, clean-jpeg, protect-png, protect-jpeg "
+                             "(default 0 1 2)")
+    parser.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="victim (and crafting) seeds of the crop-level alignment-joint and random rows "
+                             "(default 0 1 2)")
+    parser.add_argument("--identities", type=int, help="only this many pre-training and test identities (smoke runs)")
+    parser.add_argument("--images", type=int, help="only the first N images of each identity (smoke runs)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override config fields as for `benchmarks faces`, e.g. victim_epochs=6 steps=25")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every step (cached in WORK), then the results files; returns 0."""
+    import torch
+
+    from benchmarks.faces import _field_overrides
+    from benchmarks.faces_pipeline import load_face_data
+    from benchmarks.protect_effect_steps import (JPEG_QUALITY, check_work, crop_level_sets, fit_surrogate,
+                                                 protect_trees, read_back, restrict, run_victims, write_photos)
+    from recognition.datasets import default_data_dir
+    from recognition.training import resolve_device
+
+    config = resolve_config(args.config, **_field_overrides(args.set))
+    work = args.work or Path("runs") / NAME / config.name
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    settings = {"config": dataclasses.asdict(config), "eps": args.eps, "steps": args.steps,
+                "aligned": not args.detect, "identities": args.identities, "images": args.images}
+    check_work(work, settings)
+    start = time.perf_counter()
+    log = lambda line: print(f"{NAME}: {line}", flush=True)  # noqa: E731
+    data, native = restrict(load_face_data(config, data_dir, None, None, work), config, data_dir,
+                            args.identities, args.images)
+    log(f"{len(native)} pre-training photos of {len(native.classes)} identities, {len(data.test)} clean test "
+        f"images of {len(data.test.classes)}; work folder {work}")
+    files = write_photos(native, work)
+    profile = fit_surrogate(work, config, device, args.command_line, log)
+    outcomes = protect_trees(work, profile, args.eps, args.steps, not args.detect, device, args.quiet, log)
+    sets = read_back(work, files, native, config, data, outcomes)
+    crop_level_sets(work, config, profile, sets.photos["clean"], args.eps, args.baseline_seeds, sets, log)
+    plan = [(method, 0 if method.startswith("clean") else args.eps, seed) for method in BASELINE
+            for seed in (args.baseline_seeds if method in CROP_METHODS else args.seeds)]
+    runs = run_victims(work, config, data, sets, plan, device, log)
+    extras = {f"protect-{fmt}": outcome.metrics() for fmt, outcome in outcomes.items()}
+    record = {**settings, "data_sha256": data.checksums,
+              "jpeg_quality": JPEG_QUALITY, "profile": profile.config["training"]["settings"],
+              "profile_train_acc": profile.config["training"]["final_epoch"]["train_acc"],
+              "seconds": round(time.perf_counter() - start), "device": str(device),
+              "threads": torch.get_num_threads()}
+    from benchmarks.protect_effect_report import write_report
+
+    path = write_report(NAME, record, args.command_line, runs, ["top1", "top5", *data.verification], extras,
+                        BASELINE, Path(args.out_dir))
+    log(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - start:.0f} s")
+    return 0
+
