@@ -131,15 +131,44 @@ def is_lossless(fmt: str) -> bool:
     return fmt != "JPEG"
 
 
+SSIM_WINDOW = 7  # skimage's default window (uniform, sample covariance)
+
+
 def photo_metrics(original: np.ndarray, protected: np.ndarray) -> dict:
-    """L∞ (0–255 units), PSNR (dB, None if identical) and SSIM of two equally shaped uint8 arrays."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    """L∞ (0–255 units), PSNR (dB, None if identical) and SSIM of two equally shaped uint8 arrays.
+
+    Both are the whole-photo values (skimage's definitions), computed only where the photos differ:
+    the squared error is zero elsewhere, and every SSIM window that holds no changed pixel compares
+    two equal windows, whose SSIM is exactly 1. So SSIM is evaluated on the bounding box of the
+    changed pixels plus a window's margin and the untouched windows are counted as 1 — for a face
+    on a large photo that is a small fraction of the pixels.
+    """
+    from skimage.metrics import structural_similarity
 
     if original.shape != protected.shape:
         raise ValueError(f"sizes differ: {original.shape} vs {protected.shape}")
-    linf = int(np.abs(original.astype(np.int16) - protected.astype(np.int16)).max(initial=0))
-    psnr = None if linf == 0 else float(peak_signal_noise_ratio(original, protected, data_range=255))
+    diff = original.astype(np.int32) - protected.astype(np.int32)
+    linf = int(np.abs(diff).max(initial=0))
+    if linf == 0:
+        return {"linf": 0, "psnr": None, "ssim": 1.0}
+    mse = float(np.square(diff, dtype=np.float64).sum()) / diff.size
+    psnr = 10 * math.log10(255 ** 2 / mse)
     channel_axis = None if original.ndim == 2 else 2
-    ssim = float(structural_similarity(original, protected, data_range=255, channel_axis=channel_axis))
-    return {"linf": linf, "psnr": None if psnr is None or math.isinf(psnr) else round(psnr, 3),
-            "ssim": round(ssim, 6)}
+    height, width = diff.shape[:2]
+    if min(height, width) <= 3 * SSIM_WINDOW:       # tiny photo: nothing to save
+        ssim = structural_similarity(original, protected, data_range=255, channel_axis=channel_axis)
+        return {"linf": linf, "psnr": round(psnr, 3), "ssim": round(float(ssim), 6)}
+    changed = diff.reshape(diff.shape[:2] + (-1,)).any(axis=2)
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    pad = (SSIM_WINDOW - 1) // 2
+    # centres whose window touches a change, within the centres skimage averages over
+    y0, y1 = max(rows[0] - pad, pad), min(rows[-1] + 1 + pad, height - pad)
+    x0, x1 = max(cols[0] - pad, pad), min(cols[-1] + 1 + pad, width - pad)
+    # the sub-image holds those windows whole
+    sy0, sy1, sx0, sx1 = y0 - pad, y1 + pad, x0 - pad, x1 + pad
+    _, ssim_map = structural_similarity(original[sy0:sy1, sx0:sx1], protected[sy0:sy1, sx0:sx1], data_range=255,
+                                        channel_axis=channel_axis, win_size=SSIM_WINDOW, full=True)
+    touched = ssim_map[pad:pad + (y1 - y0), pad:pad + (x1 - x0)].reshape((y1 - y0) * (x1 - x0), -1)
+    centres = (height - 2 * pad) * (width - 2 * pad)
+    ssim = float(np.mean((touched.sum(axis=0) + (centres - touched.shape[0])) / centres))
+    return {"linf": linf, "psnr": round(psnr, 3), "ssim": round(ssim, 6)}

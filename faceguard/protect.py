@@ -41,6 +41,8 @@ from recognition.training import resolve_device
 
 DEFAULT_STEPS = 10
 REDETECT_MARGIN = 0.75  # re-detect in the face box grown by this fraction of its side on every edge
+REDETECT_MIN_SIZE = 0.5  # ... looking only for faces at least this fraction of its side (MTCNN's pyramid)
+MIN_FACE = 20  # MTCNN's default smallest face (pixels)
 
 
 @dataclass
@@ -273,7 +275,8 @@ class Protector:
         height, width = rgb.shape[:2]
         wx0, wy0 = int(max(x1 - grow, 0)), int(max(y1 - grow, 0))
         wx1, wy1 = int(min(x2 + grow, width)), int(min(y2 + grow, height))
-        found = self.detector.detect(np.ascontiguousarray(rgb[wy0:wy1, wx0:wx1]))
+        smallest = max(MIN_FACE, int(REDETECT_MIN_SIZE * min(x2 - x1, y2 - y1)))
+        found = self.detector.detect(np.ascontiguousarray(rgb[wy0:wy1, wx0:wx1]), min_face_size=smallest)
         centre = np.array([(x1 + x2) / 2 - wx0, (y1 + y2) / 2 - wy0])
         best = min(found, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre), default=None)
         if best is None or np.linalg.norm((best.box[:2] + best.box[2:]) / 2 - centre) > (x2 - x1) / 2:

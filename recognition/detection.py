@@ -74,9 +74,20 @@ class FaceDetector:
         self._mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=min_face_size,
                             thresholds=list(thresholds), device=self.device).eval()
 
-    def detect(self, image: ImageLike) -> list[Face]:
-        """All faces of one PIL image or HxWx3 uint8 RGB array, best score first ([] if none)."""
-        return self.detect_batch([image])[0]
+    def detect(self, image: ImageLike, min_face_size: int | None = None) -> list[Face]:
+        """All faces of one PIL image or HxWx3 uint8 RGB array, best score first ([] if none).
+
+        ``min_face_size`` overrides the detector's for this call: when the face size is known
+        (re-detection), a larger minimum skips the fine pyramid levels, which cost the most.
+        """
+        if min_face_size is None:
+            return self.detect_batch([image])[0]
+        default = self._mtcnn.min_face_size
+        self._mtcnn.min_face_size = min_face_size
+        try:
+            return self.detect_batch([image])[0]
+        finally:
+            self._mtcnn.min_face_size = default
 
     def detect_batch(self, images: Sequence[ImageLike], batch_size: int = 8) -> list[list[Face]]:
         """Faces of each image, in input order; images of equal size share MTCNN calls.
