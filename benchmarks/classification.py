@@ -12,11 +12,13 @@ runs. Poisons are crafted once (crafting seed 0); the seeds are the victims' tra
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -100,6 +102,11 @@ def select_rows(rows: list[Row], only: str | None, victims: str | None, eps: str
 CRAFT_PASSES = {"alignment-joint": 3.4, "alignment-independent": 2.3, "tensorclog": 4.4, "unlearnable": 1.0,
                 "random": 0.0}
 DP_COST = 3.0
+
+
+def fingerprint(settings: dict) -> str:
+    """A short stable hash of a JSON-able dict."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def poison_steps(config: ClassificationConfig, poison: Poison) -> int:
@@ -216,7 +223,11 @@ class ClassificationBenchmark:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({"images": images}, str(path))
             write_json_atomic(meta_path, meta)
-        self.crafting[poison.key] = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
+        if meta.get("recipe") != self.craft_recipe(poison):
+            raise ValueError(f"{path} was crafted with other settings ({meta.get('recipe')} vs "
+                             f"{self.craft_recipe(poison)}): use another --work folder or delete it")
+        self.crafting[poison.key] = meta
         return ImageTensorDataset(load_file(str(path))["images"], self.train.labels, self.train.classes)
 
     def _craft(self, poison: Poison) -> tuple[torch.Tensor, dict]:
@@ -241,24 +252,46 @@ class ClassificationBenchmark:
             seconds += outcome.seconds
         finite = [v for v in losses if v == v]
         meta = {"loss": sum(finite) / len(finite) if finite else None, "seconds": round(seconds, 1),
-                "steps": steps, "restarts": cfg.restarts,
+                "steps": steps, "restarts": cfg.restarts, "recipe": self.craft_recipe(poison),
                 "linf": int((images.int() - self.train.images.int()).abs().max())}
         print(f"crafted {poison.key}: loss {meta['loss']}, {meta['seconds']} s, L∞ {meta['linf']}/255", flush=True)
         return images, meta
 
+    def craft_recipe(self, poison: Poison) -> str:
+        """Fingerprint of everything a cached poison depends on besides its key (crafting settings,
+        surrogate recipe, data size), so a changed config never reuses a stale copy."""
+        cfg = self.config
+        settings = {"steps": poison_steps(cfg, poison), "restarts": cfg.restarts, "step_size": cfg.step_size,
+                    "augment": cfg.augment, "backend": poison.backend or cfg.backend, "batch": cfg.craft_batch,
+                    "surrogate": asdict(cfg.surrogate), "images": len(self.train)}
+        return fingerprint(settings)
+
+    def victim_recipe(self, row: Row) -> str:
+        """Fingerprint of how a victim of ``row`` is trained (net, epochs, LR, defense settings) and
+        on what (the poison's crafting recipe)."""
+        cfg = self.config
+        settings = {"net": asdict(cfg.victims[row.victim]), "epoch_scale": cfg.epoch_scale}
+        if row.poison != CLEAN:
+            settings["poison"] = self.craft_recipe(row.poison)
+        if row.defense != "none":
+            settings["defense"] = {"eps": cfg.defense_eps, "sigma": cfg.smoothing_sigma, "jpeg": cfg.jpeg_quality,
+                                   "clip": cfg.dp_clip, "noise": cfg.dp_noise}
+        return fingerprint(settings)
+
     # ---- victims -------------------------------------------------------------------------------
     def run_rows(self, rows: list[Row], seeds: tuple[int, ...], extra_seeds: tuple[int, ...],
                  headline: set[Row]) -> list[dict]:
-        """Train and test every (row, seed) not yet in ``runs.jsonl``; return all runs of ``rows``."""
+        """Train and test every (row, seed) not yet in ``runs.jsonl`` with the same victim recipe;
+        return all runs of ``rows``."""
         log = self.work / "runs.jsonl"
         done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        key = lambda r: (r["method"], r["eps"], r["victim"], r["defense"], r["seed"])  # noqa: E731
+        key = lambda r: (r["method"], r["eps"], r["victim"], r["defense"], r["seed"], r.get("recipe"))  # noqa: E731
         finished = {key(r): r for r in done}
         results = []
         for row in rows:
             for seed in seeds if row in headline else extra_seeds:
                 record = {"method": row.poison.label, "eps": row.poison.eps, "victim": row.victim,
-                          "defense": row.defense, "seed": seed}
+                          "defense": row.defense, "seed": seed, "recipe": self.victim_recipe(row)}
                 if key(record) not in finished:
                     record.update(self._victim_run(row, seed))
                     with log.open("a") as handle:
@@ -293,8 +326,6 @@ class ClassificationBenchmark:
 
     def describe(self, overrides: dict[str, str], rows: list[Row]) -> dict:
         """The config as recorded in the results file, with data checksum and crafting statistics."""
-        from dataclasses import asdict
-
         config = asdict(self.config)
         config.pop("rows"), config.pop("extra_rows")
         for poison in {r.poison for r in rows if r.poison != CLEAN}:

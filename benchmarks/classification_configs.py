@@ -176,7 +176,9 @@ def cifar10_cpu() -> ClassificationConfig:
     (``--jobs 2``): 15 victim trainings of each net cost ~1.5 min, one 30-step poison ~8 min."""
     black = ("vgg19", "mobilenetv2")
     victims = {"resnet18": Net("resnet18", width=0.25, epochs=15, lr=0.05, batch_size=64),
-               "vgg19": Net("vgg19", width=0.25, epochs=15, lr=0.05, batch_size=64, schedule="cosine"),
+               # VGG19 at width 0.25 does not train at LR 0.05 here (1,000 images: 10.6 % training
+               # accuracy after 15 epochs); 0.01 gives 40.6 % test accuracy on clean data (measured)
+               "vgg19": Net("vgg19", width=0.25, epochs=15, lr=0.01, batch_size=64, schedule="cosine"),
                "mobilenetv2": Net("mobilenetv2", width=0.25, epochs=15, lr=0.05, batch_size=64, schedule="cosine")}
     return ClassificationConfig(
         name="cifar10-cpu",

@@ -117,4 +117,10 @@ def test_tiny_end_to_end_run_writes_results_in_the_shared_format(cifar_tar, tmp_
     log = (tmp_path / "work" / "runs.jsonl").read_text()
     assert benchmarks_main(argv) == 0
     assert (tmp_path / "work" / "runs.jsonl").read_text() == log and log.count("\n") == 6
+    # Changed settings never reuse stale caches: other victim training retrains, other crafting refuses.
+    clean_only = [a if a != "clean,alignment-joint,random" else "clean" for a in argv]
+    assert benchmarks_main([*clean_only, "--set", "epoch_scale=0.2"]) == 0
+    assert (tmp_path / "work" / "runs.jsonl").read_text().count("\n") == 8
+    with pytest.raises(ValueError, match="crafted with other settings"):
+        benchmarks_main([*argv, "--set", "steps=3"])
     assert CLEAN.label == "clean"
