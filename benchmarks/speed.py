@@ -159,4 +159,5 @@ def _markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['backend']} | {r['ratio_to_floor']} | {r['seconds_per_step']} | "
               f"{r['peak_mb']} | {r['cosine']} | {r['sign_agreement']} |" for r in result["rows"]]
+    lines.append(f"\nDefault backend (`faceguard.backends.DEFAULT_BACKEND`): `{result['default_backend']}`")
     return "\n".join(lines) + "\n"

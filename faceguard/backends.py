@@ -36,7 +36,10 @@ from faceguard.gradients import flat_dot, flat_norm
 from faceguard.losses import LossFn
 
 BACKENDS = ("double", "fd-frozen", "fd-frozen-1s", "fd")
-DEFAULT_BACKEND = "double"  # what crafting uses unless told otherwise (see benchmarks/results/speed.md)
+# What crafting uses unless told otherwise: the exact gradient at 0.83x double backprop's time per
+# step, and victims as damaged as with double or fd at equal steps and equal time (issue #8,
+# benchmarks/results/cifar10-cpu-backends.md and speed.md).
+DEFAULT_BACKEND = "fd-frozen"
 
 _RELU = {F.relu, torch.relu}
 _PRELU = {F.prelu, torch.prelu}
@@ -165,9 +168,12 @@ def alignment_input_gradient(
     t_norm, g_norm = flat_norm(target), flat_norm(grads).clamp_min(1e-30)
     dot = flat_dot(target, grads)
     if detach_norm:
-        direction = [t / (t_norm * g_norm) for t in target]
+        # differentiate along T/‖T‖ and scale by 1/‖G‖ afterwards: the step h then does not depend
+        # on the batch, so each image's gradient stays independent of the others (Proposition 1)
+        direction, scale = [t / t_norm for t in target], 1 / g_norm
     else:
         direction = [t / (t_norm * g_norm) - dot * g / (t_norm * g_norm ** 3) for t, g in zip(target, grads)]
+        scale = 1.0
     derivative = direction_derivative(model, params, x.detach(), y, loss_fn, direction,
-                                      recorder.patterns if recorder else None, rel_step, base_gradient)
+                                      recorder.patterns if recorder else None, rel_step, base_gradient) * scale
     return -derivative, 1 - dot / (t_norm * g_norm)

@@ -105,11 +105,15 @@ def test_independent_variant_protects_each_image_on_its_own(cifar_test_batch, su
     x, y = cifar_test_batch
     images, labels = (x[:6] * 255).round().to(torch.uint8), y[:6] % 3
     target = target_gradient(model, torch.utils.data.TensorDataset(x[:6], labels))
-    settings = CraftSettings(steps=3, restarts=1, augment=False, batch_size=6)
-    attack = build_attack("alignment-independent", model, 8 / 255, settings, target)
-    whole, _ = craft_batch(attack, images, labels, seed=1)
-    half, _ = craft_batch(attack, images[:3], labels[:3], seed=1)
-    assert torch.equal(whole[:3], half)
+    for backend in ("double", "fd-frozen"):
+        settings = CraftSettings(steps=3, restarts=1, augment=False, batch_size=6, backend=backend)
+        attack = build_attack("alignment-independent", model, 8 / 255, settings, target)
+        whole, _ = craft_batch(attack, images, labels, seed=1)
+        half, _ = craft_batch(attack, images[:3], labels[:3], seed=1)
+        if backend == "double":         # exact: bit for bit
+            assert torch.equal(whole[:3], half)
+        else:   # the difference quotient amplifies float32 rounding that differs between batch sizes
+            assert (whole[:3] == half).float().mean() > 0.99      # measured: 99.95 % of the pixels
 
 
 def test_lazy_folder_images_decode_like_the_files(cifar_tree):
