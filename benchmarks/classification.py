@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from benchmarks.classification_configs import CLEAN, ClassificationConfig, Net, Poison, Row, get_config
 from benchmarks.classification_report import write_report
 from benchmarks.defenses import apply_data_defense, train_dp_sgd
-from benchmarks.results import RESULTS_DIR, sha256_file, summarize, write_json_atomic
+from benchmarks.results import RESULTS_DIR, summarize, write_json_atomic
 from faceguard.gradients import load_gradient, save_gradient, target_gradient
 from faceguard.poison import CraftSettings, build_attack, craft_tensor_dataset
-from recognition.checkpoint import load_model, save_checkpoint
+from recognition.checkpoint import file_sha256, load_model, save_checkpoint
 from recognition.datasets import ImageTensorDataset, default_data_dir, load_cifar10
 from recognition.distributed import resolve_device
 from recognition.models import create_model
@@ -332,7 +332,7 @@ class ClassificationBenchmark:
             meta = self.work / "poisons" / f"{poison.key}.json"
             if meta.exists():
                 self.crafting.setdefault(poison.key, json.loads(meta.read_text()))
-        config.update(overrides=overrides, data=self.archive.name, data_sha256=sha256_file(self.archive),
+        config.update(overrides=overrides, data=self.archive.name, data_sha256=file_sha256(self.archive),
                       train_images=len(self.train), test_images=len(self.test),
                       surrogate_test_acc=json.loads((self.work / "surrogate.json").read_text()).get("test_acc")
                       if (self.work / "surrogate.json").exists() else None,

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from benchmarks.faces_configs import FacesConfig
-from benchmarks.results import sha256_file
 from faceguard import Alignment, RandomNoise, make_loss, quantize_within, target_gradient
+from recognition.checkpoint import file_sha256
 from recognition.datasets import ImageTensorDataset, decode_image
 from recognition.embeddings import extract_embeddings
 from recognition.face_datasets import (CELEBA_IDENTITY_FILE, find_in_layout, load_celeba_identities, load_npz_faces,
@@ -53,7 +53,7 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
     if config.data == "yaleb":
         path = data_dir / "yaleb_cropped.npz"
         pretrain, test = load_yaleb_split(path, config, config.size)
-        checksums[path.name] = sha256_file(path)
+        checksums[path.name] = file_sha256(path)
     elif config.data == "celeba":
         if celeba is None:
             raise ValueError(f"config {config.name} needs --celeba ROOT (identity_CelebA.txt, img_align_celeba/)")
@@ -61,18 +61,18 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
         split = split_identities(annotations.identities, config.min_images, config.num_test, config.split_seed)
         pretrain, test = (annotations.load_images(np.flatnonzero(np.isin(annotations.identities, ids)), config.size)
                           for ids in (split.pretrain, split.test))
-        checksums[CELEBA_IDENTITY_FILE] = sha256_file(find_in_layout(celeba, CELEBA_IDENTITY_FILE, ("", "Anno")))
+        checksums[CELEBA_IDENTITY_FILE] = file_sha256(find_in_layout(celeba, CELEBA_IDENTITY_FILE, ("", "Anno")))
     else:
         raise ValueError(f"unknown data {config.data!r}")
     bins = sorted(bin_dir.glob("*.bin")) if bin_dir is not None else []
     if config.orl_pairs:
         orl_path = data_dir / "orl_faces.npz"
-        checksums[orl_path.name] = sha256_file(orl_path)
+        checksums[orl_path.name] = file_sha256(orl_path)
         bins.append(write_orl_bin(orl_path, work_dir / "orl.bin", config.orl_pairs, config.split_seed))
     verification = {}
     for path in bins:
         pairs = read_bin(path)
-        checksums[path.name] = sha256_file(path)
+        checksums[path.name] = file_sha256(path)
         verification[pairs.name] = (pairs, pairs.decode(config.size, config.channels))
     return FaceData(pretrain, test, verification, checksums)
 

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import RESULTS_DIR, markdown_table, sha256_file, write_results
+from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+from recognition.checkpoint import file_sha256
 
 _CHILD = """
 import resource, subprocess, sys, json
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                          "seconds": round(time.perf_counter() - start, 1)})
             print(json.dumps(rows[-1]), flush=True)
     ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
-    config = {"data": archive.name, "data_sha256": sha256_file(archive), "surrogate": "resnet18 width 0.125",
+    config = {"data": archive.name, "data_sha256": file_sha256(archive), "surrogate": "resnet18 width 0.125",
               "steps": args.steps, "threads": args.threads, "peak_ratio_largest_to_smallest": round(ratio, 3)}
     out = Path(args.out)
     write_results("memory", config, args.command_line, rows, out)

@@ -7,7 +7,6 @@ Per-seed numbers are kept under ``runs`` so nothing measured is lost.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -17,15 +16,6 @@ from faceguard.poison_folder import write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROW_KEYS = ("method", "eps", "victim", "defense")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (data checksums recorded in every result file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:

@@ -174,6 +174,6 @@ def alignment_input_gradient(
     else:
         direction = [t / (t_norm * g_norm) - dot * g / (t_norm * g_norm ** 3) for t, g in zip(target, grads)]
         scale = 1.0
-    derivative = direction_derivative(model, params, x.detach(), y, loss_fn, direction,
+    derivative = direction_derivative(model, params, x, y, loss_fn, direction,
                                       recorder.patterns if recorder else None, rel_step, base_gradient) * scale
     return -derivative, 1 - dot / (t_norm * g_norm)

@@ -16,7 +16,6 @@ which changes the head's shape but not the backbone's.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from recognition.atomic import write_bytes_atomic
-from recognition.checkpoint import build_model, config_path
+from recognition.checkpoint import build_model, config_path, file_sha256
 
 FORMAT = "faceguard-profile"
 VERSION = 1
@@ -69,12 +68,6 @@ class Profile:
         self.model.to(device)
         self.target = [t.to(device) for t in self.target]
         return self
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def save_profile(path: str | Path, model: nn.Module, target: list[Tensor], config: dict) -> Path:

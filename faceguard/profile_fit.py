@@ -23,10 +23,10 @@ from PIL import Image, ImageOps
 
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
-from faceguard.profile import Profile, file_sha256, load_profile, save_profile
+from faceguard.profile import Profile, load_profile, save_profile
 from recognition.align_cli import find_photos, load_rgb, one_line
 from recognition.alignment import align_face
-from recognition.checkpoint import build_model
+from recognition.checkpoint import build_model, file_sha256
 from recognition.datasets import ImageTensorDataset
 from recognition.detection import FaceDetector
 from recognition.face_datasets import load_npz_faces

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from faceguard.photo import SUFFIX_FORMATS, is_lossless, photo_metrics, read_photo, write_photo
-from faceguard.profile import file_sha256
 from faceguard.protect import Protector
 from faceguard.protect_identities import (centre_lists, cluster_names, identity_key, mean_centres)
 from recognition.align_cli import find_photos, one_line
 from recognition.atomic import write_bytes_atomic
+from recognition.checkpoint import file_sha256
 
 MANIFEST = "manifest.json"
 REPORT = "report.html"

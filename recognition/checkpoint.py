@@ -100,7 +100,7 @@ def save_training_checkpoint(
             tensors[f"{index}.{name}"] = value
     tensor_path = training_state_path(path)
     _write_tensors(tensor_path, tensors)
-    digests = {file.name: _sha256(file) for file in (path, tensor_path)}
+    digests = {file.name: file_sha256(file) for file in (path, tensor_path)}
     _write_json(config_path(tensor_path), {**state, "param_groups": optimizer_state["param_groups"], "sha256": digests})
 
 
@@ -114,7 +114,7 @@ def load_training_checkpoint(path: str | Path, model: nn.Module, optimizer: torc
     record = json.loads(config_path(tensor_path).read_text(encoding="utf-8"))
     digests = record.pop("sha256")
     for name, digest in digests.items():
-        if _sha256(path.parent / name) != digest:
+        if file_sha256(path.parent / name) != digest:
             raise ValueError(f"{path.parent / name} does not match {config_path(tensor_path)}: the last save "
                              "was interrupted, so this checkpoint cannot be resumed")
     model.load_state_dict(load_file(str(path)), strict=True)
@@ -138,10 +138,7 @@ def _write_json(path: Path, data: dict) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (streamed; data checksums, checkpoint and profile digests)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
