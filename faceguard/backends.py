@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from faceguard.gradients import flat_dot, flat_norm
+from faceguard.gradients import flat_dot
 from faceguard.losses import LossFn
 
 BACKENDS = ("double", "fd-frozen", "fd-frozen-1s", "fd")
@@ -99,6 +99,13 @@ class ActivationPattern(TorchFunctionMode):
         return pattern
 
 
+def list_norm(tensors: list[Tensor]) -> float:
+    """‖tensors‖₂ over a list of tensors, without autograd, in one foreach kernel (a Python loop
+    over the ~100 parameter tensors of a network costs milliseconds per call at small inputs)."""
+    with torch.no_grad():
+        return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))))
+
+
 def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                     patterns: list[Tensor] | None) -> Tensor:
     """∇ₓ Σ loss at the model's current θ (parameter gradients are not computed)."""
@@ -119,22 +126,24 @@ def direction_derivative(
 ) -> Tensor:
     """∇ₓ⟨u, ∇θ Σ loss(x)⟩ by a central difference of input gradients at θ ± h·u, or by a one-sided
     difference against ``base_gradient`` = ∇ₓ Σ loss at θ when it is given."""
+    params, direction = list(params), list(direction)
     originals = [p.detach().clone() for p in params]
-    h = rel_step * float(flat_norm(originals)) / max(float(flat_norm(direction)), 1e-30)
+    h = rel_step * list_norm(originals) / max(list_norm(direction), 1e-30)
     flags = [p.requires_grad for p in params]
     grads = []
     try:
+        for p in params:
+            p.requires_grad_(False)
         for sign in (1.0,) if base_gradient is not None else (1.0, -1.0):
             with torch.no_grad():
-                for p, p0, u in zip(params, originals, direction):
-                    p.copy_(p0 + sign * h * u)
-                    p.requires_grad_(False)
+                torch._foreach_copy_(params, originals)
+                torch._foreach_add_(params, direction, alpha=sign * h)
             grads.append(_input_gradient(model, x, y, loss_fn, patterns))
     finally:
         with torch.no_grad():
-            for p, p0, flag in zip(params, originals, flags):
-                p.copy_(p0)
-                p.requires_grad_(flag)
+            torch._foreach_copy_(params, originals)
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
     if base_gradient is not None:
         return (grads[0] - base_gradient) / h
     return (grads[0] - grads[1]) / (2 * h)
@@ -164,16 +173,18 @@ def alignment_input_gradient(
             loss = loss_fn(model, x, y).sum()
     grads = torch.autograd.grad(loss, [*params, x] if one_sided else list(params))
     base_gradient = grads[-1] if one_sided else None
-    grads = grads[:len(params)]
-    t_norm, g_norm = flat_norm(target), flat_norm(grads).clamp_min(1e-30)
-    dot = flat_dot(target, grads)
+    grads = list(grads[:len(params)])
+    target = list(target)
+    t_norm, g_norm = list_norm(target), max(list_norm(grads), 1e-30)
+    dot = float(flat_dot(target, grads))
     if detach_norm:
         # differentiate along T/‖T‖ and scale by 1/‖G‖ afterwards: the step h then does not depend
         # on the batch, so each image's gradient stays independent of the others (Proposition 1)
-        direction, scale = [t / t_norm for t in target], 1 / g_norm
+        direction, scale = torch._foreach_div(target, t_norm), 1 / g_norm
     else:
-        direction = [t / (t_norm * g_norm) - dot * g / (t_norm * g_norm ** 3) for t, g in zip(target, grads)]
+        direction = torch._foreach_add(torch._foreach_div(target, t_norm * g_norm), grads,
+                                       alpha=-dot / (t_norm * g_norm ** 3))
         scale = 1.0
     derivative = direction_derivative(model, params, x, y, loss_fn, direction,
                                       recorder.patterns if recorder else None, rel_step, base_gradient) * scale
-    return -derivative, 1 - dot / (t_norm * g_norm)
+    return -derivative, torch.tensor(1 - dot / (t_norm * g_norm))

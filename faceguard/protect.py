@@ -32,7 +32,7 @@ from faceguard.backends import DEFAULT_BACKEND
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile import Profile, load_profile
 from faceguard.protect_warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
-                                    fit_crop, fit_region, warp_loss)
+                                    fit_crop, fit_region)
 from faceguard.quantize import eps_from_pixels, quantize_within
 from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
@@ -216,15 +216,16 @@ class Protector:
         head, labels = self._head(identities, embeddings)
         model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
         params, target = self.profile.target_params(), self.profile.target
-        attack = Alignment(model, target, eps=self.eps, loss_fn=warp_loss, params=params,
+        attack = Alignment(model, target, eps=self.eps, loss_fn=crop_loss, preprocess=model.crops, params=params,
                            **self.attack_options)
         index = torch.arange(len(faces), device=self.device)
         z_clean = model.clean_crops
         z = attack(z_clean, index)
         with torch.no_grad():
             deltas = model.photo_delta(z, index).cpu()
-        clean_loss = per_sample_alignment(model, params, z_clean, index, target, warp_loss)
-        crafted_loss = per_sample_alignment(model, params, z, index, target, warp_loss)
+            crops = torch.cat([model.crops(z_clean, index), model.crops(z, index)])
+        losses = per_sample_alignment(model, params, crops, index.repeat(2), target, crop_loss)
+        clean_loss, crafted_loss = losses.split(len(faces))
         protected = self._apply(colour, regions, deltas)
         out = protected if alpha is None else np.concatenate(
             [protected.reshape(protected.shape[:2] + (-1,)), alpha[..., None]], axis=2)

@@ -128,11 +128,13 @@ def stable_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 class PhotoFaces(nn.Module):
     """Per-face cross-entropy of the surrogate on crops re-warped from the perturbed photo.
 
-    ``forward(z, index)`` takes crop-grid images z = clean crop + δ [n, C, S, S] of the faces
-    ``index`` [n] and returns CE(F(crop), label) [n]: the ``loss_fn`` of :class:`Alignment` is
-    ``lambda model, x, y: model(x, y)`` with y the face indices, so per-face tensors are looked up
-    by index and the computation vmaps (per-image alignment losses). ``colour`` holds the photo's
-    colour channels only (1 = grayscale, fed to the surrogate as three equal channels).
+    :meth:`crops` maps crop-grid images z = clean crop + δ [n, C, S, S] of the faces ``index`` [n]
+    to what a scraper aligns from the perturbed photo, and :meth:`crop_loss` gives CE(F(crop), label)
+    [n]. :class:`Alignment` crafts with ``preprocess=model.crops`` and ``loss_fn=crop_loss`` with y
+    the face indices: per-face tensors are looked up by index, so the loss vmaps (per-image
+    alignment losses), and the warp, which does not depend on θ, is differentiated once per step
+    rather than in every pass of the crafting backend. ``colour`` holds the photo's colour channels
+    only (1 = grayscale, fed to the surrogate as three equal channels).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, photo: np.ndarray,
@@ -204,20 +206,13 @@ class PhotoFaces(nn.Module):
             crops = crops.expand(-1, 3, -1, -1)
         return stable_cross_entropy(self.head(self.backbone(crops), self.labels[index]), self.labels[index])
 
-    def forward(self, z: Tensor, index: Tensor) -> Tensor:
-        return self.crop_loss(self.crops(z, index), index)
-
 
 def quantize_straight_through(x: Tensor) -> Tensor:
     """x rounded to the 8-bit grid in the forward pass, identity in the backward pass."""
     return x + ((x * 255).round() / 255 - x).detach()
 
 
-def warp_loss(model: PhotoFaces, z: Tensor, index: Tensor) -> Tensor:
-    """``loss_fn`` for :class:`Alignment` over :class:`PhotoFaces` (y = face indices)."""
-    return model(z, index)
-
-
 def crop_loss(model: PhotoFaces, crops: Tensor, index: Tensor) -> Tensor:
-    """``loss_fn`` for aligned crops taken from a saved photo (no warp): the scraper's view."""
+    """``loss_fn`` over :class:`PhotoFaces` for aligned crops (y = face indices): the crafted crops
+    of :meth:`PhotoFaces.crops`, or crops re-aligned from a saved photo (the scraper's view)."""
     return model.crop_loss(crops, index)

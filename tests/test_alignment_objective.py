@@ -64,7 +64,7 @@ def test_joint_gradient_agrees_with_finite_differences_of_eq3():
         e = e.view_as(x)
         numeric.view(-1)[i] = (reference_a(delta.detach() + e) - reference_a(delta.detach() - e)) / (2 * h)
     assert torch.allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
-    assert float(atk.evaluate(x, y, delta.detach())) == float(reference_a(delta.detach()))
+    assert float(atk.evaluate(x + delta.detach(), y)) == float(reference_a(delta.detach()))
 
 
 def test_independent_gradient_is_the_detached_norm_objective():

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from faceguard.attacks.base import PGDAttack
+from faceguard.attacks.base import PGDAttack, Preprocess
 from faceguard.backends import BACKENDS, alignment_input_gradient
 from faceguard.gradients import flat_dot, flat_norm, param_gradient, per_sample_alignment
 from faceguard.losses import LossFn, cross_entropy
@@ -54,9 +54,10 @@ class Alignment(PGDAttack):
         chunk_size: int = 16,
         backend: str = "double",
         fd_step: float = 1e-5,
+        preprocess: Preprocess | None = None,
     ) -> None:
         super().__init__(model, eps, steps, restarts, step_size, augment, regularizer, reg_weight,
-                         loss_fn, params, seed)
+                         loss_fn, params, seed, preprocess)
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
         if len(target_grad) != len(self.params) or any(
@@ -87,9 +88,9 @@ class Alignment(PGDAttack):
             one_sided=self.backend == "fd-frozen-1s")
         return grad, float(value)
 
-    def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+    def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
         if self.per_image:
-            return per_sample_alignment(self.model, self.params, x + delta, y, self.target,
+            return per_sample_alignment(self.model, self.params, x_in, y, self.target,
                                         self.loss_fn, self.chunk_size)
-        grads = param_gradient(self.model, self.params, x + delta, y, self.loss_fn)
+        grads = param_gradient(self.model, self.params, x_in, y, self.loss_fn)
         return 1 - flat_dot(self.target, grads) / (self.target_norm * flat_norm(grads)).clamp_min(1e-30)

@@ -5,6 +5,11 @@ the surrogate in eval mode, seeding, and projecting onto the ε-ball ∩ [0, 1].
 the paper's optimiser: R restarts of M signed-Adam steps with optional differentiable augmentation
 and a visibility regulariser, keeping the restart with the lowest loss (per batch or per image).
 
+``preprocess(x_in, y)``: an optional differentiable map that does not depend on θ (e.g. the photo
+warp of :mod:`faceguard.protect_warp`), applied after augmentation to give what ``loss_fn`` reads.
+Its Jacobian is applied once per step, while a crafting backend may pass through the surrogate
+several times per step (the ±h passes of ``fd-frozen``), each time without the map.
+
 Why eval mode: in train mode BatchNorm normalises with the statistics of the current batch, so each
 image's gradient would depend on the other images in the batch (breaking the independent variant),
 crafting would differentiate another function than the one the target gradient T was taken on, and
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +31,7 @@ from faceguard.losses import LossFn, cross_entropy
 from faceguard.regularizers import Regularizer, resolve_regularizer
 
 LR_MILESTONES = (3 / 8, 5 / 8, 7 / 8)  # step-size decays by 10× at these fractions (Witches' Brew)
+Preprocess = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -106,6 +113,7 @@ class PGDAttack(Perturbation):
         loss_fn: LossFn = cross_entropy,
         params: list[Tensor] | None = None,
         seed: int = 0,
+        preprocess: Preprocess | None = None,
     ) -> None:
         super().__init__(model, eps, seed)
         if steps < 0 or restarts < 1:
@@ -116,6 +124,11 @@ class PGDAttack(Perturbation):
         self.reg_weight = reg_weight
         self.loss_fn = loss_fn
         self.params = list(params) if params is not None else trainable_params(model)
+        self.preprocess = preprocess
+
+    def model_input(self, x_in: Tensor, y: Tensor) -> Tensor:
+        """What ``loss_fn`` reads: ``preprocess(x_in, y)``, or ``x_in`` itself without a preprocess."""
+        return x_in if self.preprocess is None else self.preprocess(x_in, y)
 
     def objective(self, x_in: Tensor, y: Tensor) -> Tensor:
         """Scalar whose gradient w.r.t. the input drives the signed step (x_in may be augmented)."""
@@ -132,6 +145,7 @@ class PGDAttack(Perturbation):
         x_in = x + delta
         if self.augment is not None:
             x_in = self.augment(x_in)
+        x_in = self.model_input(x_in, y)
         grad_in, objective = self.objective_gradient(x_in, y)
         (grad,) = torch.autograd.grad(x_in, delta, grad_in)
         if self.regularized:
@@ -139,8 +153,9 @@ class PGDAttack(Perturbation):
             grad = grad + torch.autograd.grad(penalty, delta)[0]
         return grad, objective
 
-    def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
-        """Loss of a perturbation without augmentation: 0-d (batch) or [B] (``per_image``)."""
+    def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
+        """Loss of a model input (perturbed batch, preprocessed, not augmented): 0-d (batch) or [B]
+        (``per_image``)."""
         raise NotImplementedError
 
     def loss(self, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
@@ -170,7 +185,7 @@ class PGDAttack(Perturbation):
         return penalty if self.per_image else penalty.mean()
 
     def _selection_loss(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
-        return self.evaluate(x, y, delta) + self._reduce_penalty(self._penalty(x, delta).detach())
+        return self.evaluate(self.model_input(x + delta, y), y) + self._reduce_penalty(self._penalty(x, delta).detach())
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         self.report = CraftReport()

@@ -32,8 +32,8 @@ class TensorClog(PGDAttack):
         grads = param_gradient(self.model, self.params, x_in, y, self.loss_fn, create_graph=True)
         return flat_norm(grads).pow(2)
 
-    def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
-        return flat_norm(param_gradient(self.model, self.params, x + delta, y, self.loss_fn)).pow(2)
+    def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
+        return flat_norm(param_gradient(self.model, self.params, x_in, y, self.loss_fn)).pow(2)
 
 
 class Unlearnable(PGDAttack):
@@ -44,6 +44,6 @@ class Unlearnable(PGDAttack):
     def objective(self, x_in: Tensor, y: Tensor) -> Tensor:
         return self.loss_fn(self.model, x_in, y).sum()
 
-    def evaluate(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+    def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.loss_fn(self.model, x + delta, y)
+            return self.loss_fn(self.model, x_in, y)
