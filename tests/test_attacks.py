@@ -143,3 +143,26 @@ def test_bad_arguments_are_rejected(setup):
         Alignment(model, target, regularizer="blur")
     with pytest.raises(ValueError):
         eps_from_pixels(300)
+
+
+@pytest.mark.parametrize("backend", ["double", "fd-frozen"])
+@pytest.mark.parametrize("variant", ["joint", "independent"])
+def test_preprocess_is_the_same_objective_as_a_loss_that_applies_the_map(setup, backend, variant):
+    """``preprocess`` (a θ-free map differentiated once per step) gives the step gradient and the
+    selection loss of a loss function that applies the same map inside every pass."""
+    model, target, x, y = setup
+    x, y = x[:4], y[:4]
+    blur = lambda images, labels: torch.nn.functional.avg_pool2d(images, 3, 1, 1).flip(-1)  # noqa: E731
+    ce = make_loss("ce")
+    inside = Alignment(model, target, eps=EPS, variant=variant, backend=backend,
+                       loss_fn=lambda m, images, labels: ce(m, blur(images, labels), labels))
+    outside = Alignment(model, target, eps=EPS, variant=variant, backend=backend, loss_fn=ce, preprocess=blur)
+    delta = ((torch.rand_like(x) * 2 - 1) * EPS).requires_grad_(True)
+    grad_inside, value_inside = inside.step_gradient(x, y, delta)
+    grad_outside, value_outside = outside.step_gradient(x, y, delta)
+    assert value_outside == pytest.approx(value_inside, rel=1e-5)
+    cosine = torch.nn.functional.cosine_similarity(grad_inside.flatten(), grad_outside.flatten(), dim=0)
+    assert cosine > 0.9999
+    adv = (x + delta).detach()
+    assert torch.allclose(outside.loss(x, y, adv), inside.loss(x, y, adv), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(outside.loss(x, y, adv), Alignment(model, target, eps=EPS, variant=variant).loss(x, y, adv))
