@@ -134,40 +134,64 @@ def is_lossless(fmt: str) -> bool:
 SSIM_WINDOW = 7  # skimage's default window (uniform, sample covariance)
 
 
+def _ssim_map(original: np.ndarray, protected: np.ndarray) -> np.ndarray:
+    """skimage's SSIM map [H, W, C] of uint8 HxW or HxWxC pixels (7x7 uniform window).
+
+    The channels are independent (skimage's ``channel_axis`` runs them one after the other), so
+    they run in threads, up to ``torch.get_num_threads()`` at once; scipy and numpy release the
+    GIL, and the maps are the same arrays skimage would return.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from skimage.metrics import structural_similarity
+
+    pairs = [(original, protected)] if original.ndim == 2 else [
+        (original[..., c], protected[..., c]) for c in range(original.shape[2])]
+
+    def one(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return structural_similarity(*pair, data_range=255, win_size=SSIM_WINDOW, full=True)[1]
+
+    with ThreadPoolExecutor(max(1, min(len(pairs), torch.get_num_threads()))) as pool:
+        return np.stack(list(pool.map(one, pairs)), axis=-1)
+
+
 def photo_metrics(original: np.ndarray, protected: np.ndarray) -> dict:
     """L∞ (0–255 units), PSNR (dB, None if identical) and SSIM of two equally shaped uint8 arrays.
 
-    Both are the whole-photo values (skimage's definitions), computed only where the photos differ:
-    the squared error is zero elsewhere, and every SSIM window that holds no changed pixel compares
-    two equal windows, whose SSIM is exactly 1. So SSIM is evaluated on the bounding box of the
-    changed pixels plus a window's margin and the untouched windows are counted as 1 — for a face
-    on a large photo that is a small fraction of the pixels.
+    All are the whole-photo values (skimage's definitions), computed only where the photos differ:
+    the error is zero elsewhere, and every SSIM window that holds no changed pixel compares two
+    equal windows, whose SSIM is exactly 1. So the error is taken over the bounding box of the
+    changed pixels, SSIM over that box plus a window's margin, and the untouched windows are
+    counted as 1 — for a face on a large photo that is a small fraction of the pixels.
     """
     from skimage.metrics import structural_similarity
 
     if original.shape != protected.shape:
         raise ValueError(f"sizes differ: {original.shape} vs {protected.shape}")
-    diff = original.astype(np.int32) - protected.astype(np.int32)
-    linf = int(np.abs(diff).max(initial=0))
-    if linf == 0:
-        return {"linf": 0, "psnr": None, "ssim": 1.0}
-    mse = float(np.square(diff, dtype=np.float64).sum()) / diff.size
-    psnr = 10 * math.log10(255 ** 2 / mse)
-    channel_axis = None if original.ndim == 2 else 2
-    height, width = diff.shape[:2]
-    if min(height, width) <= 3 * SSIM_WINDOW:       # tiny photo: nothing to save
-        ssim = structural_similarity(original, protected, data_range=255, channel_axis=channel_axis)
-        return {"linf": linf, "psnr": round(psnr, 3), "ssim": round(float(ssim), 6)}
-    changed = diff.reshape(diff.shape[:2] + (-1,)).any(axis=2)
+    changed = original != protected
+    if changed.ndim == 3:
+        changed = changed.any(axis=2)
     rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    if rows.size == 0:
+        return {"linf": 0, "psnr": None, "ssim": 1.0}
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    diff = original[box].astype(np.int32) - protected[box].astype(np.int32)
+    linf = int(np.abs(diff).max())
+    mse = float(np.square(diff, dtype=np.float64).sum()) / original.size
+    psnr = 10 * math.log10(255 ** 2 / mse)
+    height, width = original.shape[:2]
+    if min(height, width) <= 3 * SSIM_WINDOW:       # tiny photo: nothing to save
+        ssim = structural_similarity(original, protected, data_range=255,
+                                     channel_axis=None if original.ndim == 2 else 2)
+        return {"linf": linf, "psnr": round(psnr, 3), "ssim": round(float(ssim), 6)}
     pad = (SSIM_WINDOW - 1) // 2
     # centres whose window touches a change, within the centres skimage averages over
     y0, y1 = max(rows[0] - pad, pad), min(rows[-1] + 1 + pad, height - pad)
     x0, x1 = max(cols[0] - pad, pad), min(cols[-1] + 1 + pad, width - pad)
     # the sub-image holds those windows whole
     sy0, sy1, sx0, sx1 = y0 - pad, y1 + pad, x0 - pad, x1 + pad
-    _, ssim_map = structural_similarity(original[sy0:sy1, sx0:sx1], protected[sy0:sy1, sx0:sx1], data_range=255,
-                                        channel_axis=channel_axis, win_size=SSIM_WINDOW, full=True)
+    ssim_map = _ssim_map(original[sy0:sy1, sx0:sx1], protected[sy0:sy1, sx0:sx1])
     touched = ssim_map[pad:pad + (y1 - y0), pad:pad + (x1 - x0)].reshape((y1 - y0) * (x1 - x0), -1)
     centres = (height - 2 * pad) * (width - 2 * pad)
     ssim = float(np.mean((touched.sum(axis=0) + (centres - touched.shape[0])) / centres))
