@@ -7,7 +7,8 @@ defenses) → clean test accuracy, averaged over seeds → ``benchmarks/results/
 Everything expensive is cached in the work folder (``runs/classification/{config}`` by default):
 the surrogate, target gradients, poisoned copies (uint8 safetensors) and one JSON line per finished
 victim run, so an interrupted run continues where it stopped and ``--extras`` reuses the headline
-runs. Poisons are crafted once (crafting seed 0); the seeds are the victims' training seeds.
+runs. Poisons are crafted once (crafting seed 0, or the ``-cN`` seed of their label); the seeds are
+the victims' training seeds.
 """
 from __future__ import annotations
 
@@ -236,7 +237,7 @@ class ClassificationBenchmark:
         settings = CraftSettings(steps=steps, restarts=cfg.restarts, step_size=cfg.step_size, augment=cfg.augment,
                                  backend=poison.backend or cfg.backend,
                                  regularizer=poison.regularizer, reg_weight=poison.reg_weight,
-                                 batch_size=cfg.craft_batch, seed=0)
+                                 batch_size=cfg.craft_batch, seed=poison.seed)
         k = round(1 / poison.split_fraction)
         parts = [None] if k == 1 else [(j, k) for j in range(k)]
         images, losses, seconds = self.train.images.clone(), [], 0.0

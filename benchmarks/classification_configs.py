@@ -35,7 +35,9 @@ class Poison:
     for variations ``alignment-joint-tv`` (regulariser), ``alignment-joint-t10`` (target gradient
     from a 10 % subset), ``alignment-joint-split10`` (data split in 10 parts, each crafted with a
     surrogate and target gradient of its own part only, Table 8), ``alignment-joint-double-s22``
-    (crafted with another gradient backend and step count than the config's, issue #8).
+    (crafted with another gradient backend and step count than the config's, issue #8),
+    ``alignment-joint-c1`` (crafting seed 1 instead of 0: another random start and other
+    augmentation draws, to see how much victims vary with the poison itself).
     """
 
     method: str
@@ -46,6 +48,7 @@ class Poison:
     split_fraction: float = 1.0
     backend: str | None = None
     steps: int | None = None
+    seed: int = 0
 
     @property
     def label(self) -> str:
@@ -60,6 +63,8 @@ class Poison:
             suffix += f"-{self.backend}"
         if self.steps:
             suffix += f"-s{self.steps}"
+        if self.seed:
+            suffix += f"-c{self.seed}"
         return self.method + suffix
 
     @property
@@ -158,6 +163,12 @@ def _backend_rows(grey_box: str, equal_time_steps: dict[str, int]) -> list[Row]:
     return rows
 
 
+def _craft_seed_rows(grey_box: str, poisons: list[Poison], seeds: tuple[int, ...]) -> list[Row]:
+    """The given poisons crafted again with other crafting seeds (issue #8: is a difference between
+    two backends larger than the difference between two crafting runs of one backend?)."""
+    return [Row(dataclasses.replace(poison, seed=seed), grey_box) for poison in poisons for seed in seeds]
+
+
 def cifar10_paper() -> ClassificationConfig:
     """The paper's CIFAR-10 setting (for a GPU): 50k images, ResNet-18 surrogate trained 40 epochs,
     240 steps × 8 restarts, grey-box ResNet-18 victim 40 epochs, black-box victims 50 epochs cosine."""
@@ -194,7 +205,9 @@ def cifar10_cpu() -> ClassificationConfig:
         rows=_headline((4, 8, 16), "resnet18", black),
         # equal-time step counts from this machine's crafting times of 30 steps on 1,000 images
         # (fd-frozen 555 s, double 759 s, fd 471 s; fd-frozen-1s 0.73x fd-frozen per step)
-        extra_rows=_extras("resnet18") + _backend_rows("resnet18", {"double": 22, "fd": 35, "fd-frozen-1s": 41}))
+        extra_rows=_extras("resnet18") + _backend_rows("resnet18", {"double": 22, "fd": 35, "fd-frozen-1s": 41})
+        + _craft_seed_rows("resnet18", [Poison("alignment-joint", 8),
+                                        Poison("alignment-joint", 8, backend="fd-frozen-1s", steps=41)], (1, 2)))
 
 
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu}

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from benchmarks.__main__ import main as benchmarks_main
 from benchmarks.classification import select_rows, split_rows
@@ -124,3 +125,19 @@ def test_tiny_end_to_end_run_writes_results_in_the_shared_format(cifar_tar, tmp_
     with pytest.raises(ValueError, match="crafted with other settings"):
         benchmarks_main([*argv, "--set", "steps=3"])
     assert CLEAN.label == "clean"
+    # A crafting seed (label suffix -cN) crafts another poison of the same recipe.
+    assert benchmarks_main(["classification", "--config", "cifar10-cpu", "--set", "train_per_class=7",
+                            "--set", "test_per_class=3", "--set", "steps=2", "--set", "epoch_scale=0.1",
+                            "--set", "extra_seeds=0", "--extras", "--only", "alignment-joint-c1",
+                            "--work", str(tmp_path / "work"), "--out", str(out), "--name", "seeded"]) == 0
+    poisons = tmp_path / "work" / "poisons"
+    seed0, seed1 = (load_file(str(poisons / f"{key}.safetensors"))["images"]
+                    for key in ("alignment-joint-eps8", "alignment-joint-c1-eps8"))
+    assert seed0.shape == seed1.shape and not torch.equal(seed0, seed1)
+
+
+def test_poison_labels_name_backend_steps_and_crafting_seed():
+    poison = Poison("alignment-joint", 8, backend="fd-frozen-1s", steps=41, seed=2)
+    assert poison.label == "alignment-joint-fd-frozen-1s-s41-c2" and poison.key == poison.label + "-eps8"
+    labels = {r.poison.label for r in get_config("cifar10-cpu", {}).extra_rows}
+    assert {"alignment-joint-c1", "alignment-joint-c2", "alignment-joint-fd-frozen-1s-s41-c1"} <= labels
