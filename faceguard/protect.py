@@ -100,8 +100,9 @@ class Protector:
     can be protected one at a time). ``variant="joint"`` (default) gives the faces of a photo one
     exact cosine objective (for a one-face photo: that face's own cosine); ``"independent"`` is the
     library's variant with each face's gradient norm detached, which was much weaker here (A from
-    0.824 to 0.804 crafted vs 0.602 for joint, 10 steps, 4 bundle photos, default profile). ``steps``/``restarts`` are the signed-Adam budget; ``regularizer``
-    (none, l2, tv, ssim) with ``reg_weight`` trades strength for visibility. ``aligned``: every
+    0.824 to 0.804 crafted vs 0.602 for joint, 10 steps, 4 bundle photos, default profile).
+    ``steps``/``restarts`` are the signed-Adam budget; ``regularizer`` (none, l2, tv, ssim) with
+    ``reg_weight`` trades strength for visibility. ``aligned``: every
     image is one pre-cropped face (no detection; see the module doc).
     """
 
