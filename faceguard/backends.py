@@ -153,7 +153,7 @@ def alignment_input_gradient(
     model: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, loss_fn: LossFn,
     target: Sequence[Tensor], detach_norm: bool, frozen: bool, rel_step: float = 1e-5,
     one_sided: bool = False,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, float]:
     """(∇ₓ A, A) for A = 1 − ⟨T, G⟩/(‖T‖‖G‖) without a second-order graph.
 
     One ordinary backward gives G (and records the activation pattern when ``frozen``); then
@@ -187,4 +187,4 @@ def alignment_input_gradient(
         scale = 1.0
     derivative = direction_derivative(model, params, x, y, loss_fn, direction,
                                       recorder.patterns if recorder else None, rel_step, base_gradient) * scale
-    return -derivative, torch.tensor(1 - dot / (t_norm * g_norm))
+    return -derivative, 1 - dot / (t_norm * g_norm)

@@ -82,11 +82,10 @@ class Alignment(PGDAttack):
     def objective_gradient(self, x_in: Tensor, y: Tensor) -> tuple[Tensor, float]:
         if self.backend == "double":
             return super().objective_gradient(x_in, y)
-        grad, value = alignment_input_gradient(
+        return alignment_input_gradient(
             self.model, self.params, x_in, y, self.loss_fn, self.target, detach_norm=self.per_image,
             frozen=self.backend.startswith("fd-frozen"), rel_step=self.fd_step,
             one_sided=self.backend == "fd-frozen-1s")
-        return grad, float(value)
 
     def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
         if self.per_image:
