@@ -6,6 +6,10 @@ target alignment gradient of the batch, joint variant), measures the peak extra 
 (each in a fresh process, as the peak over the floor's peak: RSS on CPU, allocated on CUDA) and the
 agreement of its gradient with double backprop (cosine, sign agreement). Random weights, BatchNorm
 in eval mode, as in the issue's table.
+
+``fd-frozen-lag`` computes G only every ``refresh`` steps, so its time is that of a whole cycle of
+``refresh`` consecutive steps divided by ``refresh``, and its agreement is that of the step after a
+refresh: G from a random start in the ε-ball (8/255), the gradient at the unperturbed batch.
 """
 from __future__ import annotations
 
@@ -95,10 +99,12 @@ def _measure(model_key: str, backend: str | None, args: argparse.Namespace, queu
             torch.autograd.grad(loss_fn(model, xi, y).sum(), xi)
     else:
         attack = Alignment(model, target, backend=backend, loss_fn=loss_fn)
+        cycle = attack.one_sided.refresh if attack.one_sided is not None else 1
 
         def step():
-            attack.step_gradient(x, y, torch.zeros_like(x).requires_grad_(True))
-    seconds = _time(step, args.repeats, dev)
+            for _ in range(cycle):
+                attack.step_gradient(x, y, torch.zeros_like(x).requires_grad_(True))
+    seconds = _time(step, args.repeats, dev) / (1 if backend is None else cycle)
     queue.put((seconds, _peak_mb(dev)))
 
 
@@ -135,6 +141,8 @@ def _agreement(model_key: str, backends: list[str], args: argparse.Namespace) ->
     grads = {}
     for backend in backends:
         attack = Alignment(model, target, backend=backend, loss_fn=loss_fn)
+        if attack.one_sided is not None and attack.one_sided.refresh > 1:  # G one step old
+            attack.step_gradient(x, y, attack.random_delta(x).requires_grad_(True))
         grads[backend] = attack.step_gradient(x, y, torch.zeros_like(x).requires_grad_(True))[0].flatten()
     ref = grads["double"]
     return {b: (float(F.cosine_similarity(ref, g, dim=0)), float((ref.sign() == g.sign()).float().mean()))

@@ -7,13 +7,13 @@ from faceguard.backends import BACKENDS
 
 def test_speed_benchmark_writes_rows_for_each_backend(tmp_path):
     out = tmp_path / "speed"
-    assert main(["speed", "--models", "cifar-resnet18", "--backends", "fd-frozen", "--width", "0.125",
+    assert main(["speed", "--models", "cifar-resnet18", "--backends", "fd-frozen", "fd-frozen-lag", "--width", "0.125",
                  "--batch", "4", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["command"].startswith("python -m benchmarks speed")
     assert result["default_backend"] in BACKENDS
     rows = {row["backend"]: row for row in result["rows"]}
-    assert set(rows) == {"double", "fd-frozen"}
+    assert set(rows) == {"double", "fd-frozen", "fd-frozen-lag"}
     for row in rows.values():
         assert {"model", "backend", "ratio_to_floor", "seconds_per_step", "peak_mb", "cosine",
                 "sign_agreement"} <= set(row)
@@ -21,4 +21,6 @@ def test_speed_benchmark_writes_rows_for_each_backend(tmp_path):
         assert row["ratio_to_floor"] > 0 and row["seconds_per_step"] > 0 and row["peak_mb"] >= 0
     assert rows["double"]["cosine"] > 0.9999 and rows["double"]["sign_agreement"] == 1.0
     assert rows["fd-frozen"]["cosine"] >= 0.999 and rows["fd-frozen"]["sign_agreement"] >= 0.99
+    # a G from a random start in the ε-ball: close to, but not, the exact gradient
+    assert 0.9 <= rows["fd-frozen-lag"]["cosine"] < 0.99999
     assert "| cifar-resnet18 | fd-frozen |" in out.with_suffix(".md").read_text()

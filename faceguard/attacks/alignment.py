@@ -10,7 +10,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from faceguard.attacks.base import PGDAttack, Preprocess
-from faceguard.backends import BACKENDS, alignment_input_gradient
+from faceguard.backends import BACKENDS, OneSidedAlignmentGradient, alignment_input_gradient
 from faceguard.gradients import flat_dot, flat_norm, param_gradient, per_sample_alignment
 from faceguard.losses import LossFn, cross_entropy
 from faceguard.regularizers import Regularizer
@@ -33,7 +33,9 @@ class Alignment(PGDAttack):
     ``backend`` picks how ∇Δ A is computed (see :mod:`faceguard.backends`): ``double`` (double
     backprop, exact), ``fd-frozen`` (finite difference with the activation pattern frozen: equal to
     ``double`` to O(h²), no second-order graph), ``fd-frozen-1s`` (its one-sided form, reusing the
-    input gradient of the pass that computes G: one pass fewer), ``fd`` (plain finite difference).
+    input gradient of the pass that computes G: one pass fewer), ``fd-frozen-lag`` (``fd-frozen-1s``
+    with G recomputed only every ``fd_refresh`` steps and u built from the last one in between: not
+    the exact gradient between refreshes), ``fd`` (plain finite difference).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Alignment(PGDAttack):
         chunk_size: int = 16,
         backend: str = "double",
         fd_step: float = 1e-5,
+        fd_refresh: int = 2,
         preprocess: Preprocess | None = None,
     ) -> None:
         super().__init__(model, eps, steps, restarts, step_size, augment, regularizer, reg_weight,
@@ -71,6 +74,10 @@ class Alignment(PGDAttack):
         self.target = [t.detach().to(p.device, p.dtype) for t, p in zip(target_grad, self.params)]
         self.target_norm = flat_norm(self.target)
         self.chunk_size = chunk_size
+        self.one_sided = OneSidedAlignmentGradient(
+            model, self.params, loss_fn, self.target, detach_norm=self.per_image,
+            refresh=fd_refresh if backend == "fd-frozen-lag" else 1, rel_step=fd_step,
+        ) if backend in ("fd-frozen-1s", "fd-frozen-lag") else None
 
     def objective(self, x_in: Tensor, y: Tensor) -> Tensor:
         grads = param_gradient(self.model, self.params, x_in, y, self.loss_fn, create_graph=True)
@@ -82,10 +89,16 @@ class Alignment(PGDAttack):
     def objective_gradient(self, x_in: Tensor, y: Tensor) -> tuple[Tensor, float]:
         if self.backend == "double":
             return super().objective_gradient(x_in, y)
+        if self.one_sided is not None:
+            return self.one_sided(x_in, y)
         return alignment_input_gradient(
             self.model, self.params, x_in, y, self.loss_fn, self.target, detach_norm=self.per_image,
-            frozen=self.backend.startswith("fd-frozen"), rel_step=self.fd_step,
-            one_sided=self.backend == "fd-frozen-1s")
+            frozen=self.backend == "fd-frozen", rel_step=self.fd_step)
+
+    def _descend(self, x: Tensor, y: Tensor, delta: Tensor) -> list[float]:
+        if self.one_sided is not None:
+            self.one_sided.reset()  # every descent starts from a fresh G
+        return super()._descend(x, y, delta)
 
     def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
         if self.per_image:
