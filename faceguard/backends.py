@@ -41,8 +41,9 @@ from faceguard.gradients import flat_dot
 from faceguard.losses import LossFn
 
 BACKENDS = ("double", "fd-frozen", "fd-frozen-1s", "fd-frozen-lag", "fd")
-# What crafting uses unless told otherwise: the exact gradient at 0.83x double backprop's time per
-# step, and victims as damaged as with double or fd at equal steps and equal time (issue #8,
+# What crafting uses unless told otherwise: the exact gradient at ~0.65x double backprop's time per
+# step, victims as damaged as with double or fd at equal steps and equal time, and the strongest
+# point estimate against the faster one-sided backends at equal time (issue #8,
 # benchmarks/results/cifar10-cpu-backends.md and speed.md).
 DEFAULT_BACKEND = "fd-frozen"
 
