@@ -115,8 +115,8 @@ def list_norm(tensors: list[Tensor]) -> float:
 class _Displacement:
     """Moves the parameters to θ + a·u for one pass and puts θ back bit-exactly afterwards.
 
-    Unless a pass asks for ``weights_need_grad``, the parameters do not require a gradient during it,
-    so its backward computes the input gradient only (no weight-gradient half).
+    Moved parameters do not require a gradient, so a pass's backward computes the input gradient
+    only (no weight-gradient half).
     """
 
     def __init__(self, params: Sequence[Tensor]) -> None:
@@ -124,13 +124,17 @@ class _Displacement:
         self.originals = [p.detach().clone() for p in self.params]
         self.flags = [p.requires_grad for p in self.params]
 
-    def move(self, direction: list[Tensor], amount: float, weights_need_grad: bool = False) -> None:
+    def move(self, direction: list[Tensor], amount: float) -> None:
+        """θ ← θ₀ + amount·u, for an input-gradient-only pass."""
         with torch.no_grad():
             torch._foreach_copy_(self.params, self.originals)
-            if amount:
-                torch._foreach_add_(self.params, direction, alpha=amount)
+            torch._foreach_add_(self.params, direction, alpha=amount)
+        self.need_weight_gradients(False)
+
+    def need_weight_gradients(self, flag: bool) -> None:
+        """Whether the next pass's backward also computes ∇θ (at the current θ)."""
         for p in self.params:
-            p.requires_grad_(weights_need_grad)
+            p.requires_grad_(flag)
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -253,7 +257,7 @@ class OneSidedAlignmentGradient:
         self._steps += 1
         recorder, moved = ActivationPattern(), _Displacement(self.params)
         try:
-            moved.move([], 0.0, weights_need_grad=refresh)  # at θ; G only on refresh steps
+            moved.need_weight_gradients(refresh)  # at θ; G only on refresh steps
             base, grads, loss = _gradients(self.model, x, y, self.loss_fn, recorder,
                                            self.params if refresh else ())
             if refresh:
