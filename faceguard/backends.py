@@ -264,7 +264,8 @@ class OneSidedAlignmentGradient:
                 self._direction, self._scale, self._value = _alignment_direction(
                     self.target, grads, self.detach_norm)
                 self._along = float(flat_dot(self._direction, grads))
-            h = _step_size(self.params, self._direction, self.rel_step)
+                self._h = _step_size(self.params, self._direction, self.rel_step)
+            h = self._h
             moved.move(self._direction, h)
             shifted, _, loss_shifted = _gradients(self.model, x, y, self.loss_fn, ActivationPattern(recorder.patterns))
         finally:
