@@ -161,22 +161,19 @@ def _step_size(params: Sequence[Tensor], direction: Sequence[Tensor], rel_step: 
 def direction_derivative(
     model: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, loss_fn: LossFn,
     direction: Sequence[Tensor], patterns: list[Tensor] | None, rel_step: float = 1e-5,
-    base_gradient: Tensor | None = None,
 ) -> Tensor:
-    """∇ₓ⟨u, ∇θ Σ loss(x)⟩ by a central difference of input gradients at θ ± h·u, or by a one-sided
-    difference against ``base_gradient`` = ∇ₓ Σ loss at θ when it is given."""
+    """∇ₓ⟨u, ∇θ Σ loss(x)⟩ by a central difference of input gradients at θ ± h·u (the one-sided
+    difference is :class:`OneSidedAlignmentGradient`)."""
     direction = list(direction)
     h = _step_size(params, direction, rel_step)
     moved, grads = _Displacement(params), []
     try:
-        for sign in (1.0,) if base_gradient is not None else (1.0, -1.0):
+        for sign in (1.0, -1.0):
             moved.move(direction, sign * h)
             pattern = None if patterns is None else ActivationPattern(patterns)
             grads.append(_gradients(model, x, y, loss_fn, pattern)[0])
     finally:
         moved.restore()
-    if base_gradient is not None:
-        return (grads[0] - base_gradient) / h
     return (grads[0] - grads[1]) / (2 * h)
 
 
