@@ -208,9 +208,9 @@ def cifar10_cpu() -> ClassificationConfig:
         # fd-frozen per step)
         extra_rows=_extras("resnet18")
         + _backend_rows("resnet18", {"double": 22, "fd": 35, "fd-frozen-1s": 41, "fd-frozen-lag": 48})
+        + _craft_seed_rows("resnet18", [Poison("alignment-joint", 8, backend="fd-frozen-1s", steps=41)], (1, 2))
         + _craft_seed_rows("resnet18", [Poison("alignment-joint", 8),
-                                        Poison("alignment-joint", 8, backend="fd-frozen-1s", steps=41),
-                                        Poison("alignment-joint", 8, backend="fd-frozen-lag", steps=48)], (1, 2)))
+                                        Poison("alignment-joint", 8, backend="fd-frozen-lag", steps=48)], (1, 2, 3, 4, 5)))
 
 
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu}

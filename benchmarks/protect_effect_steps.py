@@ -135,8 +135,9 @@ class TreeOutcome:
 def protect_trees(work: Path, profile: Profile, eps: int, steps: int, aligned: bool, device: torch.device,
                   quiet: bool, log: Log) -> dict[str, TreeOutcome]:
     """Both photo trees through the product's ``protect_folder`` (resumed by its manifest)."""
+    from faceguard.manifest import MANIFEST
     from faceguard.protect import Protector
-    from faceguard.protect_folder import MANIFEST, FolderOptions, protect_folder
+    from faceguard.protect_folder import FolderOptions, protect_folder
 
     protector = Protector(profile, eps=eps, steps=steps, device=str(device), aligned=aligned)
     outcomes = {}

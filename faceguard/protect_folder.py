@@ -5,7 +5,8 @@ PHOTOS are reported, not followed) gets one outcome: ``protected`` (written with
 format, or as PNG with ``fmt="png"``), ``no_face`` (copied unchanged) or ``error`` (one line; the
 run goes on). Originals are only read, and the output folder may not overlap PHOTOS.
 
-The manifest ``OUT/manifest.json`` is rewritten (atomically) as each photo finishes. A rerun skips
+The manifest ``OUT/manifest.json`` records each photo as it finishes (through an append-only
+journal, :mod:`faceguard.manifest`, so a large corpus does not rewrite it per photo). A rerun skips
 every photo whose entry is finished under the same settings, whose input still has the recorded
 SHA-256 and whose output still has its recorded SHA-256: killing a run loses at most the photo in
 flight, and since outputs are written to a temporary file and renamed, never leaves a truncated
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceguard.manifest import MANIFEST, Manifest
 from faceguard.photo import SUFFIX_FORMATS, is_lossless, photo_metrics, read_photo, write_photo
 from faceguard.protect import Protector
 from faceguard.protect_identities import (centre_lists, cluster_names, identity_key, mean_centres)
@@ -29,10 +31,8 @@ from recognition.align_cli import find_photos, one_line
 from recognition.atomic import write_bytes_atomic
 from recognition.checkpoint import file_sha256
 
-MANIFEST = "manifest.json"
 REPORT = "report.html"
 STATUSES = ("protected", "no_face", "error")
-FINISHED = ("protected", "no_face")
 
 
 @dataclass
@@ -113,34 +113,6 @@ def _remove_stale_temporaries(out: Path) -> None:
                 path.unlink()
 
 
-class Manifest:
-    """``OUT/manifest.json``: settings, per-file entries, identity centres; saved atomically."""
-
-    def __init__(self, path: Path, settings: dict, command: str) -> None:
-        self.path, self.settings = path, settings
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        same = data.get("settings") == settings
-        if data and not same:
-            print(f"protect: settings differ from {path}; every photo is protected again", file=sys.stderr)
-        self.files: dict[str, dict] = data.get("files", {}) if same else {}
-        self.centres: dict[str, list[float]] = data.get("centres", {}) if same else {}
-        self.clusters: dict[str, list[str]] = data.get("clusters", {}) if same else {}
-        self.command = command
-
-    def finished(self, rel: str, input_sha: str, out_dir: Path) -> bool:
-        entry = self.files.get(rel)
-        if not entry or entry.get("status") not in FINISHED or entry.get("input_sha256") != input_sha:
-            return False
-        output = out_dir / entry["output"]
-        return output.is_file() and file_sha256(output) == entry.get("output_sha256")
-
-    def save(self) -> None:
-        record = {"version": 1, "command": self.command, "settings": self.settings,
-                  "files": dict(sorted(self.files.items())), "centres": self.centres,
-                  "clusters": self.clusters}
-        write_bytes_atomic(self.path, (json.dumps(record, indent=1) + "\n").encode())
-
-
 def _settings(protector: Protector, options: FolderOptions) -> dict:
     """Everything that changes an output: a finished entry counts only under equal settings."""
     attack = protector.attack_options
@@ -178,76 +150,97 @@ def _protect_one(protector: Protector, source: Path, target: Path, fmt: str, fac
 
 def protect_folder(photos: Path, protector: Protector, options: FolderOptions) -> Summary:
     """Protect every photo of ``photos`` (a folder, or one file) as the module doc describes."""
-    from tqdm.auto import tqdm
-
     photos = Path(photos)
     out = Path(options.out) if options.out is not None else default_output(photos)
     root, rels, outside = _inputs(photos, out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
     manifest = Manifest(out / MANIFEST, _settings(protector, options), options.command)
-    summary = Summary(out=out)
-    errors = {rel.as_posix(): {"status": "error", "reason": "symlink to a file outside PHOTOS; not followed"}
-              for rel in outside}
-    targets = _output_names(rels, options.format, errors)
-
-    def record(rel: str, entry: dict, bar=None) -> None:
-        manifest.files[rel] = {"input": rel, **entry}
-        manifest.save()
-        summary.counts[entry["status"]] += 1
-        if entry["status"] == "protected":
-            summary.faces += entry["faces"]
-        if entry["status"] == "error":
-            (bar.write if bar is not None else print)(f"protect: {root / rel}: {entry['reason']}", file=sys.stderr)
-
-    for rel, entry in errors.items():
-        record(rel, entry)
-    todo, digests = [], {}
-    for rel, target in targets.items():
-        try:
-            digests[rel] = file_sha256(root / rel)
-        except OSError as exc:
-            record(rel, {"status": "error", "reason": one_line(exc)})
-            continue
-        if manifest.finished(rel, digests[rel], out):
-            summary.counts["skipped"] += 1
-        else:
-            todo.append(rel)
-    groups: dict[str | None, list[str]] = {}
-    for rel in todo:
-        key = identity_key(Path(rel), options.identities, photos.name)
-        groups.setdefault(None if options.identities == "cluster" else key, []).append(rel)
-
-    with tqdm(total=len(todo), unit="photo", desc="protect", disable=not options.progress or None) as bar:
-        for key, group in groups.items():
-            detected = {}
-            for rel in group:  # pass 1: faces and embeddings, so identity centres exist before crafting
-                try:
-                    pixels = read_photo(root / rel).pixels
-                    faces = protector.detect(pixels)
-                    detected[rel] = (faces, protector.embed_pixels(pixels, faces))
-                except Exception as exc:  # one bad photo must not stop the run
-                    record(rel, {"status": "error", "reason": one_line(exc)}, bar)
-                    bar.update(1)
-            names = _assign_names(detected, key, options.identities, manifest, protector)
-            for rel, (faces, _) in detected.items():
-                start = time.perf_counter()
-                try:
-                    entry = _protect_one(protector, root / rel, out / targets[rel], options.format,
-                                         faces, names[rel])
-                    entry |= {"output": targets[rel].as_posix(), "input_sha256": digests[rel],
-                              "output_sha256": file_sha256(out / targets[rel]),
-                              "eps": manifest.settings["eps"]}
-                except Exception as exc:  # one bad photo must not stop the run
-                    entry = {"status": "error", "reason": one_line(exc)}
-                record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)}, bar)
-                bar.update(1)
-    summary.clusters = manifest.clusters
+    run = _FolderRun(protector, manifest, root, out, options)
+    try:
+        run.protect_all(photos, rels, outside)
+    finally:
+        manifest.close()
+    run.summary.clusters = manifest.clusters
     if options.report:
         from faceguard.report import write_report
 
         write_report(out / REPORT, root, out, manifest.files, protector.eps)
-    return summary
+    return run.summary
+
+
+class _FolderRun:
+    """One protect run over a folder: outcomes go to the manifest and the summary as they come."""
+
+    def __init__(self, protector: Protector, manifest: Manifest, root: Path, out: Path,
+                 options: FolderOptions) -> None:
+        self.protector, self.manifest, self.root, self.out, self.options = protector, manifest, root, out, options
+        self.summary = Summary(out=out)
+        self.targets: dict[str, Path] = {}  # output path per input
+        self.digests: dict[str, str] = {}  # input SHA-256 per input
+        self.bar = None
+
+    def record(self, rel: str, entry: dict) -> None:
+        """Journal one file's outcome, count it, print its error line."""
+        self.manifest.record_file(rel, {"input": rel, **entry})
+        self.summary.counts[entry["status"]] += 1
+        if entry["status"] == "protected":
+            self.summary.faces += entry["faces"]
+        if entry["status"] == "error":
+            line = f"protect: {self.root / rel}: {entry['reason']}"
+            (self.bar.write if self.bar is not None else print)(line, file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def protect_all(self, photos: Path, rels: list[Path], outside: list[Path]) -> None:
+        """Record the symlinks and name clashes, skip finished photos, protect the rest by identity group."""
+        from tqdm.auto import tqdm
+
+        options = self.options
+        errors = {rel.as_posix(): {"status": "error", "reason": "symlink to a file outside PHOTOS; not followed"}
+                  for rel in outside}
+        self.targets = _output_names(rels, options.format, errors)
+        for rel, entry in errors.items():
+            self.record(rel, entry)
+        todo = []
+        for rel in self.targets:
+            try:
+                self.digests[rel] = file_sha256(self.root / rel)
+            except OSError as exc:
+                self.record(rel, {"status": "error", "reason": one_line(exc)})
+                continue
+            if self.manifest.finished(rel, self.digests[rel], self.out):
+                self.summary.counts["skipped"] += 1
+            else:
+                todo.append(rel)
+        groups: dict[str | None, list[str]] = {}
+        for rel in todo:
+            key = identity_key(Path(rel), options.identities, photos.name)
+            groups.setdefault(None if options.identities == "cluster" else key, []).append(rel)
+        with tqdm(total=len(todo), unit="photo", desc="protect", disable=not options.progress or None) as self.bar:
+            for key, group in groups.items():
+                self.protect_group(key, group)
+
+    def protect_group(self, key: str | None, group: list[str]) -> None:
+        """Detect and embed every photo of one identity group, name its faces, then protect each photo."""
+        protector, detected = self.protector, {}
+        for rel in group:  # pass 1: faces and embeddings, so identity centres exist before crafting
+            try:
+                pixels = read_photo(self.root / rel).pixels
+                faces = protector.detect(pixels)
+                detected[rel] = (faces, protector.embed_pixels(pixels, faces))
+            except Exception as exc:  # one bad photo must not stop the run
+                self.record(rel, {"status": "error", "reason": one_line(exc)})
+        names = _assign_names(detected, key, self.options.identities, self.manifest, protector)
+        for rel, (faces, _) in detected.items():
+            start, target = time.perf_counter(), self.out / self.targets[rel]
+            try:
+                entry = _protect_one(protector, self.root / rel, target, self.options.format, faces, names[rel])
+                entry |= {"output": self.targets[rel].as_posix(), "input_sha256": self.digests[rel],
+                          "output_sha256": file_sha256(target), "eps": self.manifest.settings["eps"]}
+            except Exception as exc:  # one bad photo must not stop the run
+                entry = {"status": "error", "reason": one_line(exc)}
+            self.record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)})
 
 
 def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manifest: Manifest,
@@ -260,17 +253,18 @@ def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manife
     if not rels:
         return {rel: [] for rel in detected}
     stacked = torch.cat(embeddings)
+    record: dict[str, dict] = {}
     if mode == "cluster":
         flat = cluster_names(stacked, manifest.centres)
+        record["clusters"] = {}
         for rel, name in zip(rels, flat):
-            manifest.clusters.setdefault(name, [])
-            if rel not in manifest.clusters[name]:
-                manifest.clusters[name].append(rel)
+            record["clusters"].setdefault(name, []).append(rel)
     else:
         flat = [key] * len(rels)
     centres = mean_centres(flat, stacked, manifest.centres)
     protector.centres.update(centres)
-    manifest.centres.update({n: c for n, c in centre_lists(centres).items() if n not in manifest.centres})
+    record["centres"] = {n: c for n, c in centre_lists(centres).items() if n not in manifest.centres}
+    manifest.add(record)
     names, position = {}, 0
     for rel, (faces, _) in detected.items():
         names[rel] = flat[position:position + len(faces)]

@@ -89,6 +89,7 @@ def test_hostile_inputs_one_line_each_and_the_run_goes_on(tmp_path, profile_path
 
 def test_killed_run_resumes_without_broken_outputs(tmp_path, profile_path):
     from faceguard.cli import main
+    from faceguard.manifest import read_manifest
 
     src = tmp_path / "photos"
     for k in range(4):
@@ -104,12 +105,12 @@ def test_killed_run_resumes_without_broken_outputs(tmp_path, profile_path):
     manifest = out / "manifest.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if manifest.is_file() and len(json.loads(manifest.read_text())["files"]) >= 1:
+        if manifest.is_file() and len(read_manifest(out)["files"]) >= 1:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = len(json.loads(manifest.read_text())["files"])
+    done = len(read_manifest(out)["files"])
     assert 1 <= done < 4, "the kill should land mid-run"
 
     assert main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "3",

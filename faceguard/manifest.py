@@ -1,0 +1,131 @@
+"""``OUT/manifest.json`` of a protect run, kept current by an append-only journal.
+
+The manifest holds the run's settings, one entry per input file and the identity centres (and
+clusters). Rewriting the whole file after every photo costs time linear in the entries so far, so
+a corpus of n photos costs O(n²): measured here, one rewrite took 0.08 s at 1,000 entries, 1.0 s at
+10,000 and 10.8 s at 100,000 — at 10,000 photos as much as the protection itself. Instead, each
+change is one JSON line appended to ``OUT/.manifest.journal`` (flushed before the next photo
+starts), and ``manifest.json`` is rewritten atomically only when the journal has grown as large as
+it and when the run ends: the bytes written stay linear in the number of photos.
+
+A killed run therefore loses at most the photo in flight: the next run reads ``manifest.json``,
+replays the journal over it (skipping the line a kill cut short) and carries on. Replaying is
+idempotent, so a kill between a rewrite and the journal's removal is harmless too. Mid-run,
+``manifest.json`` on its own is always complete JSON but may lag the journal;
+:func:`read_manifest` gives the current state.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from recognition.atomic import write_bytes_atomic
+from recognition.checkpoint import file_sha256
+
+MANIFEST = "manifest.json"
+JOURNAL = ".manifest.journal"
+FINISHED = ("protected", "no_face")
+
+
+def _journal_records(path: Path) -> list[dict]:
+    """The journal's records in order; a line that is not a whole JSON object (the one a kill cut
+    short) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _merge(files: dict, centres: dict, clusters: dict, record: dict) -> None:
+    """Apply one journal record: a ``file``'s ``entry``, new ``centres``, members added to ``clusters``."""
+    if "file" in record:
+        files[record["file"]] = record["entry"]
+    for name, centre in record.get("centres", {}).items():
+        centres.setdefault(name, centre)
+    for name, members in record.get("clusters", {}).items():
+        kept = clusters.setdefault(name, [])
+        kept.extend(rel for rel in members if rel not in kept)
+
+
+class Manifest:
+    """Settings, per-file entries and identity centres/clusters of one output folder.
+
+    Opening it loads ``manifest.json`` and its journal when their settings equal ``settings``
+    (otherwise every photo is protected again) and rewrites the file under the current settings.
+    :meth:`add` records a change, :meth:`close` writes the final file.
+    """
+
+    def __init__(self, path: Path, settings: dict, command: str) -> None:
+        self.path, self.settings, self.command = Path(path), settings, command
+        self.journal = self.path.with_name(JOURNAL)
+        data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        same = data.get("settings") == settings
+        if data and not same:
+            print(f"protect: settings differ from {self.path}; every photo is protected again", file=sys.stderr)
+        self.files: dict[str, dict] = data.get("files", {}) if same else {}
+        self.centres: dict[str, list[float]] = data.get("centres", {}) if same else {}
+        self.clusters: dict[str, list[str]] = data.get("clusters", {}) if same else {}
+        if same:
+            for record in _journal_records(self.journal):
+                _merge(self.files, self.centres, self.clusters, record)
+        self._journal_bytes = 0
+        self.save()
+
+    def add(self, record: dict) -> None:
+        """Apply ``record`` and append it to the journal; rewrite the manifest once the journal
+        is as large as it (so each rewrite is paid for by as many bytes of appended lines)."""
+        _merge(self.files, self.centres, self.clusters, record)
+        line = (json.dumps(record) + "\n").encode()
+        with open(self.journal, "ab") as handle:
+            handle.write(line)
+        self._journal_bytes += len(line)
+        if self._journal_bytes >= self._manifest_bytes:
+            self.save()
+
+    def record_file(self, rel: str, entry: dict) -> None:
+        """The outcome of one input file (``rel`` relative to PHOTOS)."""
+        self.add({"file": rel, "entry": entry})
+
+    def finished(self, rel: str, input_sha: str, out_dir: Path) -> bool:
+        """Whether ``rel`` was finished under these settings from an input with this SHA-256 and
+        its output is still the file then written."""
+        entry = self.files.get(rel)
+        if not entry or entry.get("status") not in FINISHED or entry.get("input_sha256") != input_sha:
+            return False
+        output = out_dir / entry["output"]
+        return output.is_file() and file_sha256(output) == entry.get("output_sha256")
+
+    def save(self) -> None:
+        """Rewrite ``manifest.json`` atomically with everything so far, then drop the journal."""
+        data = (json.dumps(self.state(), indent=1) + "\n").encode()
+        write_bytes_atomic(self.path, data)
+        self.journal.unlink(missing_ok=True)
+        self._manifest_bytes, self._journal_bytes = len(data), 0
+
+    def close(self) -> None:
+        """Write the final ``manifest.json`` (no journal is left behind)."""
+        if self._journal_bytes or self.journal.exists():
+            self.save()
+
+    def state(self) -> dict:
+        """The manifest as written to ``manifest.json``."""
+        return {"version": 1, "command": self.command, "settings": self.settings,
+                "files": dict(sorted(self.files.items())), "centres": self.centres, "clusters": self.clusters}
+
+
+def read_manifest(out: Path) -> dict:
+    """The current manifest of output folder ``out``, journal included (also while a run is going
+    on or after it was killed); read-only."""
+    path = Path(out) / MANIFEST
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for record in _journal_records(path.with_name(JOURNAL)):
+        _merge(data["files"], data["centres"], data["clusters"], record)
+    return data
