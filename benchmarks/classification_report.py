@@ -1,11 +1,13 @@
 """Markdown tables in the paper's layout for the classification benchmark (Tables 2–6, 8, 9)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from benchmarks.results import format_cell, markdown_table, plot_metric_vs_eps, write_results
+from benchmarks.results import format_cell, markdown_table, mean_stderr, plot_metric_vs_eps, write_results
 
 METRIC = "accuracy"
+CRAFT_SEED = re.compile(r"^(?P<family>.+)-c(?P<seed>\d+)$")  # alignment-joint-c3: crafting seed 3
 
 
 def _find(rows: list[dict], method: str, eps: int, victim: str, defense: str = "none") -> dict | None:
@@ -71,6 +73,7 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
         out.append("\n## Split surrogates at ε = 8 (Table 8)\n")
         out.append(markdown_table(["method", "accuracy"], [[m, _cell(_find(rows, m, 8, grey))]
                                                             for m in ["alignment-joint", *splits]]))
+    out += _crafting_seeds(rows, grey, config.get("crafting") or {})
     crafting = config.get("crafting") or {}
     if crafting:
         out.append("\n## Crafting\n")
@@ -80,6 +83,39 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
     if config.get("timings"):
         out.append("\n" + ", ".join(f"{k}: {v}" for k, v in config["timings"].items()) + "\n")
     return "\n".join(out)
+
+
+def _mean_se(values: list[float]) -> str:
+    mean, stderr = mean_stderr(values)
+    return f"{mean:.2f} ± {stderr:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def _crafting_seeds(rows: list[dict], grey: str, crafting: dict) -> list[str]:
+    """Poisons crafted with several crafting seeds (``-cN``; no suffix = seed 0) at ε = 8 on the
+    grey-box victim: each poison's mean over its victims, their mean ± s.e. over crafting seeds,
+    and the difference to ``alignment-joint`` paired by crafting seed (the same random start)."""
+    families: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        if (row["eps"], row["victim"], row["defense"]) == (8, grey, "none") and row["method"].startswith("alignment"):
+            match = CRAFT_SEED.match(row["method"])
+            family, seed = (match["family"], int(match["seed"])) if match else (row["method"], 0)
+            families.setdefault(family, {})[seed] = row
+    families = {f: dict(sorted(p.items())) for f, p in families.items() if len(p) > 1}
+    if not families:
+        return []
+    reference = families.get("alignment-joint", {})
+    lines = []
+    for family, poisons in families.items():
+        losses = [crafting.get(f"{r['method']}-eps8", {}).get("loss") for r in poisons.values()]
+        losses = [v for v in losses if v is not None]
+        paired = [r[METRIC] - reference[s][METRIC] for s, r in poisons.items() if s in reference]
+        lines.append([family, ", ".join(map(str, poisons)), " / ".join(f"{r[METRIC]:.2f}" for r in poisons.values()),
+                      _mean_se([r[METRIC] for r in poisons.values()]),
+                      f"{min(losses):.3f}–{max(losses):.3f}" if losses else "–",
+                      _mean_se(paired) if family != "alignment-joint" and len(paired) > 1 else "–"])
+    return ["\n## Crafting seeds at ε = 8, grey-box victim (issue #8)\n",
+            markdown_table(["poison", "crafting seeds", "per poison (mean over victims)", "mean ± s.e. over poisons",
+                            "kept loss", "− alignment-joint, paired by crafting seed"], lines)]
 
 
 def write_report(name: str, config: dict, command: str, rows: list[dict], out_dir: Path,

@@ -141,3 +141,24 @@ def test_poison_labels_name_backend_steps_and_crafting_seed():
     assert poison.label == "alignment-joint-fd-frozen-1s-s41-c2" and poison.key == poison.label + "-eps8"
     labels = {r.poison.label for r in get_config("cifar10-cpu", {}).extra_rows}
     assert {"alignment-joint-c1", "alignment-joint-c2", "alignment-joint-fd-frozen-1s-s41-c1"} <= labels
+
+
+def test_crafting_seed_section_pairs_poisons_by_crafting_seed():
+    from benchmarks.classification_report import markdown
+
+    def row(method: str, accuracy: float) -> dict:
+        return {"method": method, "eps": 8, "victim": "resnet18", "defense": "none", "seeds": [0, 1],
+                "accuracy": accuracy, "accuracy_stderr": 0.5}
+
+    rows = [row("alignment-joint", 30.0), row("alignment-joint-c1", 32.0), row("alignment-joint-c2", 31.0),
+            row("alignment-joint-fd-frozen-lag-s48", 31.0), row("alignment-joint-fd-frozen-lag-s48-c1", 32.0),
+            row("alignment-joint-fd-frozen-lag-s48-c2", 34.0), row("alignment-joint-t10", 35.0)]
+    crafting = {"alignment-joint-eps8": {"loss": 0.2}, "alignment-joint-c1-eps8": {"loss": 0.25},
+                "alignment-joint-c2-eps8": {"loss": 0.22}}
+    page = markdown("x", {"crafting": {k: {**v, "seconds": 1, "steps": 30, "linf": 8} for k, v in crafting.items()}},
+                    "cmd", rows)
+    section = page.split("## Crafting seeds")[1].split("\n## ")[0]
+    assert "| alignment-joint | 0, 1, 2 | 30.00 / 32.00 / 31.00 | 31.00 ± 0.58 | 0.200–0.250 | – |" in section
+    # differences 1, 0, 3 to the same crafting seed of alignment-joint: mean 1.33, s.e. 0.88
+    assert "| alignment-joint-fd-frozen-lag-s48 | 0, 1, 2 | 31.00 / 32.00 / 34.00 | 32.33 ± 0.88 | – | 1.33 ± 0.88 |" in section
+    assert "t10" not in section  # one crafting seed only: not a family
