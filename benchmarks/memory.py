@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+from faceguard.backends import DEFAULT_BACKEND
 from recognition.checkpoint import file_sha256
 
 _CHILD = """
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             command = [sys.executable, "-m", "faceguard.cli", "poison", str(data), "--eps", "8", "--out",
                        str(tmp / f"out-{size}"), "--surrogate", str(surrogate), "--steps", str(args.steps),
                        "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--backend",
-                       "fd-frozen", "--quiet"]
+                       DEFAULT_BACKEND, "--quiet"]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             start = time.perf_counter()
             result = subprocess.run([sys.executable, "-c", _CHILD, *command], env=env, capture_output=True,
@@ -93,12 +94,14 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(rows[-1]), flush=True)
     ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     config = {"data": archive.name, "data_sha256": file_sha256(archive), "surrogate": "resnet18 width 0.125",
-              "steps": args.steps, "threads": args.threads, "peak_ratio_largest_to_smallest": round(ratio, 3)}
+              "steps": args.steps, "backend": DEFAULT_BACKEND, "threads": args.threads,
+              "peak_ratio_largest_to_smallest": round(ratio, 3)}
     out = Path(args.out)
     write_results("memory", config, args.command_line, rows, out)
     table = markdown_table(["images", "peak RSS (MB)", "seconds"],
                            [[r["images"], r["peak_rss_mb"], r["seconds"]] for r in rows])
     (out / "memory.md").write_text(f"# Peak memory of faceguard poison vs corpus size\n\nCommand: "
-                                   f"`{args.command_line}`\n\n{table}\nLargest / smallest: {ratio:.3f}×\n")
+                                   f"`{args.command_line}` (backend `{DEFAULT_BACKEND}`)\n\n{table}\n"
+                                   f"Largest / smallest: {ratio:.3f}×\n")
     print(f"peak RSS ratio {ratio:.3f}; wrote {out / 'memory.json'}, {out / 'memory.md'}")
     return 0

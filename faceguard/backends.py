@@ -41,11 +41,16 @@ from faceguard.gradients import flat_dot
 from faceguard.losses import LossFn
 
 BACKENDS = ("double", "fd-frozen", "fd-frozen-1s", "fd-frozen-lag", "fd")
-# What crafting uses unless told otherwise: the exact gradient at ~0.65x double backprop's time per
-# step, victims as damaged as with double or fd at equal steps and equal time, and the strongest
-# point estimate against the faster one-sided backends at equal time (issue #8,
-# benchmarks/results/cifar10-cpu-backends.md and speed.md).
-DEFAULT_BACKEND = "fd-frozen"
+# Corpus crafting (``faceguard poison``, ``CraftSettings``): 2.08x / 2.30x the floor and 2.04x /
+# 2.38x faster than double backprop per step (CIFAR ResNet-18 / face IR-18, speed.md); at equal time
+# on cifar10-cpu its victims are as damaged as fd-frozen's (6 crafting x 5 victim seeds, paired
+# difference -0.02 +- 0.26 points, cifar10-cpu-backends-craftseeds.md), and at the paper's 240 steps
+# it reaches fd-frozen's kept loss (0.1535 / 0.1537 vs 0.1536 / 0.1499) in ~0.7x the time (issue #8).
+DEFAULT_BACKEND = "fd-frozen-lag"
+# Per-photo protection (``faceguard protect``, 10 steps): with so few steps G goes stale between
+# refreshes, and fd-frozen reached a lower loss in equal time on the bundle's 20 faces (10 steps,
+# 23.7 s: A 0.705; fd-frozen-lag 16 steps, 25.6 s: 0.720), so protect keeps the exact gradient.
+PROTECT_BACKEND = "fd-frozen"
 
 _RELU = {F.relu, torch.relu}
 _PRELU = {F.prelu, torch.prelu}

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from faceguard.attacks import Alignment
-from faceguard.backends import DEFAULT_BACKEND
+from faceguard.backends import PROTECT_BACKEND
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile import Profile, load_profile
 from faceguard.protect_warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
@@ -109,7 +109,7 @@ class Protector:
     def __init__(self, profile: Profile | str | Path | None = None, eps: float = 16,
                  steps: int = DEFAULT_STEPS, restarts: int = 1, variant: str = "joint",
                  regularizer: str | None = None, reg_weight: float = 0.0, device: str = "auto",
-                 seed: int = 0, backend: str = DEFAULT_BACKEND, detector: FaceDetector | None = None,
+                 seed: int = 0, backend: str = PROTECT_BACKEND, detector: FaceDetector | None = None,
                  aligned: bool = False) -> None:
         self.device = resolve_device(device)
         if not isinstance(profile, Profile):
