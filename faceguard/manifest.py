@@ -112,7 +112,7 @@ class Manifest:
 
     def close(self) -> None:
         """Write the final ``manifest.json`` (no journal is left behind)."""
-        if self._journal_bytes or self.journal.exists():
+        if self._journal_bytes:
             self.save()
 
     def state(self) -> dict:

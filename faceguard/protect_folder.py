@@ -14,7 +14,6 @@ one (temporary files of a killed run are removed at the next start).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import Counter
@@ -264,7 +263,8 @@ def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manife
     centres = mean_centres(flat, stacked, manifest.centres)
     protector.centres.update(centres)
     record["centres"] = {n: c for n, c in centre_lists(centres).items() if n not in manifest.centres}
-    manifest.add(record)
+    if any(record.values()):
+        manifest.add(record)
     names, position = {}, 0
     for rel, (faces, _) in detected.items():
         names[rel] = flat[position:position + len(faces)]
