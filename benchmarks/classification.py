@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -28,12 +29,17 @@ from safetensors.torch import load_file, save_file
 from benchmarks.classification_configs import CLEAN, ClassificationConfig, Net, Poison, Row, get_config
 from benchmarks.classification_report import write_report
 from benchmarks.defenses import apply_data_defense, train_dp_sgd
-from benchmarks.results import RESULTS_DIR, summarize, write_json_atomic
+from benchmarks.results import RESULTS_DIR, summarize
 from faceguard.gradients import load_gradient, save_gradient, target_gradient
-from faceguard.poison import CraftSettings, build_attack, craft_tensor_dataset
-from recognition.checkpoint import file_sha256, load_model, save_checkpoint
+from faceguard.attacks import build_attack
+from faceguard.poison import craft_tensor_dataset
+from faceguard.registry import METHODS
+from faceguard.settings import CraftSettings
+from recognition.checkpoint import load_model, save_checkpoint
+from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
 from recognition.datasets import ImageTensorDataset, default_data_dir, load_cifar10
-from recognition.distributed import resolve_device
+from recognition.device import resolve_device
+from recognition.files import file_sha256, write_json_atomic
 from recognition.models import create_model
 from recognition.training import TrainConfig, evaluate_accuracy, train_classifier
 
@@ -44,19 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="cifar10-cpu or cifar10-paper")
     parser.add_argument("--extras", action="store_true",
                         help="also run defenses, regularisers, target subsets and split surrogates")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a scalar config field, e.g. --set steps=60 (repeatable)")
-    parser.add_argument("--only", default=None,
-                        help="comma-separated method labels to run, exactly as in the results "
-                             "(e.g. clean,alignment-joint,alignment-joint-t10)")
-    parser.add_argument("--eps", default=None, help="comma-separated ε values to run (clean rows always run)")
-    parser.add_argument("--victims", default=None, help="comma-separated victims to run (default: all)")
-    parser.add_argument("--defenses", default=None, help="comma-separated defenses to run (e.g. none; default: all)")
-    parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
+    add_set_option(parser, "override scalar config fields")
+    parser.add_argument("--only", nargs="+", default=None, metavar="METHOD",
+                        help="method labels to run, exactly as in the results "
+                             "(e.g. clean alignment-joint alignment-joint-t10)")
+    parser.add_argument("--eps", type=int, nargs="+", default=None, help="ε values to run (clean rows always run)")
+    parser.add_argument("--victims", nargs="+", default=None, help="victims to run (default: all)")
+    parser.add_argument("--defenses", nargs="+", default=None, help="defenses to run (e.g. none; default: all)")
+    add_data_option(parser)
     parser.add_argument("--work", default=None, help="cache folder (default runs/classification/CONFIG)")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for {config}.json/.md/.png")
+    add_out_option(parser, "folder for NAME.json/.md/.png", default=RESULTS_DIR)
     parser.add_argument("--name", default=None, help="results file name (default: the config name)")
-    parser.add_argument("--device", default="auto")
+    add_device_option(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per worker with --jobs)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes sharing the rows (each poison and its victims stay in one worker)")
@@ -65,12 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = dict(item.split("=", 1) for item in args.set)
-    config = get_config(args.config, overrides)
+    config = get_config(args.config, args.set)
+    overrides = dict(item.split("=", 1) for item in args.set)  # as recorded in the results
     rows = select_rows(config.rows + (config.extra_rows if args.extras else []), args.only, args.victims, args.eps,
                        args.defenses)
     work = Path(args.work or f"runs/classification/{config.name}")
-    bench = ClassificationBenchmark(config, Path(args.data) if args.data else default_data_dir(), work,
+    bench = ClassificationBenchmark(config, args.data or default_data_dir(), work,
                                     resolve_device(args.device))
     headline = set(config.rows)
     if args.jobs > 1:
@@ -79,19 +84,19 @@ def run(args: argparse.Namespace) -> int:
     runs = bench.run_rows(rows, config.seeds, config.extra_seeds, headline)
     name = args.name or config.name
     paths = write_report(name, bench.describe(overrides, rows), args.command_line, summarize(runs, [METRIC]),
-                         Path(args.out), bench.timings)
+                         args.out, bench.timings)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
-def select_rows(rows: list[Row], only: str | None, victims: str | None, eps: str | None = None,
-                defenses: str | None = None) -> list[Row]:
-    """Rows whose method label (exact) / victim / ε / defense is in the comma-separated filters
+def select_rows(rows: list[Row], only: Collection[str] | None, victims: Collection[str] | None,
+                eps: Collection[int] | None = None, defenses: Collection[str] | None = None) -> list[Row]:
+    """Rows whose method label (exact) / victim / ε / defense is in the given filters
     (None keeps all; clean rows pass the ε filter)."""
-    methods = set(only.split(",")) if only else None
-    wanted = set(victims.split(",")) if victims else None
-    eps_values = {int(e) for e in eps.split(",")} if eps else None
-    kept_defenses = set(defenses.split(",")) if defenses else None
+    methods = set(only) if only else None
+    wanted = set(victims) if victims else None
+    eps_values = set(eps) if eps else None
+    kept_defenses = set(defenses) if defenses else None
     return [r for r in rows if (methods is None or r.poison.label in methods)
             and (wanted is None or r.victim in wanted)
             and (eps_values is None or r.poison == CLEAN or r.poison.eps in eps_values)
@@ -234,19 +239,20 @@ class ClassificationBenchmark:
     def _craft(self, poison: Poison) -> tuple[torch.Tensor, dict]:
         cfg = self.config
         steps = poison_steps(cfg, poison)
-        settings = CraftSettings(steps=steps, restarts=cfg.restarts, step_size=cfg.step_size, augment=cfg.augment,
-                                 backend=poison.backend or cfg.backend,
-                                 regularizer=poison.regularizer, reg_weight=poison.reg_weight,
-                                 batch_size=cfg.craft_batch, seed=poison.seed)
+        settings = CraftSettings.from_label(
+            poison.method, eps=poison.eps, steps=steps, restarts=cfg.restarts, step_size=cfg.step_size,
+            augment=cfg.augment, backend=poison.backend or cfg.backend, regularizer=poison.regularizer or "none",
+            reg_weight=poison.reg_weight, batch_size=cfg.craft_batch, seed=poison.seed)
         k = round(1 / poison.split_fraction)
         parts = [None] if k == 1 else [(j, k) for j in range(k)]
         images, losses, seconds = self.train.images.clone(), [], 0.0
         for part in parts:
             model = self.surrogate(part)
-            target = self.target(model, poison.target_fraction, part) if poison.method.startswith("alignment") else None
+            needs_target = METHODS.get(settings.method).needs_target
+            target = self.target(model, poison.target_fraction, part) if needs_target else None
             index = torch.arange(len(self.train)) if part is None else self._part(part)
-            attack = build_attack(poison.method, model, poison.eps / 255, settings, target)
-            outcome = craft_tensor_dataset(attack, self.train.images[index], self.train.labels[index], settings,
+            attack = build_attack(model, settings, target)
+            outcome = craft_tensor_dataset(attack, self.train.images[index], self.train.labels[index],
                                            desc=poison.key)
             images[index] = outcome.images
             losses += outcome.batch_losses

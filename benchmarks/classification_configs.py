@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from recognition.cli import parse_set
+
 
 @dataclass(frozen=True)
 class Net:
@@ -113,25 +115,6 @@ class ClassificationConfig:
     dp_clip: float = 0.1
     dp_noise: float = 0.01
 
-    def with_overrides(self, overrides: dict[str, str]) -> ClassificationConfig:
-        """A copy with scalar fields replaced (``--set steps=40``); types follow the defaults."""
-        changes = {}
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        for key, text in overrides.items():
-            if key not in fields or key in ("surrogate", "victims", "rows", "extra_rows"):
-                raise ValueError(f"cannot override {key!r}; scalar fields: "
-                                 f"{sorted(k for k in fields if k not in ('surrogate', 'victims', 'rows', 'extra_rows'))}")
-            current = getattr(self, key)
-            if isinstance(current, tuple):
-                changes[key] = tuple(int(v) for v in text.split(","))
-            elif isinstance(current, bool):
-                changes[key] = text.lower() in ("1", "true", "yes")
-            elif current is None or key in ("train_per_class", "test_per_class", "baseline_steps"):
-                changes[key] = None if text.lower() == "none" else int(text)
-            else:
-                changes[key] = type(current)(text)
-        return dataclasses.replace(self, **changes)
-
 
 def _headline(eps_values: tuple[int, ...], grey_box: str, black_box: tuple[str, ...]) -> list[Row]:
     """Clean vs alignment at every ε on every victim; baselines and the independent variant at ε=8
@@ -216,8 +199,13 @@ def cifar10_cpu() -> ClassificationConfig:
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu}
 
 
-def get_config(name: str, overrides: dict[str, str] | None = None) -> ClassificationConfig:
-    """The named config with ``overrides`` applied."""
+# Fields ``--set`` cannot change: they name the config or say what is trained and measured.
+FROZEN = ("name", "surrogate", "victims", "rows", "extra_rows")
+
+
+def get_config(name: str, pairs: list[str] | tuple[str, ...] = ()) -> ClassificationConfig:
+    """The named config with ``--set`` ``KEY=VALUE`` pairs applied (typed by the field annotations)."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
-    return CONFIGS[name]().with_overrides(overrides or {})
+    config = CONFIGS[name]()
+    return dataclasses.replace(config, **parse_set(list(pairs), config, frozen=FROZEN))

@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.faces_configs import CONFIGS, FacesConfig, resolve_config
+from benchmarks.faces_configs import CONFIGS, FacesConfig, resolve_config, set_overrides
 from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_results
-from recognition.atomic import write_atomic
+from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
+from recognition.files import write_atomic
 
 IDENTIFICATION = ("top1", "top5")
 
@@ -28,7 +29,7 @@ IDENTIFICATION = ("top1", "top5")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Config choice, data locations, and overrides of the config's main fields."""
     parser.add_argument("--config", choices=sorted(CONFIGS), default="faces-cpu")
-    parser.add_argument("--data-dir", type=Path, help="data bundle (default: $FACEGUARD_DATA or ../shared/data)")
+    add_data_option(parser)
     parser.add_argument("--celeba", type=Path, help="CelebA root (identity_CelebA.txt, img_align_celeba/)")
     parser.add_argument("--bin-dir", type=Path, help="folder of insightface .bin sets (lfw.bin, cfp_fp.bin, ...)")
     parser.add_argument("--surrogate", help="surrogate backbone, e.g. ir50 for Table 10 (default: the config's)")
@@ -44,11 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--victim-epochs", type=int)
     parser.add_argument("--orl-pairs", type=int, help="ORL genuine (= impostor) pairs for orl.bin, 0 = none")
     parser.add_argument("--identities", type=int, help="use only this many identities (smoke runs)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                        help="override any other config field, e.g. size=64 craft_augment=true margin_losses=false")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    add_set_option(parser, "override any other config field")
+    add_device_option(parser)
     parser.add_argument("--name", help="results name (default: the config, -sur-MODEL with --surrogate)")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    add_out_option(parser, "folder for NAME.json/.md/.png", default=RESULTS_DIR)
 
 
 def _config(args: argparse.Namespace) -> FacesConfig:
@@ -60,26 +60,8 @@ def _config(args: argparse.Namespace) -> FacesConfig:
                  restarts=args.restarts, surrogate_epochs=args.surrogate_epochs, victim_epochs=args.victim_epochs,
                  orl_pairs=args.orl_pairs, **tuples)
     # explicit flags win over --set; resolve_config ignores the None (not given) ones
-    return resolve_config(args.config, **{**_field_overrides(args.set),
+    return resolve_config(args.config, **{**set_overrides(args.config, args.set),
                                           **{key: value for key, value in flags.items() if value is not None}})
-
-
-def _field_overrides(pairs: list[str]) -> dict:
-    """``FIELD=VALUE`` strings -> typed overrides of scalar FacesConfig fields (bools: true/false)."""
-    defaults = FacesConfig(name="")
-    overrides = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        default = getattr(defaults, key, None)
-        if not isinstance(default, (bool, int, float, str)) or key == "name" or not value:
-            raise SystemExit(f"--set {pair}: expected FIELD=VALUE for a scalar config field")
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false"):
-                raise SystemExit(f"--set {pair}: {key} takes true or false")
-            overrides[key] = value.lower() == "true"
-        else:
-            overrides[key] = type(default)(value)
-    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.faces_pipeline import load_face_data, restrict_identities, run_seed
     from recognition.datasets import default_data_dir
-    from recognition.training import resolve_device
+    from recognition.device import resolve_device
 
     config = _config(args)
     name = args.name or (config.name if args.surrogate is None else f"{config.name}-sur-{config.surrogate}")
     device = resolve_device(args.device)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="faces-") as work:
-        data = load_face_data(config, args.data_dir or default_data_dir(), args.celeba, args.bin_dir, Path(work))
+        data = load_face_data(config, args.data or default_data_dir(), args.celeba, args.bin_dir, Path(work))
     if args.identities:
         data = restrict_identities(data, args.identities)
     print(f"{name}: {len(data.pretrain)} pre-training images of {len(data.pretrain.classes)} identities, "
@@ -109,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                          log=lambda line: print(line, flush=True))
         _write(name, config, args, data.checksums, summarize(runs, metrics), metrics,
                round(time.perf_counter() - start), str(device))
-    print(f"wrote {Path(args.out_dir) / name}.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {args.out / name}.{{json,md,png}} in {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -119,7 +101,7 @@ def _write(name: str, config: FacesConfig, args: argparse.Namespace, checksums: 
     rows = sorted(rows, key=lambda r: (r["method"] != "clean", r["method"], r["eps"]))
     record = {**dataclasses.asdict(config), "data_sha256": checksums, "seconds": seconds, "device": device,
               "identities_limit": args.identities}
-    out_dir = Path(args.out_dir)
+    out_dir = args.out
     path = write_results(name, record, args.command_line, rows, out_dir)
     plot_metric_vs_eps(rows, "top1", out_dir / f"{name}.png", f"{name}: kNN top-1 on test identities")
     findings = out_dir / f"{name}.findings.md"

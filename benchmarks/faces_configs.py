@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from recognition.cli import parse_set
+
 
 @dataclass(frozen=True)
 class FacesConfig:
@@ -82,3 +84,8 @@ def resolve_config(name: str, **overrides) -> FacesConfig:
     if name not in CONFIGS:
         raise ValueError(f"unknown faces config {name!r}; choose from {sorted(CONFIGS)}")
     return replace(CONFIGS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def set_overrides(name: str, pairs: list[str]) -> dict:
+    """``--set`` ``KEY=VALUE`` pairs -> typed changes of the named config's fields (its name stays)."""
+    return parse_set(pairs, resolve_config(name), frozen=("name",))

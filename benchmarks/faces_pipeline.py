@@ -16,16 +16,21 @@ import torch
 from torch import nn
 
 from benchmarks.faces_configs import FacesConfig
-from faceguard import Alignment, RandomNoise, make_loss, quantize_within, target_gradient
-from recognition.checkpoint import file_sha256
+from faceguard.attacks import build_attack
+from faceguard.gradients import target_gradient
+from faceguard.losses import make_loss
+from faceguard.quantize import quantize_within
+from faceguard.settings import CraftSettings
 from recognition.datasets import ImageTensorDataset, decode_image
 from recognition.embeddings import extract_embeddings
 from recognition.face_datasets import (CELEBA_IDENTITY_FILE, find_in_layout, load_celeba_identities, load_npz_faces,
                                        select_identities, split_identities)
+from recognition.files import file_sha256
 from recognition.heads import MarginClassifier, create_head
 from recognition.identification import knn_identification
+from recognition.losses import margin_cross_entropy_loss
 from recognition.models import create_model
-from recognition.training import TrainConfig, evaluate_accuracy, margin_cross_entropy_loss, train_classifier
+from recognition.training import TrainConfig, evaluate_accuracy, train_classifier
 from recognition.verification import evaluate_pair_set
 from recognition.verification_bin import PairSet, read_bin, sample_pairs, write_bin
 
@@ -142,21 +147,16 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
     crafted in batches of ``config.craft_batch`` over a seeded permutation (the joint variant's
     cosine is over a batch, so batches mix identities as a shuffled training batch does).
     """
-    fraction = eps / 255
-    if method == "random":
-        attack = RandomNoise(surrogate, eps=fraction, seed=seed)
-    else:
-        attack = Alignment(surrogate, target, eps=fraction, steps=config.steps, restarts=config.restarts,
-                           variant=method.removeprefix("alignment-"), augment=config.craft_augment,
-                           loss_fn=make_loss("ce", label_in_forward=config.margin_losses),
-                           backend=config.backend, seed=seed)
+    settings = CraftSettings.from_label(method, eps=eps, steps=config.steps, restarts=config.restarts,
+                                        augment=config.craft_augment, backend=config.backend, seed=seed)
+    attack = build_attack(surrogate, settings, target, loss_fn=make_loss("ce", label_in_forward=config.margin_losses))
     protected = data.images.clone()
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     losses, start = [], time.perf_counter()
     for number, batch in enumerate(order.split(config.craft_batch)):
         clean = data.images[batch].float() / 255
         crafted = attack(clean, data.labels[batch], seed=seed * 100_003 + number)
-        protected[batch] = quantize_within(crafted, clean, fraction).cpu()
+        protected[batch] = quantize_within(crafted, clean, eps).cpu()
         if attack.report.best_loss is not None:
             losses.append(float(attack.report.best_loss.float().mean()) * len(batch))
     stats = {"craft_seconds": round(time.perf_counter() - start, 1)}

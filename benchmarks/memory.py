@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
-from faceguard.backends import DEFAULT_BACKEND
-from recognition.checkpoint import file_sha256
+from faceguard.registry import DEFAULT_BACKEND
+from recognition.cli import add_data_option, add_out_option
+from recognition.files import file_sha256
 
 _CHILD = """
 import resource, subprocess, sys, json
@@ -33,10 +34,10 @@ print(json.dumps({"code": code, "peak_rss_mb": peak / 1024, "seconds": __import_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="1000,10000", help="comma-separated corpus sizes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], metavar="N", help="corpus sizes")
     parser.add_argument("--steps", type=int, default=1, help="crafting steps per batch (memory does not depend on it)")
-    parser.add_argument("--data", default=None, help="data folder (default $FACEGUARD_DATA or ../shared/data)")
-    parser.add_argument("--out", default=str(RESULTS_DIR))
+    add_data_option(parser)
+    add_out_option(parser, "folder for memory.json/.md", default=RESULTS_DIR)
     parser.add_argument("--threads", type=int, default=1, help="OMP threads of the measured process")
 
 
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from recognition.datasets import default_data_dir
     from recognition.models import create_model
 
-    archive = Path(args.data or default_data_dir()) / "cifar10_jpeg.tar.gz"
-    sizes = [int(s) for s in args.sizes.split(",")]
+    archive = (args.data or default_data_dir()) / "cifar10_jpeg.tar.gz"
+    sizes = args.sizes
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -30,8 +30,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from benchmarks.faces_configs import CONFIGS, resolve_config
+from benchmarks.faces_configs import CONFIGS, resolve_config, set_overrides
 from benchmarks.results import RESULTS_DIR
+from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
 
 NAME = "protect-effect"
 CROP_METHODS = ("alignment-joint", "random")
@@ -41,30 +42,27 @@ BASELINE = {"clean": None, "clean-jpeg": None, "protect-png": "clean", "protect-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Config, data and work folders, protection settings, seeds, smoke-run limits."""
-    from faceguard.protect import DEFAULT_STEPS
+    from faceguard.settings import protect_settings
 
     parser.add_argument("--config", choices=sorted(c for c in CONFIGS if CONFIGS[c].data == "yaleb"),
                         default="faces-cpu")
-    parser.add_argument("--data-dir", type=Path, help="data bundle (default: $FACEGUARD_DATA or ../shared/data)")
+    add_data_option(parser)
     parser.add_argument("--work", type=Path, help="cache folder (default: runs/protect-effect/CONFIG)")
-    parser.add_argument("--eps", type=int, default=16, help="ε in 0-255 units for every protected row (default 16)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                        help=f"faceguard protect's crafting steps per photo (default {DEFAULT_STEPS}, the product's)")
+    parser.add_argument("--eps", type=int, default=16, help="ε in 0-255 units for every protected row")
+    parser.add_argument("--steps", type=int, default=protect_settings().steps,
+                        help="faceguard protect's crafting steps per photo")
     parser.add_argument("--detect", action="store_true",
                         help="let the product detect faces with MTCNN instead of protecting each photo as one "
                              "pre-cropped face (faceguard protect --aligned, the default here)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="victim seeds of the photo rows: clean, clean-jpeg, protect-png, protect-jpeg "
-                             "(default 0 1 2)")
+                        help="victim seeds of the photo rows: clean, clean-jpeg, protect-png, protect-jpeg")
     parser.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="victim (and crafting) seeds of the crop-level alignment-joint and random rows "
-                             "(default 0 1 2)")
+                        help="victim (and crafting) seeds of the crop-level alignment-joint and random rows")
     parser.add_argument("--identities", type=int, help="only this many pre-training and test identities (smoke runs)")
     parser.add_argument("--images", type=int, help="only the first N images of each identity (smoke runs)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                        help="override config fields as for `benchmarks faces`, e.g. victim_epochs=6 steps=25")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    add_set_option(parser, "override config fields as for `benchmarks faces`")
+    add_device_option(parser)
+    add_out_option(parser, "folder for protect-effect.json/.md", default=RESULTS_DIR)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -72,17 +70,16 @@ def run(args: argparse.Namespace) -> int:
     """Every step (cached in WORK), then the results files; returns 0."""
     import torch
 
-    from benchmarks.faces import _field_overrides
     from benchmarks.faces_pipeline import load_face_data
     from benchmarks.protect_effect_steps import (JPEG_QUALITY, check_work, crop_level_sets, fit_surrogate,
                                                  protect_trees, read_back, restrict, run_victims, write_photos)
     from recognition.datasets import default_data_dir
-    from recognition.training import resolve_device
+    from recognition.device import resolve_device
 
-    config = resolve_config(args.config, **_field_overrides(args.set))
+    config = resolve_config(args.config, **set_overrides(args.config, args.set))
     work = args.work or Path("runs") / NAME / config.name
     device = resolve_device(args.device)
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data or default_data_dir()
     settings = {"config": dataclasses.asdict(config), "eps": args.eps, "steps": args.steps,
                 "aligned": not args.detect, "identities": args.identities, "images": args.images}
     check_work(work, settings)
@@ -109,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.protect_effect_report import write_report
 
     path = write_report(NAME, record, args.command_line, runs, ["top1", "top5", *data.verification], extras,
-                        BASELINE, Path(args.out_dir))
+                        BASELINE, args.out)
     log(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - start:.0f} s")
     return 0
 

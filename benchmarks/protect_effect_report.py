@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.results import format_cell, markdown_table, summarize, write_results
-from recognition.atomic import write_bytes_atomic
+from recognition.files import write_bytes_atomic
 
 
 def add_drops(runs: list[dict], baseline: dict[str, str | None]) -> list[dict]:

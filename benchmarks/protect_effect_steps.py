@@ -27,9 +27,9 @@ from benchmarks.faces_pipeline import (FaceData, build_face_model, craft, evalua
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
 from faceguard.profile import Profile
-from recognition.atomic import write_bytes_atomic
 from recognition.datasets import ImageTensorDataset
 from recognition.face_datasets import select_identities
+from recognition.files import write_bytes_atomic
 
 JPEG_QUALITY = 95
 TREES = {"png": ("photos-png", ".png"), "jpeg": ("photos-jpeg", ".jpg")}

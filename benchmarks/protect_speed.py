@@ -16,15 +16,17 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from recognition.cli import add_data_option, add_device_option
+
 STAGES = ("detect", "craft", "measure_saved")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--photos", type=int, default=100, help="number of photos (default 100)")
+    parser.add_argument("--photos", type=int, default=100, help="number of photos")
     parser.add_argument("--eps", type=float, default=16)
     parser.add_argument("--format", choices=("keep", "png"), default="keep")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data", type=Path, help="data bundle (default $FACEGUARD_DATA or ../shared/data)")
+    add_device_option(parser, default="cpu")
+    add_data_option(parser)
 
 
 def _timed(stats: dict, name: str, function):
@@ -42,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.results import RESULTS_DIR, markdown_table, write_results
-    from faceguard.protect import DEFAULT_STEPS, Protector
+    from faceguard.protect import Protector
     from faceguard.protect_folder import FolderOptions, protect_folder
-    from recognition.align_cli import find_photos
     from recognition.datasets import default_data_dir
+    from recognition.files import find_photos
 
     bundle = (args.data or default_data_dir()) / "photos"
     sources = find_photos(bundle)[0]
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
            "seconds_per_photo": round(total / n, 3),
            **{f"seconds_{s}_per_photo": round(stats[s] / n, 3) for s in STAGES},
            "seconds_other_per_photo": round(rest / n, 3)}
-    config = {"photos": n, "eps": args.eps, "steps": DEFAULT_STEPS, "restarts": 1, "format": args.format,
+    config = {"photos": n, "eps": args.eps, "steps": protector.settings.steps, "restarts": protector.settings.restarts, "format": args.format,
               "device": args.device, "threads": torch.get_num_threads(),
               "profile": protector.profile.config["provenance"]["command"]}
     write_results("protect-speed", config, args.command_line, [row])

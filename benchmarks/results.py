@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from faceguard.poison_folder import write_json_atomic
+from recognition.files import write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROW_KEYS = ("method", "eps", "victim", "defense")
@@ -54,9 +54,7 @@ def summarize(runs: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
 def write_results(name: str, config: dict, command: str, rows: list[dict],
                   out_dir: str | Path = RESULTS_DIR) -> Path:
     """Write ``{out_dir}/{name}.json`` in the shared results format and return its path."""
-    path = Path(out_dir) / f"{name}.json"
-    write_json_atomic(Path(path), {"config": config, "command": command, "rows": rows})
-    return path
+    return write_json_atomic(Path(out_dir) / f"{name}.json", {"config": config, "command": command, "rows": rows})
 
 
 def format_cell(row: dict, metric: str) -> str:

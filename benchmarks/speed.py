@@ -20,7 +20,8 @@ import resource
 import time
 from pathlib import Path
 
-from faceguard.backends import BACKENDS, DEFAULT_BACKEND
+from faceguard.registry import BACKENDS, DEFAULT_BACKEND
+from recognition.cli import add_device_option, add_out_option
 
 MODELS = {  # name -> (registry name, create kwargs, input size, default batch)
     "cifar-resnet18": ("resnet18", {"num_classes": 10}, 32, 128),
@@ -31,12 +32,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=BACKENDS.names(), choices=BACKENDS.names())
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 128 CIFAR, 32 face)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: 128 CIFAR, 32 face)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up step")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=str(RESULTS / "speed"), help="writes OUT.json and OUT.md")
+    add_device_option(parser)
+    add_out_option(parser, "writes OUT.json and OUT.md", default=RESULTS / "speed")
 
 
 def _setup(model_key: str, width: float, batch: int | None, device: str):
@@ -46,7 +47,7 @@ def _setup(model_key: str, width: float, batch: int | None, device: str):
     from faceguard.losses import make_loss
     from recognition.heads import MarginClassifier, create_head
     from recognition.models import create_model
-    from recognition.training import resolve_device
+    from recognition.device import resolve_device
 
     name, kwargs, size, default_batch = MODELS[model_key]
     batch = batch or default_batch
@@ -91,15 +92,15 @@ def _measure(model_key: str, backend: str | None, args: argparse.Namespace, queu
     import torch
     from faceguard.attacks import Alignment
 
-    model, target, x, y, loss_fn, dev = _setup(model_key, args.width, args.batch, args.device)
+    model, target, x, y, loss_fn, dev = _setup(model_key, args.width, args.batch_size, args.device)
     _reset_peak(dev)   # the set-up (target gradient) peaks higher than a step: measure from here
     if backend is None:
         def step():
             xi = x.clone().requires_grad_(True)
             torch.autograd.grad(loss_fn(model, xi, y).sum(), xi)
     else:
-        attack = Alignment(model, target, backend=backend, loss_fn=loss_fn)
-        cycle = attack.one_sided.refresh if attack.one_sided is not None else 1
+        attack = Alignment(model, target, backend=backend, augment=False, loss_fn=loss_fn)
+        cycle = getattr(attack.gradient, "refresh", 1)
 
         def step():
             for _ in range(cycle):
@@ -137,11 +138,11 @@ def _agreement(model_key: str, backends: list[str], args: argparse.Namespace) ->
     import torch.nn.functional as F
     from faceguard.attacks import Alignment
 
-    model, target, x, y, loss_fn, _ = _setup(model_key, args.width, args.batch, args.device)
+    model, target, x, y, loss_fn, _ = _setup(model_key, args.width, args.batch_size, args.device)
     grads = {}
     for backend in backends:
-        attack = Alignment(model, target, backend=backend, loss_fn=loss_fn)
-        if attack.one_sided is not None and attack.one_sided.refresh > 1:  # G one step old
+        attack = Alignment(model, target, backend=backend, augment=False, loss_fn=loss_fn)
+        if getattr(attack.gradient, "refresh", 1) > 1:  # G one step old
             attack.step_gradient(x, y, attack.random_delta(x).requires_grad_(True))
         grads[backend] = attack.step_gradient(x, y, torch.zeros_like(x).requires_grad_(True))[0].flatten()
     ref = grads["double"]
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                          "seconds_per_step": round(seconds, 4), "floor_seconds": round(floor, 4),
                          "peak_mb": round(max(peak - floor_peak, 0.0), 1), "cosine": round(cosine, 6), "sign_agreement": round(sign, 5)})
             print(json.dumps(rows[-1]), flush=True)
-    result = {"config": {"width": args.width, "batch": args.batch, "repeats": args.repeats,
+    result = {"config": {"width": args.width, "batch": args.batch_size, "repeats": args.repeats,
                          "device": args.device, "variant": "joint"},
               "command": args.command_line, "rows": rows, "default_backend": DEFAULT_BACKEND}
     out = Path(args.out)

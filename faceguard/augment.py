@@ -2,7 +2,7 @@
 
 Crafting through random flips/translations/rotations makes the perturbation work for the many
 augmented views a victim's training loop will see, not only for the exact pixel grid it was crafted
-on (the paper's Algorithm 1 augments at every step). Off by default so tests are deterministic.
+on (the paper's Algorithm 1 augments at every step). ``CraftSettings.augment`` switches it on.
 """
 from __future__ import annotations
 
@@ -30,12 +30,3 @@ def crafting_augmentation(
     if not ops:
         raise ValueError("crafting_augmentation: every op is disabled; pass augment=None instead")
     return nn.Sequential(*ops)
-
-
-def resolve_augmentation(augment: nn.Module | bool | None) -> nn.Module | None:
-    """``True`` → the default augmentation, ``False``/``None`` → none, a module → itself."""
-    if augment is True:
-        return crafting_augmentation()
-    if augment is False or augment is None:
-        return None
-    return augment

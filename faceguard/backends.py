@@ -1,7 +1,10 @@
 """Crafting-gradient backends: how ∇ₓ A (the input gradient of the alignment loss) is computed.
 
+Each backend is registered by name in :data:`faceguard.registry.BACKENDS` as a callable
+``backend(problem) -> AlignmentGradient``; the result is called as ``grad, A = gradient(x, y)``.
+
 * ``double`` — double backprop: build G = ∇θ L with ``create_graph`` and differentiate A through it.
-  The reference; exact; ~1.5 GB extra memory on a CIFAR ResNet-18 batch of 128.
+  The reference; exact; the most memory (a second-order graph).
 * ``fd`` — a direction derivative instead of a second-order graph. With u = ∇_G A (fixed after one
   ordinary backward), ∇ₓ⟨u, ∇θ L⟩ = d/dh ∇ₓ L(θ + h·u), so a central difference of two ordinary
   input-gradients at θ ± h·u gives ∇ₓ A. The network is piecewise linear, so units that switch
@@ -10,26 +13,21 @@
   masks and max-pool choices) recorded in the first pass and replayed in the ±h passes, which makes
   it agree with ``double`` to O(h²).
 * ``fd-frozen-1s`` — the one-sided version: the backward that computes G also returns ∇ₓ L(θ), so
-  a single extra pass at θ + h·u (pattern replayed) gives the difference. Two input-gradient passes
-  instead of three, but exact only to O(h): u is concentrated in the last layer, which moves by
-  ~1e-3 of its norm at the default step, so the curvature of a margin head shows. Measured against
-  ``double`` on random weights: cosine ≥ 0.998 and sign agreement ≥ 0.989 on every registered model
-  and head (worst: ArcFace/CosFace cosine 0.998, VGG16 signs 0.989; the central difference: ≥ 0.9999
-  and ≥ 0.993). On the trained cifar10-cpu surrogate and real images both agree to cosine 0.99999
-  and signs ≥ 0.9997.
-* ``fd-frozen-lag`` — ``fd-frozen-1s`` with G (and so u) recomputed only every ``fd_refresh`` steps
-  (2 by default): the pass at θ skips its weight-gradient half in between. Not the exact gradient of
-  A between refreshes (:class:`OneSidedAlignmentGradient`).
+  a single extra pass at θ + h·u (pattern replayed) gives the difference: two input-gradient passes
+  instead of three, exact only to O(h).
+* ``fd-frozen-lag`` — ``fd-frozen-1s`` with G (and so u) recomputed only every ``fd_refresh`` steps:
+  the pass at θ skips its weight-gradient half in between. Not the exact gradient of A between
+  refreshes (:class:`OneSidedAlignmentGradient`).
 
-The step is h = ``rel_step`` · ‖θ‖ / ‖u‖ with ``rel_step`` = 1e-5 by default. Measured on random
-weights (float32): at 1e-4 the truncation error through margin heads (CosFace/ArcFace, s = 64,
-normalised weights) drops the sign agreement with ``double`` to 0.955; at 1e-6 float32 rounding drops
-it to 0.993 on ResNet-18; 1e-5 gave ≥ 0.9993 on every model tried. Parameters are restored
-bit-exactly after each difference.
+The step is h = ``rel_step`` · ‖θ‖ / ‖u‖ (``CraftSettings.fd_step``): larger steps show the
+curvature of margin heads, smaller ones float32 rounding. Parameters are restored bit-exactly after
+each difference. How the backends compare in accuracy, speed, memory and protection, and why the
+defaults are what they are: docs/methods.md.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -37,20 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from faceguard.gradients import flat_dot
+from faceguard.gradients import flat_dot, flat_norm
 from faceguard.losses import LossFn
-
-BACKENDS = ("double", "fd-frozen", "fd-frozen-1s", "fd-frozen-lag", "fd")
-# Corpus crafting (``faceguard poison``, ``CraftSettings``): 2.08x / 2.30x the floor and 2.04x /
-# 2.38x faster than double backprop per step (CIFAR ResNet-18 / face IR-18, speed.md); at equal time
-# on cifar10-cpu its victims are as damaged as fd-frozen's (6 crafting x 5 victim seeds, paired
-# difference -0.02 +- 0.26 points, cifar10-cpu-backends-craftseeds.md), and at the paper's 240 steps
-# it reaches fd-frozen's kept loss (0.1535 / 0.1537 vs 0.1536 / 0.1499) in ~0.7x the time (issue #8).
-DEFAULT_BACKEND = "fd-frozen-lag"
-# Per-photo protection (``faceguard protect``, 10 steps): with so few steps G goes stale between
-# refreshes, and fd-frozen reached a lower loss in equal time on the bundle's 20 faces (10 steps,
-# 23.7 s: A 0.705; fd-frozen-lag 16 steps, 25.6 s: 0.720), so protect keeps the exact gradient.
-PROTECT_BACKEND = "fd-frozen"
 
 _RELU = {F.relu, torch.relu}
 _PRELU = {F.prelu, torch.prelu}
@@ -199,55 +185,111 @@ def _alignment_direction(target: list[Tensor], grads: list[Tensor], detach_norm:
     return direction, 1.0, 1 - dot / (t_norm * g_norm)
 
 
-def alignment_input_gradient(
-    model: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, loss_fn: LossFn,
-    target: Sequence[Tensor], detach_norm: bool, frozen: bool, rel_step: float = 1e-5,
-) -> tuple[Tensor, float]:
-    """(∇ₓ A, A) for A = 1 − ⟨T, G⟩/(‖T‖‖G‖) by a central difference (``fd``, ``fd-frozen``).
+@dataclass
+class AlignmentProblem:
+    """What a backend differentiates: A = 1 − ⟨T, G⟩/(‖T‖‖G‖) with G = ∇θ Σ loss_fn(model, x, y)
+    over ``params``; ``detach_norm`` detaches ‖G‖ (the independent variant)."""
+
+    model: nn.Module
+    params: list[Tensor]
+    loss_fn: LossFn
+    target: list[Tensor]
+    detach_norm: bool
+    rel_step: float = 1e-5
+    refresh: int = 2
+
+
+class AlignmentGradient:
+    """A backend's gradient: ``grad, A = gradient(x, y)``; :meth:`reset` before each descent."""
+
+    def __init__(self, problem: AlignmentProblem) -> None:
+        self.problem = problem
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget state carried between steps (none unless a backend keeps some)."""
+
+
+def alignment_objective(problem: AlignmentProblem, x: Tensor, y: Tensor, create_graph: bool = True) -> Tensor:
+    """A(x) as a 0-d tensor; with ``create_graph`` it stays differentiable w.r.t. x (double backprop)."""
+    loss = problem.loss_fn(problem.model, x, y).sum()
+    grads = torch.autograd.grad(loss, problem.params, create_graph=create_graph)
+    grad_norm = flat_norm(grads)
+    if problem.detach_norm:
+        grad_norm = grad_norm.detach()
+    return 1 - flat_dot(problem.target, grads) / (flat_norm(problem.target) * grad_norm).clamp_min(1e-30)
+
+
+class DoubleBackprop(AlignmentGradient):
+    """``double``: ∇ₓ A by autograd through the second-order graph of G (exact)."""
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        value = alignment_objective(self.problem, x, y)
+        (grad,) = torch.autograd.grad(value, x)
+        return grad, float(value.detach())
+
+
+class CentralDifference(AlignmentGradient):
+    """``fd`` and ``fd-frozen`` (``frozen``): (∇ₓ A, A) by a central difference.
 
     One ordinary backward gives G (and records the activation pattern when ``frozen``); then
     u = ∇_G cos(T, G), i.e. u = T/(‖T‖‖G‖) − ⟨T,G⟩G/(‖T‖‖G‖³) for the joint objective and
     u = T/(‖T‖‖G‖) with the norm detached (independent variant), and ∇ₓ A = −∇ₓ⟨u, G⟩.
     """
-    recorder = ActivationPattern() if frozen else None
-    with recorder if recorder is not None else nullcontext():
-        loss = loss_fn(model, x.detach(), y).sum()
-    grads = list(torch.autograd.grad(loss, list(params)))
-    direction, scale, value = _alignment_direction(list(target), grads, detach_norm)
-    derivative = direction_derivative(model, params, x, y, loss_fn, direction,
-                                      recorder.patterns if recorder else None, rel_step)
-    return -derivative * scale, value
+
+    def __init__(self, problem: AlignmentProblem, frozen: bool) -> None:
+        super().__init__(problem)
+        self.frozen = frozen
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        p = self.problem
+        recorder = ActivationPattern() if self.frozen else None
+        with recorder if recorder is not None else nullcontext():
+            loss = p.loss_fn(p.model, x.detach(), y).sum()
+        grads = list(torch.autograd.grad(loss, p.params))
+        direction, scale, value = _alignment_direction(p.target, grads, p.detach_norm)
+        derivative = direction_derivative(p.model, p.params, x, y, p.loss_fn, direction,
+                                          recorder.patterns if recorder else None, p.rel_step)
+        return -derivative * scale, value
 
 
-class OneSidedAlignmentGradient:
+def central_difference(problem: AlignmentProblem) -> CentralDifference:
+    """The ``fd`` backend."""
+    return CentralDifference(problem, frozen=False)
+
+
+def frozen_central_difference(problem: AlignmentProblem) -> CentralDifference:
+    """The ``fd-frozen`` backend."""
+    return CentralDifference(problem, frozen=True)
+
+
+class OneSidedAlignmentGradient(AlignmentGradient):
     """``fd-frozen-1s`` (``refresh`` = 1) and ``fd-frozen-lag``: (∇ₓ A, A) by a one-sided difference.
 
     Each step, a pass at θ records the activation pattern and gives ∇ₓ L(θ), and a pass at θ + h·u
     replays the pattern: ∇ₓ⟨u, G⟩ ≈ (∇ₓ L(θ + h·u) − ∇ₓ L(θ))/h, exact to O(h). The direction u needs
-    G = ∇θ L, and computing G (the weight-gradient half of a backward) is what keeps ``fd-frozen-1s``
-    at 2.5 floors. So the pass at θ computes G only every ``refresh``-th step (the first of each
-    descent included), and the steps in between build u from the last G. Per step:
-    2 + 1/(2·refresh) floors when a forward, an input backward and a weight backward cost about the
-    same.
+    G = ∇θ L, and computing G (the weight-gradient half of a backward) is the costly part, so the
+    pass at θ computes G only every ``refresh``-th step (the first of each descent included), and
+    the steps in between build u from the last G. Per step: 2 + 1/(2·refresh) passes' worth of work
+    when a forward, an input backward and a weight backward cost about the same.
 
-    Between refreshes it is not the exact gradient of A: on the trained cifar10-cpu surrogate during
-    a crafting run, u from a G 1–4 steps old gave cosine 0.94–0.9998 (mostly ≥ 0.98) with the exact
-    ∇ₓ A, because consecutive steps' G (fresh augmentation, moved Δ) already differ (cosine ~0.96).
-    (Recording the pattern at θ + h·u instead, for a central difference, was tried and dropped:
-    max-pool choices that flip there took the cosine down to 0.1–0.6 on VGG, GoogLeNet, MobileNetV2.)
+    Between refreshes it is not the exact gradient of A: consecutive steps' G already differ (fresh
+    augmentation, moved Δ), so u from an older G is an approximation (measured in docs/methods.md).
+    Recording the pattern at θ + h·u instead, for a central difference, was tried and dropped:
+    max-pool choices that flip there made the gradient unreliable on VGG, GoogLeNet, MobileNetV2.
 
     A is exact on refresh steps; in between it is estimated to first order from the two losses,
-    A ≈ A(G₀) − scale·(⟨u, G⟩ − ⟨u, G₀⟩) with ⟨u, G⟩ ≈ (L(θ + h·u) − L(θ))/h. Call :meth:`reset`
-    before each descent.
+    A ≈ A(G₀) − scale·(⟨u, G⟩ − ⟨u, G₀⟩) with ⟨u, G⟩ ≈ (L(θ + h·u) − L(θ))/h.
     """
 
-    def __init__(self, model: nn.Module, params: Sequence[Tensor], loss_fn: LossFn, target: Sequence[Tensor],
-                 detach_norm: bool, refresh: int = 2, rel_step: float = 1e-5) -> None:
+    def __init__(self, problem: AlignmentProblem, refresh: int) -> None:
         if refresh < 1:
             raise ValueError(f"refresh must be at least 1 step, got {refresh}")
-        self.model, self.params, self.loss_fn = model, list(params), loss_fn
-        self.target, self.detach_norm = list(target), detach_norm
-        self.refresh, self.rel_step = refresh, rel_step
+        super().__init__(problem)
+        self.refresh = refresh
         self.reset()
 
     def reset(self) -> None:
@@ -255,23 +297,32 @@ class OneSidedAlignmentGradient:
         self._steps = 0
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        p = self.problem
         refresh = self._steps % self.refresh == 0
         self._steps += 1
-        recorder, moved = ActivationPattern(), _Displacement(self.params)
+        recorder, moved = ActivationPattern(), _Displacement(p.params)
         try:
             moved.need_weight_gradients(refresh)  # at θ; G only on refresh steps
-            base, grads, loss = _gradients(self.model, x, y, self.loss_fn, recorder,
-                                           self.params if refresh else ())
+            base, grads, loss = _gradients(p.model, x, y, p.loss_fn, recorder, p.params if refresh else ())
             if refresh:
-                self._direction, self._scale, self._value = _alignment_direction(
-                    self.target, grads, self.detach_norm)
+                self._direction, self._scale, self._value = _alignment_direction(p.target, grads, p.detach_norm)
                 self._along = float(flat_dot(self._direction, grads))
-                self._h = _step_size(self.params, self._direction, self.rel_step)
+                self._h = _step_size(p.params, self._direction, p.rel_step)
             h = self._h
             moved.move(self._direction, h)
-            shifted, _, loss_shifted = _gradients(self.model, x, y, self.loss_fn, ActivationPattern(recorder.patterns))
+            shifted, _, loss_shifted = _gradients(p.model, x, y, p.loss_fn, ActivationPattern(recorder.patterns))
         finally:
             moved.restore()
         value = self._value if refresh else \
             self._value - self._scale * ((loss_shifted - loss) / h - self._along)
         return (base - shifted) * (self._scale / h), value
+
+
+def one_sided_difference(problem: AlignmentProblem) -> OneSidedAlignmentGradient:
+    """The ``fd-frozen-1s`` backend: G recomputed at every step."""
+    return OneSidedAlignmentGradient(problem, refresh=1)
+
+
+def lagged_one_sided_difference(problem: AlignmentProblem) -> OneSidedAlignmentGradient:
+    """The ``fd-frozen-lag`` backend: G recomputed every ``problem.refresh`` steps."""
+    return OneSidedAlignmentGradient(problem, refresh=problem.refresh)

@@ -6,7 +6,6 @@ import sys
 from recognition.cli import run_command
 
 COMMANDS = {
-    "demo": ("faceguard.commands.demo", "craft protection for real CIFAR-10 images end to end"),
     "protect": ("faceguard.commands.protect", "protect every face of a photo folder (mirrored output tree)"),
     "fit": ("faceguard.commands.fit", "train a protection profile (surrogate + target gradient) on identity folders"),
     "poison": ("faceguard.commands.poison", "protect a whole classification dataset (ImageFolder / CIFAR tree)"),

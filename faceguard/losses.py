@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from faceguard.registry import OBJECTIVES
+
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
@@ -43,14 +45,10 @@ def reverse_cross_entropy(model: nn.Module, x: Tensor, y: Tensor, label_in_forwa
     return reverse_cross_entropy_from_logits(_logits(model, x, y, label_in_forward), y)
 
 
-_LOSSES = {"ce": cross_entropy, "rce": reverse_cross_entropy}
-
-
 def make_loss(name: str, label_in_forward: bool = False) -> LossFn:
-    """Loss by name (``"ce"`` or ``"rce"``); ``label_in_forward`` for models called as ``model(x, y)``."""
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose from {sorted(_LOSSES)}")
-    base = _LOSSES[name]
+    """A loss of :data:`faceguard.registry.OBJECTIVES` by name (``"ce"``, ``"rce"``, …);
+    ``label_in_forward`` for models called as ``model(x, y)``."""
+    base = OBJECTIVES.get(name)
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return base(model, x, y, label_in_forward)

@@ -2,12 +2,10 @@
 
 The manifest holds the run's settings, one entry per input file and the identity centres (and
 clusters). Rewriting the whole file after every photo costs time linear in the entries so far, so
-a corpus of n photos costs O(n²): measured here (idle, one-face entries as protect writes them),
-one rewrite took 0.05 s at 1,000 entries, 0.51 s at 10,000 and 5.5 s at 100,000, against 2.24 s
-per photo for the whole protection (protect-speed.md). Instead, each change is one JSON line
-appended to ``OUT/.manifest.journal`` (0.2 ms per photo at any size), and ``manifest.json`` is
-rewritten atomically only when the journal has grown as large as it and when the run ends: the
-bytes written stay linear in the number of photos.
+a corpus of n photos would cost O(n²). Instead, each change is one JSON line appended to
+``OUT/.manifest.journal`` (constant cost per photo), and ``manifest.json`` is rewritten atomically
+only when the journal has grown as large as it and when the run ends: the bytes written stay linear
+in the number of photos. Measured costs: docs/protect.md ("The journal").
 
 A killed run therefore loses at most the photo in flight: the next run reads ``manifest.json``,
 replays the journal over it (skipping the line a kill cut short) and carries on. Replaying is
@@ -19,14 +17,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from recognition.atomic import write_bytes_atomic
-from recognition.checkpoint import file_sha256
+from recognition.files import file_sha256, write_bytes_atomic
 
 MANIFEST = "manifest.json"
 JOURNAL = ".manifest.journal"
 FINISHED = ("protected", "no_face")
+VERSION = 2  # 2: crafting settings nested under "crafting" with their own version (CraftSettings)
 
 
 def _journal_records(path: Path) -> list[dict]:
@@ -60,15 +59,18 @@ class Manifest:
     """Settings, per-file entries and identity centres/clusters of one output folder.
 
     Opening it loads ``manifest.json`` and its journal when their settings equal ``settings``
-    (otherwise every photo is protected again) and rewrites the file under the current settings.
+    (otherwise every photo is protected again) and rewrites the file under the current settings;
+    ``upgrade`` maps settings stored by an older version to today's layout before comparing.
     :meth:`add` records a change, :meth:`close` writes the final file.
     """
 
-    def __init__(self, path: Path, settings: dict, command: str) -> None:
+    def __init__(self, path: Path, settings: dict, command: str,
+                 upgrade: Callable[[dict], dict] | None = None) -> None:
         self.path, self.settings, self.command = Path(path), settings, command
         self.journal = self.path.with_name(JOURNAL)
         data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
-        same = data.get("settings") == settings
+        stored = data.get("settings", {})
+        same = (upgrade(stored) if upgrade else stored) == json.loads(json.dumps(settings))
         if data and not same:
             print(f"protect: settings differ from {self.path}; every photo is protected again", file=sys.stderr)
         self.files: dict[str, dict] = data.get("files", {}) if same else {}
@@ -118,7 +120,7 @@ class Manifest:
 
     def state(self) -> dict:
         """The manifest as written to ``manifest.json``."""
-        return {"version": 1, "command": self.command, "settings": self.settings,
+        return {"version": VERSION, "command": self.command, "settings": self.settings,
                 "files": dict(sorted(self.files.items())), "centres": self.centres, "clusters": self.clusters}
 
 

@@ -26,13 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from recognition.align_cli import PILLOW_FORMATS
-from recognition.atomic import write_bytes_atomic
+from recognition.files import PHOTO_DECODERS, write_bytes_atomic
 
 KEPT_MODES = ("L", "LA", "RGB", "RGBA")
 LOSSLESS_TIFF = ("raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits")
-SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
-                  ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 @dataclass(eq=False)
@@ -71,7 +68,7 @@ def read_photo(path: str | Path) -> Photo:
     """Decode one photo (accepted formats only, decompression bombs refused), upright, 8-bit."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
+        with Image.open(path, formats=PHOTO_DECODERS) as image:
             image.load()
             fmt = "JPEG" if image.format == "MPO" else image.format
             if getattr(image, "n_frames", 1) > 1 and fmt != "JPEG":

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceguard.units import check_eps
 from faceguard.photo import is_lossless, photo_metrics, read_photo
-from recognition.align_cli import find_photos, one_line
+from recognition.files import find_photos, one_line
 
 
 @dataclass
@@ -36,7 +37,8 @@ def _counterpart(protected_root: Path, rel: Path) -> Path | None:
 
 
 def check_pair(original: Path, protected: Path, eps: float, strict: bool = False) -> PairCheck:
-    """Compare one pair (``eps`` in 0–255 units); ``problem`` says what is wrong, if anything."""
+    """Compare one pair (``eps`` in 0–255 pixel levels); ``problem`` says what is wrong, if anything."""
+    eps = check_eps(eps)
     check = PairCheck(str(original), str(protected))
     try:
         before, after = read_photo(original), read_photo(protected)

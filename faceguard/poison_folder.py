@@ -16,18 +16,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from faceguard.attacks import build_attack
 from faceguard.gradients import load_gradient, model_device, save_gradient, target_gradient, trainable_params
-from faceguard.imageio import save_png_atomic
-from faceguard.poison import CraftSettings, build_attack, craft_batch
-from recognition.atomic import write_atomic
+from faceguard.poison import craft_batch
+from faceguard.registry import METHODS
+from faceguard.settings import SETTINGS_VERSION, CraftSettings
 from recognition.datasets import decode_image, scan_image_folder
 from recognition.distributed import DistributedContext, all_reduce_sum, barrier
+from recognition.files import save_png_atomic, write_json_atomic
 
 STATE_DIR = ".faceguard-poison"
 TARGETS = ("chunk", "all")
@@ -110,19 +113,17 @@ def shape_batches(images: FolderImages, batch_size: int) -> list[list[int]]:
 
 @dataclass
 class PoisonJob:
-    """Settings of one ``faceguard poison`` run (recorded in the state folder; a rerun must match)."""
+    """One ``faceguard poison`` run: the crafting settings plus how the folder is split and what the
+    target gradient is taken over (recorded in the state folder; a rerun must match)."""
 
-    method: str = "alignment-joint"
-    eps: float = 8.0
+    settings: CraftSettings = field(default_factory=CraftSettings)
     chunk_size: int = 25_000
     target: str = "chunk"
     target_fraction: float = 1.0
     size: int | None = None
-    settings: CraftSettings = field(default_factory=CraftSettings)
 
     def record(self) -> dict:
-        settings = {k: v for k, v in asdict(self.settings).items() if k != "loss_fn"}
-        return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": settings}
+        return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": self.settings.to_dict()}
 
 
 def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJob, progress: bool = True,
@@ -181,9 +182,9 @@ def _mine(batches: list[list[int]], first_batch: int, context: DistributedContex
 def _poison_chunk(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
                   job: PoisonJob, out_dir: Path, target: list | None, bar: tqdm, context: DistributedContext) -> dict:
     start = time.perf_counter()
-    if job.method.startswith("alignment") and target is None:
+    if METHODS.get(job.settings.method).needs_target and target is None:
         target = _streamed_target(model, images, batches, first_batch, job, context)
-    attack = build_attack(job.method, model, job.eps / 255, job.settings, target)
+    attack = build_attack(model, job.settings, target)
     totals = torch.zeros(3, dtype=torch.float64, device=context.device)  # loss sum, batches with a loss, written
     for number, batch in _mine(batches, first_batch, context):
         outputs = [images.index.output(out_dir, images.indices[i]) for i in batch]
@@ -241,15 +242,15 @@ def _check_job(state: Path, job: PoisonJob) -> None:
     record = job.record()
     if path.exists():
         previous = json.loads(path.read_text())
-        if previous != json.loads(json.dumps(record)):
-            changed = sorted(k for k in record if previous.get(k) != json.loads(json.dumps(record))[k])
+        version = previous.get("settings", {}).get("version")
+        if version != SETTINGS_VERSION:
+            raise ValueError(f"{state.parent}: made by another faceguard version (crafting settings version "
+                             f"{version}, this one writes {SETTINGS_VERSION}); use a new --out folder")
+        current = json.loads(json.dumps(record))
+        if previous != current:
+            changed = sorted(k for k in current if k != "settings" and previous.get(k) != current[k])
+            changed += sorted(k for k, v in current["settings"].items() if previous["settings"].get(k) != v)
             raise ValueError(f"{state.parent}: made with other settings ({', '.join(changed)}); "
                              "use a new --out folder")
         return
     write_json_atomic(path, record)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON via a temporary file + rename (creating the folder)."""
-    text = (json.dumps(data, indent=1) + "\n").encode()
-    write_atomic(path, lambda handle: handle.write(text))

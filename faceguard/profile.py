@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from recognition.atomic import write_bytes_atomic
-from recognition.checkpoint import build_model, config_path, file_sha256
+from recognition.checkpoint import build_model, config_path
+from recognition.files import file_sha256, write_bytes_atomic
 
 FORMAT = "faceguard-profile"
 VERSION = 1

@@ -24,13 +24,15 @@ from PIL import Image, ImageOps
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
 from faceguard.profile import Profile, load_profile, save_profile
-from recognition.align_cli import find_photos, load_rgb, one_line
 from recognition.alignment import align_face
-from recognition.checkpoint import build_model, file_sha256
+from recognition.checkpoint import build_model
 from recognition.datasets import ImageTensorDataset
 from recognition.detection import FaceDetector
+from recognition.device import resolve_device
 from recognition.face_datasets import load_npz_faces
-from recognition.training import TrainConfig, margin_cross_entropy_loss, train_classifier
+from recognition.files import file_sha256, find_photos, load_rgb, one_line
+from recognition.losses import margin_cross_entropy_loss
+from recognition.training import TrainConfig, train_classifier
 
 
 NPZ_PAD = 0.25  # .npz faces are tight crops; see _crops
@@ -91,8 +93,8 @@ def _crops(items: list[tuple[str, np.ndarray]], settings: FitSettings, detector:
     """Aligned size x size RGB crops (largest face of each image), or resized inputs if aligned.
 
     ``pad`` grows each image by that fraction of its side on every edge (edge pixels repeated)
-    before detection: on the tight crops of Yale B MTCNN finds 21 % of the faces without, 52 % with
-    0.25 (measured on 200 random images; the rest are too dark to find at all).
+    before detection: MTCNN misses most faces of tight crops such as Yale B's without it
+    (measured: docs/protect.md, "The default profile").
     """
     size = settings.size
     if detector is None:
@@ -154,8 +156,6 @@ def _listing_digest(root: Path, files: list[str]) -> str:
 def fit_profile(paths: Sequence[Path], out: Path, settings: FitSettings, device: str = "auto",
                 command: str = "", progress: bool = True) -> Profile:
     """Build the corpus, train the surrogate, take T over its backbone and save the profile at ``out``."""
-    from recognition.training import resolve_device
-
     dev = resolve_device(device)
     dataset, sources = load_corpus(paths, settings, device=str(dev))
     for source in sources:

@@ -28,18 +28,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from faceguard.attacks import Alignment
-from faceguard.backends import PROTECT_BACKEND
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile import Profile, load_profile
 from faceguard.protect_warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
                                     fit_crop, fit_region)
-from faceguard.quantize import eps_from_pixels, quantize_within
+from faceguard.quantize import quantize_within
+from faceguard.settings import CraftSettings, protect_settings
 from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
 from recognition.heads import CosFace
-from recognition.training import resolve_device
+from recognition.device import resolve_device
 
-DEFAULT_STEPS = 10
 REDETECT_MARGIN = 0.75  # re-detect in the face box grown by this fraction of its side on every edge
 REDETECT_MIN_SIZE = 0.5  # ... looking only for faces at least this fraction of its side (MTCNN's pyramid)
 MIN_FACE = 20  # MTCNN's default smallest face (pixels)
@@ -96,29 +95,28 @@ def rgb_view(colour: np.ndarray) -> np.ndarray:
 class Protector:
     """Craft alignment protection for the faces of photos with one profile.
 
-    ``eps`` is in 0–255 pixel units. Every photo is crafted on its own (the online setting: uploads
-    can be protected one at a time). ``variant="joint"`` (default) gives the faces of a photo one
-    exact cosine objective (for a one-face photo: that face's own cosine); ``"independent"`` is the
-    library's variant with each face's gradient norm detached, which was much weaker here (A from
-    0.824 to 0.804 crafted vs 0.602 for joint, 10 steps, 4 bundle photos, default profile).
-    ``steps``/``restarts`` are the signed-Adam budget; ``regularizer`` (none, l2, tv, ssim) with
-    ``reg_weight`` trades strength for visibility. ``aligned``: every
-    image is one pre-cropped face (no detection; see the module doc).
+    ``settings`` is a :class:`~faceguard.settings.CraftSettings` (default
+    :func:`~faceguard.settings.protect_settings`: ε = 16 pixel levels, 10 steps, 1 restart, the
+    ``fd-frozen`` backend); keyword ``changes`` override fields of it, e.g. ``Protector(eps=8,
+    steps=20)``. Every photo is crafted on its own (the online setting: uploads can be protected
+    one at a time). ``variant="joint"`` (default) gives the faces of a photo one exact cosine
+    objective (for a one-face photo: that face's own cosine); ``"independent"`` detaches each
+    face's gradient norm (weaker here: docs/methods.md). ``aligned``: every image is one
+    pre-cropped face (no detection; see the module doc).
     """
 
-    def __init__(self, profile: Profile | str | Path | None = None, eps: float = 16,
-                 steps: int = DEFAULT_STEPS, restarts: int = 1, variant: str = "joint",
-                 regularizer: str | None = None, reg_weight: float = 0.0, device: str = "auto",
-                 seed: int = 0, backend: str = PROTECT_BACKEND, detector: FaceDetector | None = None,
-                 aligned: bool = False) -> None:
+    def __init__(self, profile: Profile | str | Path | None = None, settings: CraftSettings | None = None, *,
+                 device: str = "auto", detector: FaceDetector | None = None, aligned: bool = False,
+                 **changes: object) -> None:
+        settings = (settings or protect_settings()).replace(**changes)
+        if settings.method != Alignment.name:
+            raise ValueError(f"protect crafts with the {Alignment.name} method; got method {settings.method!r}")
+        self.settings = settings
+        self.eps = settings.eps
         self.device = resolve_device(device)
         if not isinstance(profile, Profile):
             profile = load_profile(profile, self.device)
         self.profile = profile.to(self.device)
-        self.eps = eps_from_pixels(eps)
-        self.attack_options = dict(steps=steps, restarts=restarts, variant=variant,
-                                   regularizer=None if regularizer in (None, "none") else regularizer,
-                                   reg_weight=reg_weight, seed=seed, backend=backend)
         self.aligned = aligned
         self.detector = None if aligned else detector or FaceDetector(device=self.device)
         self.centres: dict[str, torch.Tensor] = {}
@@ -217,8 +215,7 @@ class Protector:
         head, labels = self._head(identities, embeddings)
         model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
         params, target = self.profile.target_params(), self.profile.target
-        attack = Alignment(model, target, eps=self.eps, loss_fn=crop_loss, preprocess=model.crops, params=params,
-                           **self.attack_options)
+        attack = Alignment(model, target, self.settings, loss_fn=crop_loss, preprocess=model.crops, params=params)
         index = torch.arange(len(faces), device=self.device)
         z_clean = model.clean_crops
         z = attack(z_clean, index)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from faceguard.manifest import MANIFEST, Manifest
-from faceguard.photo import SUFFIX_FORMATS, is_lossless, photo_metrics, read_photo, write_photo
+from faceguard.photo import is_lossless, photo_metrics, read_photo, write_photo
 from faceguard.protect import Protector
+from faceguard.registry import NO_REGULARIZER
+from faceguard.settings import protect_settings
 from faceguard.protect_identities import (centre_lists, cluster_names, identity_key, mean_centres)
-from recognition.align_cli import find_photos, one_line
-from recognition.atomic import write_bytes_atomic
-from recognition.checkpoint import file_sha256
+from recognition.files import PHOTO_EXTENSIONS, file_sha256, find_photos, one_line, write_bytes_atomic
 
 REPORT = "report.html"
 STATUSES = ("protected", "no_face", "error")
@@ -80,7 +80,7 @@ def _inputs(photos: Path, out: Path) -> tuple[Path, list[Path], list[Path]]:
     if photos.is_dir() and (out_real.is_relative_to(root_real) or root_real.is_relative_to(out_real)):
         raise ValueError(f"output {out} and PHOTOS {photos} overlap; choose another --out")
     if photos.is_file():
-        if photos.suffix.lower() not in SUFFIX_FORMATS:
+        if photos.suffix.lower() not in PHOTO_EXTENSIONS:
             raise ValueError(f"{photos} is not a JPEG, PNG, WebP, BMP or TIFF file")
         if out_real == root_real:
             raise ValueError(f"output {out} is the folder of {photos}; choose another --out")
@@ -114,10 +114,20 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 def _settings(protector: Protector, options: FolderOptions) -> dict:
     """Everything that changes an output: a finished entry counts only under equal settings."""
-    attack = protector.attack_options
-    return {"eps": round(protector.eps * 255, 6), **attack, "format": options.format,
-            "identities": options.identities, "profile_sha256": protector.profile.sha256,
-            **({"aligned": True} if protector.aligned else {})}  # absent otherwise: older manifests stay valid
+    return {"crafting": protector.settings.to_dict(), "format": options.format, "identities": options.identities,
+            "profile_sha256": protector.profile.sha256, "aligned": protector.aligned}
+
+
+def upgrade_settings(stored: dict) -> dict:
+    """Manifest settings of version 1 (flat crafting keys, written before :class:`CraftSettings`)
+    in today's layout, so a folder protected then resumes instead of being protected again."""
+    if "crafting" in stored or "eps" not in stored:
+        return stored
+    keys = ("eps", "steps", "restarts", "variant", "regularizer", "reg_weight", "seed", "backend")
+    crafting = {key: stored[key] for key in keys if key in stored}
+    crafting["regularizer"] = crafting.get("regularizer") or NO_REGULARIZER
+    rest = {key: value for key, value in stored.items() if key not in keys}
+    return {"crafting": protect_settings(**crafting).to_dict(), **rest, "aligned": rest.get("aligned", False)}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -154,7 +164,7 @@ def protect_folder(photos: Path, protector: Protector, options: FolderOptions) -
     root, rels, outside = _inputs(photos, out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    manifest = Manifest(out / MANIFEST, _settings(protector, options), options.command)
+    manifest = Manifest(out / MANIFEST, _settings(protector, options), options.command, upgrade_settings)
     run = _FolderRun(protector, manifest, root, out, options)
     try:
         run.protect_all(photos, rels, outside)
@@ -236,7 +246,7 @@ class _FolderRun:
             try:
                 entry = _protect_one(protector, self.root / rel, target, self.options.format, faces, names[rel])
                 entry |= {"output": self.targets[rel].as_posix(), "input_sha256": self.digests[rel],
-                          "output_sha256": file_sha256(target), "eps": self.manifest.settings["eps"]}
+                          "output_sha256": file_sha256(target), "eps": protector.eps}
             except Exception as exc:  # one bad photo must not stop the run
                 entry = {"status": "error", "reason": one_line(exc)}
             self.record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)})

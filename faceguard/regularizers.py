@@ -2,7 +2,8 @@
 
 Each takes the clean batch x and the perturbation Δ and returns one penalty per image ([B]), so it
 works for both the joint (batch) and the independent (per-image) objectives. SSIM and TV come from
-kornia; all are differentiable in Δ.
+kornia; all are differentiable in Δ. They are registered by name in
+:data:`faceguard.registry.REGULARIZERS`.
 """
 from __future__ import annotations
 
@@ -30,17 +31,3 @@ def ssim_penalty(x: Tensor, delta: Tensor, window_size: int = 7) -> Tensor:
     window = min(window_size, x.shape[-1], x.shape[-2]) | 1
     ssim_map = kornia.metrics.ssim(x, (x + delta).clamp(0, 1), window_size=window)
     return 1 - ssim_map.flatten(1).mean(1)
-
-
-REGULARIZERS: dict[str, Regularizer] = {"l2": l2_penalty, "tv": tv_penalty, "ssim": ssim_penalty}
-
-
-def resolve_regularizer(regularizer: str | Regularizer | None) -> Regularizer | None:
-    """A regulariser by name (``l2``, ``tv``, ``ssim``; ``none``/None for none) or a callable."""
-    if regularizer is None or regularizer == "none":
-        return None
-    if callable(regularizer):
-        return regularizer
-    if regularizer not in REGULARIZERS:
-        raise ValueError(f"unknown regularizer {regularizer!r}; choose from none, {', '.join(REGULARIZERS)}")
-    return REGULARIZERS[regularizer]

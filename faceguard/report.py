@@ -15,8 +15,7 @@ import numpy as np
 from PIL import Image
 
 from faceguard.photo import read_photo
-from recognition.atomic import write_bytes_atomic
-from recognition.align_cli import one_line
+from recognition.files import one_line, write_bytes_atomic
 
 THUMBNAIL = 320
 
@@ -31,8 +30,8 @@ def _thumbnail(pixels: np.ndarray) -> str:
 
 
 def amplified_difference(before: np.ndarray, after: np.ndarray, eps: float) -> np.ndarray:
-    """128 + (after − before) · 127/ε as uint8 (ε in [0, 1]); unchanged pixels are mid-gray."""
-    scale = 127 / max(eps * 255, 1)
+    """128 + (after − before) · 127/ε as uint8 (ε in pixel levels); unchanged pixels are mid-gray."""
+    scale = 127 / max(eps, 1)
     diff = after.astype(np.float32) - before.astype(np.float32)
     return np.clip(128 + diff * scale, 0, 255).astype(np.uint8)
 
@@ -66,7 +65,7 @@ def write_report(path: Path, root: Path, out: Path, entries: dict[str, dict], ep
 <html><head><meta charset="utf-8"><title>faceguard protect report</title>
 <style>body{{font-family:sans-serif}} td{{border-top:1px solid #ccc;padding:4px;vertical-align:top}}
 img{{margin-right:4px;max-height:{THUMBNAIL}px}}</style></head><body>
-<h1>faceguard protect: {len(entries)} files, ε = {eps * 255:g}/255</h1>
+<h1>faceguard protect: {len(entries)} files, ε = {eps:g}/255</h1>
 <p>Images: before, after, and the difference amplified so that ±ε is black/white around gray.
 Alignment loss A = 1 − cos(T, ∇θ CE): clean / crafted / after saving, re-detection and re-alignment
 (lower = stronger protection).</p>

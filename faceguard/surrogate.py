@@ -15,23 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from recognition.checkpoint import config_path, load_model
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Normalized(nn.Module):
-    """``model((x − mean) / std)`` for x in [0, 1] (torchvision's ImageNet preprocessing)."""
-
-    def __init__(self, model: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model((x - self.mean) / self.std)
+from recognition.models.layers import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
 
 def load_surrogate(path: str | Path, arch: str | None = None, num_classes: int | None = None,
@@ -39,8 +23,9 @@ def load_surrogate(path: str | Path, arch: str | None = None, num_classes: int |
     """Load a surrogate in eval mode from ``path``.
 
     ``arch=None``: a checkpoint of this project (weights + JSON sidecar). ``arch="torchvision:NAME"``:
-    ``torchvision.models.get_model(NAME)`` with the weights in ``path`` (state dict), wrapped with
-    ImageNet normalisation; ``num_classes`` defaults to the size the weights imply.
+    ``torchvision.models.get_model(NAME)`` with the weights in ``path`` (state dict, read into the
+    torchvision model itself, so its keys are torchvision's), then ImageNet normalisation put in
+    front: ``nn.Sequential(Normalize, model)``. ``num_classes`` defaults to the size the weights imply.
     """
     path = Path(path)
     if not path.is_file():
@@ -62,7 +47,7 @@ def load_surrogate(path: str | Path, arch: str | None = None, num_classes: int |
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit {arch}: {str(err).splitlines()[0]}") from err
-    return Normalized(model).to(device).eval()
+    return nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), model).to(device).eval()
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:

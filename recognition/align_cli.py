@@ -18,8 +18,6 @@ interrupted run never leaves a half-written PNG or report.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,12 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from recognition.atomic import write_atomic
+from recognition.files import find_photos, load_rgb, one_line, write_atomic, write_json_atomic
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")  # JPEG also opens multi-picture (MPO) files
 MULTI_MODES = ("largest", "all", "skip")
 STATUSES = ("aligned", "several_faces", "no_face", "error")
 REPORT_NAME = "align_report.json"
@@ -64,37 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "instead of face detection")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="photos decoded and detected together (equal sizes share a pass)")
-
-
-def find_photos(src: Path) -> tuple[list[Path], list[Path]]:
-    """Photos under ``src`` (relative paths, sorted) and symlinks among them that leave ``src``.
-
-    Extensions are matched case-insensitively; symlinked folders are not entered.
-    """
-    root = src.resolve()
-    photos, outside = [], []
-    for folder, _, names in os.walk(src, followlinks=False):
-        for name in names:
-            path = Path(folder) / name
-            if path.suffix.lower() not in EXTENSIONS:
-                continue
-            rel = path.relative_to(src)
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                outside.append(rel)
-            else:
-                photos.append(rel)
-    return sorted(photos, key=Path.as_posix), sorted(outside, key=Path.as_posix)
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """Decode a photo as HxWx3 uint8 RGB, upright per its EXIF orientation (accepted formats only)."""
-    with Image.open(path, formats=PILLOW_FORMATS) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as a single line: its type and message."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def write_crops(image: np.ndarray, faces: Sequence[np.ndarray], rel: Path, dst: Path,
@@ -248,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         "files": {rel: asdict(outcomes[rel]) for rel in sorted(outcomes)},
     }
     report_path = args.dst / REPORT_NAME
-    write_atomic(report_path, lambda handle: handle.write(json.dumps(report, indent=1).encode()))
+    write_json_atomic(report_path, report)
     crops = sum(len(outcome.outputs) for outcome in outcomes.values())
     print(f"align: {len(outcomes)} photos: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES)
           + f"; {crops} crops in {args.dst}; report {report_path}")

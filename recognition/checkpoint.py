@@ -15,7 +15,6 @@ save (new weights, old optimizer state) is detected on resume instead of silentl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from recognition.atomic import write_bytes_atomic
+from recognition.files import file_sha256, write_bytes_atomic
 
 
 def config_path(path: str | Path) -> Path:
@@ -136,9 +135,3 @@ def _write_json(path: Path, data: dict) -> None:
     """Atomically write `data` as indented, key-sorted JSON."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (streamed; data checksums, checkpoint and profile digests)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -3,10 +3,10 @@ generic ImageFolder trees (e.g. one sub-folder of face photos per identity).
 
 Everything is decoded once with Pillow into one uint8 tensor, because the experiments here
 use small images that fit in memory and are iterated over for many epochs. Loading never
-executes code from the data: only image bytes are read, and tar member names are checked.
+executes code from the data: only image bytes are read, only the Pillow decoders of
+``recognition.files.DATASET_FORMATS`` run, and tar member names are checked.
 Decoding is sequential on purpose: Pillow's JPEG header parsing holds the GIL, so a thread
-pool was slower (measured: 10 s sequential vs 15 s with 2 threads for the 50,000 CIFAR
-training images on 2 cores).
+pool was slower (measured: docs/recognition.md, "Datasets").
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
-# Only these Pillow decoders may run, whatever a file claims to be (an EPS renamed .jpg would
-# otherwise start Ghostscript).
-PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+from recognition.files import DATASET_DECODERS, DATASET_EXTENSIONS
+
 CIFAR_SPLITS = ("train", "test")
 
 # One image to decode: (name used in error messages and for sorting, file path or raw bytes).
@@ -111,7 +109,7 @@ def load_image_folder(root: str | Path, size: int | None = None) -> ImageTensorD
 
 
 def _is_image_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+    return PurePosixPath(name).suffix.lower() in DATASET_EXTENSIONS
 
 
 def scan_image_folder(root: Path) -> dict[str, list[_Entry]]:
@@ -166,7 +164,7 @@ def decode_image(name: str, source: Path | bytes, size: int | None) -> np.ndarra
     """Decode one image to an RGB uint8 array [H, W, 3]; any decoding failure names the file."""
     try:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(stream, formats=PILLOW_FORMATS) as image:
+        with Image.open(stream, formats=DATASET_DECODERS) as image:
             ImageOps.exif_transpose(image, in_place=True)
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             if size is not None:

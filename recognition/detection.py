@@ -23,7 +23,7 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from recognition.training import resolve_device
+from recognition.device import resolve_device
 
 ImageLike = Image.Image | np.ndarray
 

@@ -25,6 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from recognition.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -38,16 +40,6 @@ class DistributedContext:
     def is_main(self) -> bool:
         """Rank 0 alone prints progress and writes files."""
         return self.rank == 0
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """Turn "auto" (CUDA when available, else CPU) or an explicit device name into a device."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available")
-    return device
 
 
 @contextmanager

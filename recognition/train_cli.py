@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     from recognition.checkpoint import build_model
     from recognition.distributed import close_distributed, init_distributed
-    from recognition.training import TrainConfig, margin_cross_entropy_loss, train_classifier
+    from recognition.losses import margin_cross_entropy_loss
+    from recognition.training import TrainConfig, train_classifier
 
     context = init_distributed(args.device)
     try:

@@ -18,15 +18,15 @@ rounding. On CPU (gloo) each process normalises with its own shard's statistics;
 W shards), which reproduces the W-process CPU run, BatchNorm running statistics included: DDP
 broadcasts rank 0's buffers at every forward pass, so they only ever see rank 0's shard, and ghost
 batching likewise keeps the statistics of the first chunk (the other chunks' updates are undone).
-Measured (tests/test_distributed.py, W = 2): bitwise equal when both runs use the same number of
-intra-op threads; with different thread counts CPU reductions round differently (~1e-7 after one
-step), which training then amplifies (~4e-3 after 8 steps of a small ResNet at lr 0.05).
+Tested (tests/test_distributed.py, W = 2): bitwise equal when both runs use the same number of
+intra-op threads; with different thread counts CPU reductions round differently, and training
+amplifies that (measured drift: docs/recognition.md, "train").
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -44,18 +44,14 @@ from recognition.distributed import (
     data_parallel,
     evaluating,
     init_distributed,
-    resolve_device,
     shard_sampler,
 )
+from recognition.losses import TrainingLoss, cross_entropy_loss
 
 __all__ = [
-    "AUGMENTATIONS", "SCHEDULES", "TrainConfig", "augment_batch", "cross_entropy_loss", "evaluate_accuracy",
-    "keyed_words", "margin_cross_entropy_loss", "predict", "resolve_device", "train_classifier",
+    "AUGMENTATIONS", "SCHEDULES", "TrainConfig", "augment_batch", "evaluate_accuracy", "keyed_words", "predict",
+    "train_classifier",
 ]
-
-# loss_fn(model, images, labels) -> per-sample loss [B], or (per-sample loss [B], logits [B, K]);
-# returning logits lets training report its accuracy.
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 SCHEDULES = ("multistep", "cosine")
 AUGMENTATIONS = ("crop_flip", "flip", "none")
@@ -102,22 +98,6 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and ghost_batches must be positive")
 
 
-def cross_entropy_loss(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Default loss: per-sample cross entropy of model(images), with the logits for accuracy."""
-    logits = model(images)
-    return F.cross_entropy(logits, labels, reduction="none"), logits
-
-
-def margin_cross_entropy_loss(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross entropy of model(images, labels): margin heads (CosFace, ArcFace) need the labels."""
-    logits = model(images, labels)
-    return F.cross_entropy(logits, labels, reduction="none"), logits
-
-
 def train_classifier(
     model: nn.Module,
     train_set: Dataset,
@@ -125,7 +105,7 @@ def train_classifier(
     device: str | torch.device | None = None,
     test_set: Dataset | None = None,
     progress: bool = True,
-    loss_fn: LossFn | None = None,
+    loss_fn: TrainingLoss | None = None,
     resume: bool = False,
     model_config: dict | None = None,
 ) -> list[dict]:
@@ -135,6 +115,7 @@ def train_classifier(
     torchrun, see ``init_distributed``) and left there. Returns one record per epoch: epoch, loss
     (mean per-sample loss), train_acc (percent, None when `loss_fn` returns no logits), lr (used
     during the epoch) and test_acc when `test_set` is given; metrics are over all processes.
+    `loss_fn` is a ``recognition.losses.TrainingLoss`` (default: ``cross_entropy_loss``).
     Re-seeds the global torch RNG every epoch from (seed, epoch, rank).
 
     With ``config.checkpoint`` the model (``save_checkpoint`` with `model_config` as its JSON,
@@ -304,7 +285,7 @@ def _train_epoch(
     network: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
+    loss_fn: TrainingLoss,
     config: TrainConfig,
     epoch: int,
     context: DistributedContext,

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recognition.atomic import write_bytes_atomic
 from recognition.datasets import decode_image
+from recognition.files import write_bytes_atomic
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -21,6 +21,7 @@ from PIL import Image
 from conftest import require_data
 from recognition import align_cli
 from recognition.alignment import ARCFACE_TEMPLATE, CELEBA_COLUMNS, align_face
+from recognition.files import load_rgb
 
 SINGLE = "kit_harington/john2.jpg"  # 630x374, one face
 GROUP = "group/kit_with_rose.jpg"  # 501x700, two faces
@@ -134,7 +135,7 @@ def test_exif_orientation_is_honoured(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
     Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "r.png", exif=exif)
-    assert np.array_equal(align_cli.load_rgb(tmp_path / "r.png"), upright)
+    assert np.array_equal(load_rgb(tmp_path / "r.png"), upright)
 
 
 def test_refuses_overlapping_folders_and_foreign_symlinks(tmp_path, capsys):

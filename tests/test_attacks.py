@@ -4,14 +4,20 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from faceguard.attacks import Alignment, RandomNoise, TensorClog, Unlearnable
+from faceguard.attacks import Alignment, RandomNoise, TensorClog, Unlearnable, build_attack
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
-from faceguard.quantize import eps_from_pixels, quantize_within, to_uint8
+from faceguard.quantize import quantize_within, to_uint8
+from faceguard.registry import METHODS
+from faceguard.settings import CraftSettings
+from faceguard.units import check_eps, eps_radius
 from recognition.heads import CosFace, MarginClassifier
 from recognition.models import create_model
 
-EPS = eps_from_pixels(8)
+EPS = 8  # pixel levels
+RADIUS = eps_radius(EPS)
+# plain PGD on the exact gradient, unless a test asks for more
+BASE = CraftSettings(eps=EPS, augment=False, backend="double")
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +32,10 @@ def setup(cifar_test_batch):
 
 def methods(model, target, **kw):
     return {
-        "alignment-joint": Alignment(model, target, eps=EPS, variant="joint", **kw),
-        "alignment-independent": Alignment(model, target, eps=EPS, variant="independent", **kw),
-        "tensorclog": TensorClog(model, eps=EPS, **kw),
-        "unlearnable": Unlearnable(model, eps=EPS, **kw),
+        "alignment-joint": Alignment(model, target, BASE, variant="joint", **kw),
+        "alignment-independent": Alignment(model, target, BASE, variant="independent", **kw),
+        "tensorclog": TensorClog(model, BASE, **kw),
+        "unlearnable": Unlearnable(model, BASE, **kw),
     }
 
 
@@ -39,9 +45,9 @@ def test_every_method_respects_the_eps_ball_and_pixel_range(setup):
     for name, atk in attacks.items():
         x_adv = atk(x, y)
         assert x_adv.shape == x.shape, name
-        assert (x_adv - x).abs().max() <= EPS + 1e-6, name
+        assert (x_adv - x).abs().max() <= RADIUS + 1e-6, name
         assert x_adv.min() >= 0 and x_adv.max() <= 1, name
-        assert (x_adv - x).abs().max() > EPS / 2, name  # it did perturb
+        assert (x_adv - x).abs().max() > RADIUS / 2, name  # it did perturb
         for q in (to_uint8(x_adv), quantize_within(x_adv, x, EPS)):
             diff = (q.int() - to_uint8(x).int()).abs().max()
             assert diff <= 8, name
@@ -49,11 +55,10 @@ def test_every_method_respects_the_eps_ball_and_pixel_range(setup):
 
 def test_quantize_within_holds_the_bound_for_images_off_the_8bit_grid():
     """Half-way pixel values round half-to-even: with an odd ε, x and x + ε can round apart by ε + 1."""
-    eps = eps_from_pixels(7)
     x = ((torch.arange(240, dtype=torch.float64) + 0.5) / 255).float().view(1, 1, 16, 15)
-    x_adv = (x + eps).clamp(0, 1)
+    x_adv = (x + eps_radius(7)).clamp(0, 1)
     naive = (to_uint8(x_adv).int() - to_uint8(x).int()).abs().max()
-    exact = (quantize_within(x_adv, x, eps).int() - to_uint8(x).int()).abs().max()
+    exact = (quantize_within(x_adv, x, 7).int() - to_uint8(x).int()).abs().max()
     assert naive == 8 and exact == 7
 
 
@@ -64,7 +69,7 @@ def test_same_seed_gives_identical_perturbations(setup):
         a, b, c = atk_a(x, y), atk_b(x, y), atk_c(x, y)
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
-    assert torch.equal(RandomNoise(model, EPS, seed=1)(x, y), RandomNoise(model, EPS, seed=1)(x, y))
+    assert torch.equal(RandomNoise(model, eps=EPS, seed=1)(x, y), RandomNoise(model, eps=EPS, seed=1)(x, y))
 
 
 def test_global_rng_is_left_alone(setup):
@@ -72,17 +77,17 @@ def test_global_rng_is_left_alone(setup):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    Alignment(model, target, eps=EPS, steps=1, restarts=1)(x, y)
+    Alignment(model, target, BASE, steps=1, restarts=1)(x, y)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_best_restart_is_kept_per_batch_or_per_image(setup):
     model, target, x, y = setup
-    joint = Alignment(model, target, eps=EPS, steps=2, restarts=3)
+    joint = Alignment(model, target, BASE, steps=2, restarts=3)
     joint(x, y)
     losses = torch.stack(joint.report.restart_losses)
     assert losses.shape == (3,) and joint.report.best_loss == losses.min()
-    indep = Alignment(model, target, eps=EPS, steps=2, restarts=3, variant="independent")
+    indep = Alignment(model, target, BASE, steps=2, restarts=3, variant="independent")
     x_adv = indep(x, y)
     losses = torch.stack(indep.report.restart_losses)
     assert losses.shape == (3, len(x))
@@ -96,7 +101,7 @@ def test_surrogate_is_used_in_eval_mode_and_left_untouched(setup):
     model, target, x, y = setup
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    Alignment(model, target, eps=EPS, steps=2, restarts=1)(x, y)
+    Alignment(model, target, BASE, steps=2, restarts=1)(x, y)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model.eval()
@@ -109,9 +114,9 @@ def test_model_whose_loss_needs_the_label(cifar_test_batch):
     model = MarginClassifier(backbone, CosFace(16, 10, s=16, m=0.35)).eval()
     x, y = cifar_test_batch
     target = target_gradient(model, TensorDataset(x, y), loss_fn=make_loss("rce", label_in_forward=True))
-    atk = Alignment(model, target, eps=EPS, steps=8, restarts=1,
+    atk = Alignment(model, target, BASE, steps=8, restarts=1,
                     loss_fn=make_loss("ce", label_in_forward=True))
-    start = atk.loss(x[:8], y[:8], RandomNoise(model, EPS)(x[:8], y[:8]))
+    start = atk.loss(x[:8], y[:8], RandomNoise(model, eps=EPS)(x[:8], y[:8]))
     atk(x[:8], y[:8])
     assert atk.report.best_loss < start
 
@@ -119,15 +124,15 @@ def test_model_whose_loss_needs_the_label(cifar_test_batch):
 @pytest.mark.parametrize("name", ["l2", "tv", "ssim"])
 def test_regularizer_makes_the_perturbation_smaller(setup, name):
     model, target, x, y = setup
-    plain = Alignment(model, target, eps=EPS, steps=6, restarts=1)(x, y)
-    reg = Alignment(model, target, eps=EPS, steps=6, restarts=1, regularizer=name, reg_weight=1e4)(x, y)
+    plain = Alignment(model, target, BASE, steps=6, restarts=1)(x, y)
+    reg = Alignment(model, target, BASE, steps=6, restarts=1, regularizer=name, reg_weight=1e4)(x, y)
     assert (reg - x).abs().mean() < 0.8 * (plain - x).abs().mean()
 
 
 def test_augmentation_changes_the_crafted_result(setup):
     model, target, x, y = setup
-    plain = Alignment(model, target, eps=EPS, steps=3, restarts=1)(x, y)
-    augmented = Alignment(model, target, eps=EPS, steps=3, restarts=1, augment=True)(x, y)
+    plain = Alignment(model, target, BASE, steps=3, restarts=1)(x, y)
+    augmented = Alignment(model, target, BASE, steps=3, restarts=1, augment=True)(x, y)
     assert not torch.equal(plain, augmented)
 
 
@@ -137,12 +142,41 @@ def test_bad_arguments_are_rejected(setup):
         Alignment(model, target, variant="sideways")
     with pytest.raises(ValueError, match="target_grad"):
         Alignment(model, target[:-1])
-    with pytest.raises(ValueError, match="eps"):
-        Alignment(model, target, eps=8)
     with pytest.raises(ValueError, match="regularizer"):
         Alignment(model, target, regularizer="blur")
-    with pytest.raises(ValueError):
-        eps_from_pixels(300)
+    with pytest.raises(ValueError, match="backend"):
+        Alignment(model, target, backend="magic")
+    with pytest.raises(TypeError):
+        Alignment(model, target, sideways=True)  # not a setting
+
+
+@pytest.mark.parametrize("eps", [8 / 255, 0.5, 300, -1, float("nan"), "8", True])
+def test_eps_in_the_wrong_unit_or_range_is_refused_everywhere(setup, eps):
+    """ε is in pixel levels at every entry point: a fraction (it would round to no change) or a
+    value off the 0-255 range fails with a message naming the unit."""
+    model, target, x, y = setup
+    for make in (lambda: CraftSettings(eps=eps), lambda: Alignment(model, target, eps=eps),
+                 lambda: RandomNoise(model, eps=eps), lambda: quantize_within(x, x, eps)):
+        with pytest.raises(ValueError, match="pixel levels"):
+            make()
+
+
+def test_pixel_levels_convert_once_to_the_radius():
+    assert check_eps(0) == 0.0 and check_eps(1) == 1.0 and check_eps(255) == 255.0
+    assert eps_radius(16) == 16 / 255
+    with pytest.raises(ValueError, match="pass 8 instead"):
+        check_eps(8 / 255)
+
+
+def test_build_attack_builds_every_registered_method_from_settings(setup):
+    model, target, x, y = setup
+    for name in METHODS.names():
+        settings = BASE.replace(method=name, steps=1, restarts=1)
+        atk = build_attack(model, settings, target)
+        assert type(atk) is METHODS.get(name) and atk.settings == settings
+        assert (atk(x, y) - x).abs().max() <= RADIUS + 1e-6
+    with pytest.raises(ValueError, match="target gradient"):
+        build_attack(model, BASE)
 
 
 @pytest.mark.parametrize("backend", ["double", "fd-frozen"])
@@ -154,10 +188,10 @@ def test_preprocess_is_the_same_objective_as_a_loss_that_applies_the_map(setup, 
     x, y = x[:4], y[:4]
     blur = lambda images, labels: torch.nn.functional.avg_pool2d(images, 3, 1, 1).flip(-1)  # noqa: E731
     ce = make_loss("ce")
-    inside = Alignment(model, target, eps=EPS, variant=variant, backend=backend,
+    inside = Alignment(model, target, BASE, variant=variant, backend=backend,
                        loss_fn=lambda m, images, labels: ce(m, blur(images, labels), labels))
-    outside = Alignment(model, target, eps=EPS, variant=variant, backend=backend, loss_fn=ce, preprocess=blur)
-    delta = ((torch.rand_like(x) * 2 - 1) * EPS).requires_grad_(True)
+    outside = Alignment(model, target, BASE, variant=variant, backend=backend, loss_fn=ce, preprocess=blur)
+    delta = ((torch.rand_like(x) * 2 - 1) * RADIUS).requires_grad_(True)
     grad_inside, value_inside = inside.step_gradient(x, y, delta)
     grad_outside, value_outside = outside.step_gradient(x, y, delta)
     assert value_outside == pytest.approx(value_inside, rel=1e-5)
@@ -165,4 +199,4 @@ def test_preprocess_is_the_same_objective_as_a_loss_that_applies_the_map(setup, 
     assert cosine > 0.9999
     adv = (x + delta).detach()
     assert torch.allclose(outside.loss(x, y, adv), inside.loss(x, y, adv), rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(outside.loss(x, y, adv), Alignment(model, target, eps=EPS, variant=variant).loss(x, y, adv))
+    assert not torch.allclose(outside.loss(x, y, adv), Alignment(model, target, BASE, variant=variant).loss(x, y, adv))

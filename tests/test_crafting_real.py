@@ -4,9 +4,9 @@ import torch
 
 from faceguard.attacks import Alignment, RandomNoise
 from faceguard.gradients import target_gradient
-from faceguard.quantize import eps_from_pixels
+from faceguard.settings import CraftSettings
 
-EPS = eps_from_pixels(8)
+BASE = CraftSettings(eps=8, augment=False, backend="double")
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,9 @@ def test_crafting_lowers_alignment_loss_clearly_below_a_random_start(protected_s
     batch A 0.98 → 0.38, mean per-image loss 1.02 → 0.91 after 20 steps).
     """
     model, target, x, y = protected_setup
-    batch_loss = Alignment(model, target, eps=EPS, steps=0, restarts=1, variant="joint")
-    atk = Alignment(model, target, eps=EPS, steps=20, restarts=1, variant=variant)
-    random_start = RandomNoise(model, EPS)(x, y)
+    batch_loss = Alignment(model, target, BASE, steps=0, restarts=1, variant="joint")
+    atk = Alignment(model, target, BASE, steps=20, restarts=1, variant=variant)
+    random_start = RandomNoise(model, BASE)(x, y)
     x_adv = atk(x, y)
     start, final = batch_loss.loss(x, y, random_start), batch_loss.loss(x, y, x_adv)
     assert final < start - 0.4, (float(start), float(final))
@@ -43,7 +43,7 @@ def test_more_restarts_never_give_a_higher_final_loss(protected_setup, variant):
     x, y = x[:16], y[:16]
     best = []
     for restarts in (1, 3):
-        atk = Alignment(model, target, eps=EPS, steps=5, restarts=restarts, variant=variant, seed=3)
+        atk = Alignment(model, target, BASE, steps=5, restarts=restarts, variant=variant, seed=3)
         atk(x, y)
         best.append(atk.report.best_loss)
     assert (best[1] <= best[0]).all()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import require_data
 
 from benchmarks.__main__ import main
@@ -14,9 +16,9 @@ def test_faces_benchmark_smoke_run_writes_results(tmp_path, monkeypatch) -> None
     data_dir = require_data("yaleb_cropped.npz").parent
     require_data("orl_faces.npz")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    argv = ["faces", "--config", "faces-cpu", "--data-dir", str(data_dir), "--identities", "3", "--seeds", "0",
+    argv = ["faces", "--config", "faces-cpu", "--data", str(data_dir), "--identities", "3", "--seeds", "0",
             "--extra-seeds", "1", "--eps", "16", "--random-eps", "16", "--variants", "joint", "--steps", "2",
-            "--surrogate-epochs", "1", "--victim-epochs", "1", "--orl-pairs", "20", "--out-dir", str(tmp_path)]
+            "--surrogate-epochs", "1", "--victim-epochs", "1", "--orl-pairs", "20", "--out", str(tmp_path)]
     assert main(argv) == 0
     result = json.loads((tmp_path / "faces-cpu.json").read_text())
     assert result["command"] == "python -m benchmarks " + " ".join(argv)
@@ -47,13 +49,22 @@ def test_configs_hold_the_paper_setting() -> None:
 def test_table10_option_crafts_with_a_larger_surrogate_for_the_ir18_victim(tmp_path, monkeypatch) -> None:
     data_dir = require_data("yaleb_cropped.npz").parent
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    argv = ["faces", "--config", "faces-cpu", "--data-dir", str(data_dir), "--identities", "2", "--seeds", "0",
+    argv = ["faces", "--config", "faces-cpu", "--data", str(data_dir), "--identities", "2", "--seeds", "0",
             "--extra-seeds", "--eps", "16", "--random-eps", "--variants", "joint", "--steps", "1",
             "--surrogate", "ir50", "--surrogate-epochs", "1", "--victim-epochs", "1", "--orl-pairs", "0",
-            "--out-dir", str(tmp_path)]
+            "--out", str(tmp_path)]
     assert main(argv) == 0
     result = json.loads((tmp_path / "faces-cpu-sur-ir50.json").read_text())
     assert (result["config"]["surrogate"], result["config"]["victim"]) == ("ir50", "ir18")
     rows = {(row["method"], row["eps"]): row for row in result["rows"]}
     assert set(rows) == {("clean", 0), ("alignment-joint", 16)}
     assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2 and rows[("clean", 0)]["victim"] == "ir18"
+
+
+def test_set_types_fields_from_the_config_and_keeps_the_name() -> None:
+    from benchmarks.faces_configs import set_overrides
+
+    changes = set_overrides("faces-cpu", ["size=64", "craft_augment=true", "eps=4,8", "lr=0.05"])
+    assert changes == {"size": 64, "craft_augment": True, "eps": (4, 8), "lr": 0.05}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        set_overrides("faces-cpu", ["name=x"])

@@ -67,3 +67,22 @@ def test_rewrites_grow_logarithmically_and_close_leaves_no_journal(tmp_path, mon
     manifest.close()
     assert not (tmp_path / JOURNAL).exists()
     assert len(json.loads((tmp_path / MANIFEST).read_text())["files"]) == 3000
+
+
+def test_a_manifest_from_before_versioned_settings_resumes(tmp_path):
+    """Version-1 manifests stored the crafting settings flat; they are read in today's layout, so
+    a folder protected then is not protected again under the same settings."""
+    from faceguard.protect_folder import upgrade_settings
+    from faceguard.settings import protect_settings
+
+    old = {"eps": 16.0, "steps": 10, "restarts": 1, "variant": "joint", "regularizer": None, "reg_weight": 0.0,
+           "seed": 0, "backend": "fd-frozen", "format": "keep", "identities": "folders", "profile_sha256": "ab"}
+    (tmp_path / MANIFEST).write_text(json.dumps({"version": 1, "command": "c", "settings": old,
+                                                 "files": {"p0.jpg": entry(0)}, "centres": {}, "clusters": {}}))
+    current = {"crafting": protect_settings().to_dict(), "format": "keep", "identities": "folders",
+               "profile_sha256": "ab", "aligned": False}
+    assert sorted(Manifest(tmp_path / MANIFEST, current, "cmd", upgrade_settings).files) == ["p0.jpg"]
+    assert json.loads((tmp_path / MANIFEST).read_text())["settings"] == current  # rewritten in today's layout
+    (tmp_path / MANIFEST).write_text(json.dumps({"version": 1, "command": "c", "settings": {**old, "steps": 20},
+                                                 "files": {"p0.jpg": entry(0)}, "centres": {}, "clusters": {}}))
+    assert Manifest(tmp_path / MANIFEST, current, "cmd", upgrade_settings).files == {}

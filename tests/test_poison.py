@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 from faceguard.cli import main
-from faceguard.poison import CraftSettings, build_attack, craft_batch
+from faceguard.attacks import build_attack
+from faceguard.poison import craft_batch
+from faceguard.settings import CraftSettings
 from faceguard.poison_folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder
 from faceguard.surrogate import load_surrogate
 from recognition.checkpoint import save_checkpoint
@@ -89,7 +91,7 @@ def test_poison_folder_target_from_all_matches_chunk_when_one_chunk(cifar_tree, 
     settings = CraftSettings(steps=2, restarts=1, augment=False, batch_size=6, seed=3)
     outs = []
     for target in ("all", "chunk"):
-        job = PoisonJob(eps=8, chunk_size=100, target=target, settings=settings)
+        job = PoisonJob(settings=settings, chunk_size=100, target=target)
         poison_folder(cifar_tree, tmp_path / target, model, job, progress=False)
         outs.append([(tmp_path / target / f).with_suffix(".png").read_bytes()
                      for f in FolderIndex.scan(cifar_tree / "train").files])
@@ -106,8 +108,9 @@ def test_independent_variant_protects_each_image_on_its_own(cifar_test_batch, su
     images, labels = (x[:6] * 255).round().to(torch.uint8), y[:6] % 3
     target = target_gradient(model, torch.utils.data.TensorDataset(x[:6], labels))
     for backend in ("double", "fd-frozen"):
-        settings = CraftSettings(steps=3, restarts=1, augment=False, batch_size=6, backend=backend)
-        attack = build_attack("alignment-independent", model, 8 / 255, settings, target)
+        settings = CraftSettings(variant="independent", steps=3, restarts=1, augment=False, batch_size=6,
+                                 backend=backend)
+        attack = build_attack(model, settings, target)
         whole, _ = craft_batch(attack, images, labels, seed=1)
         half, _ = craft_batch(attack, images[:3], labels[:3], seed=1)
         if backend == "double":         # exact: bit for bit
@@ -128,15 +131,15 @@ def test_lazy_folder_images_decode_like_the_files(cifar_tree):
 def test_torchvision_surrogate_from_local_weights_and_no_code_execution(tmp_path):
     import torchvision
 
-    from faceguard.surrogate import Normalized
+    from recognition.models.layers import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=7).eval()
     torch.save(net.state_dict(), tmp_path / "weights.pth")
     loaded = load_surrogate(tmp_path / "weights.pth", arch="torchvision:resnet18")
-    assert isinstance(loaded, Normalized)
+    assert isinstance(loaded[0], Normalize) and loaded[1].fc.out_features == 7
     x = torch.rand(2, 3, 64, 64)
-    assert torch.allclose(loaded(x), net(Normalized(torch.nn.Identity())(x)), atol=1e-5)
+    assert torch.allclose(loaded(x), net(Normalize(IMAGENET_MEAN, IMAGENET_STD)(x)), atol=1e-5)
 
     class Exploit:
         def __reduce__(self):
@@ -157,7 +160,7 @@ def test_poison_trains_its_own_surrogate_when_none_is_given(cifar_tree, tmp_path
                  "--method", "alignment", "--variant", "independent", "--quiet"]) == 0
     assert (out / STATE_DIR / "surrogate.safetensors").exists()
     summary = json.loads((out / STATE_DIR / "summary.json").read_text())
-    assert summary["images"] == 12 and summary["job"]["method"] == "alignment-independent"
+    assert summary["images"] == 12 and summary["job"]["settings"]["variant"] == "independent"
 
 
 @pytest.mark.parametrize("variant", ["independent", "joint"])

@@ -19,7 +19,7 @@ def test_profile_round_trip_and_target_gradient(tiny):
     from faceguard.gradients import target_gradient
     from faceguard.losses import make_loss
     from faceguard.profile import load_profile
-    from recognition.checkpoint import file_sha256
+    from recognition.files import file_sha256
     from faceguard.profile_fit import FitSettings, load_corpus
 
     profile = load_profile(tiny)

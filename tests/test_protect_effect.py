@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory):
 
     require_data("yaleb_cropped.npz"), require_data("orl_faces.npz")
     root = tmp_path_factory.mktemp("protect-effect")
-    args = [*TINY, "--work", str(root / "work"), "--out-dir", str(root / "out")]
+    args = [*TINY, "--work", str(root / "work"), "--out", str(root / "out")]
     assert main(args) == 0
     return root, args
 

@@ -2,13 +2,13 @@
 import json
 
 from benchmarks.__main__ import main
-from faceguard.backends import BACKENDS
+from faceguard.registry import BACKENDS
 
 
 def test_speed_benchmark_writes_rows_for_each_backend(tmp_path):
     out = tmp_path / "speed"
     assert main(["speed", "--models", "cifar-resnet18", "--backends", "fd-frozen", "fd-frozen-lag", "--width", "0.125",
-                 "--batch", "4", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+                 "--batch-size", "4", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["command"].startswith("python -m benchmarks speed")
     assert result["default_backend"] in BACKENDS

@@ -12,18 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import require_data
-from recognition import atomic
+from recognition import files
 from recognition.checkpoint import (
     build_model, config_path, load_checkpoint, load_model, save_checkpoint, training_state_path,
 )
 from recognition.cli import main as recognition_main
 from recognition.datasets import ImageTensorDataset, load_cifar10
+from recognition.device import resolve_device
 from recognition.distributed import DistributedContext
 from recognition.heads import CosFace, MarginClassifier
+from recognition.losses import cross_entropy_loss
 from recognition.models import create_model
-from recognition.training import (
-    TrainConfig, _per_process_batch, cross_entropy_loss, evaluate_accuracy, predict, resolve_device, train_classifier,
-)
+from recognition.training import TrainConfig, _per_process_batch, evaluate_accuracy, predict, train_classifier
 
 MODEL_CONFIG = {"model": "resnet18", "num_classes": 10, "width": 0.125}
 
@@ -127,7 +127,7 @@ def test_failed_write_keeps_old_checkpoint_and_no_temp_files(tmp_path: Path, mon
         assert Path(src).read_bytes()
         raise OSError("disk full")
 
-    monkeypatch.setattr(atomic.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with torch.no_grad():
         model.weight.add_(1.0)
     with pytest.raises(OSError, match="disk full"):

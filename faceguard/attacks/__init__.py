@@ -1,10 +1,10 @@
-"""Crafting methods, one small class each: ``x_adv = Method(model, ..., eps=8/255)(x, y)``."""
-from faceguard.attacks.alignment import VARIANTS, Alignment
+"""Crafting methods, one small class each: ``x_adv = Method(model, ..., eps=8)(x, y)`` (ε in pixel
+levels); registered by name in :data:`faceguard.registry.METHODS` and built from settings by
+:func:`build_attack`."""
+from faceguard.attacks.alignment import Alignment
 from faceguard.attacks.base import CraftReport, Perturbation, PGDAttack
 from faceguard.attacks.baselines import RandomNoise, TensorClog, Unlearnable
+from faceguard.attacks.build import build_attack
 
-METHODS = {"alignment": Alignment, "random": RandomNoise, "tensorclog": TensorClog,
-           "unlearnable": Unlearnable}
-
-__all__ = ["Alignment", "CraftReport", "METHODS", "PGDAttack", "Perturbation", "RandomNoise",
-           "TensorClog", "Unlearnable", "VARIANTS"]
+__all__ = ["Alignment", "CraftReport", "PGDAttack", "Perturbation", "RandomNoise", "TensorClog", "Unlearnable",
+           "build_attack"]

@@ -1,5 +1,10 @@
 """Shared machinery of every crafting method, torchattacks-style: ``x_adv = atk(x, y)``.
 
+A method is built from a model, a :class:`~faceguard.settings.CraftSettings` (or keyword changes
+of the defaults, ``Alignment(model, T, eps=8, steps=30)``; ε in 0–255 pixel levels) and what the
+method alone needs (the alignment's target gradient; optionally a ``loss_fn`` for models called
+another way, the crafting ``params``, a ``preprocess``).
+
 :class:`Perturbation` handles what all methods share: moving data to the surrogate's device, running
 the surrogate in eval mode, seeding, and projecting onto the ε-ball ∩ [0, 1]. :class:`PGDAttack` adds
 the paper's optimiser: R restarts of M signed-Adam steps with optional differentiable augmentation
@@ -25,10 +30,12 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from faceguard.augment import resolve_augmentation
+from faceguard.augment import crafting_augmentation
 from faceguard.gradients import model_device, trainable_params
-from faceguard.losses import LossFn, cross_entropy
-from faceguard.regularizers import Regularizer, resolve_regularizer
+from faceguard.losses import LossFn
+from faceguard.registry import NO_REGULARIZER, OBJECTIVES, REGULARIZERS
+from faceguard.settings import CraftSettings
+from faceguard.units import eps_radius
 
 LR_MILESTONES = (3 / 8, 5 / 8, 7 / 8)  # step-size decays by 10× at these fractions (Witches' Brew)
 Preprocess = Callable[[Tensor, Tensor], Tensor]
@@ -48,14 +55,22 @@ class CraftReport:
 
 
 class Perturbation:
-    """Base of all methods: ``x_adv = method(x, y)`` with ``‖x_adv − x‖∞ ≤ eps`` and x_adv ∈ [0, 1]."""
+    """Base of all methods: ``x_adv = method(x, y)`` with ``‖x_adv − x‖∞ ≤ ε`` and x_adv ∈ [0, 1].
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, seed: int = 0) -> None:
-        if not 0 <= eps <= 1:
-            raise ValueError(f"eps is a fraction of the pixel range (e.g. 8/255), got {eps}")
+    ``self.eps`` is the bound in pixel levels (as given), ``self.radius`` the same bound in the
+    [0, 1] range the images are in.
+    """
+
+    name = ""  # the method's name in faceguard.registry.METHODS
+    needs_target = False  # whether the constructor takes a target gradient after the model
+    optimises = False  # whether it optimises an objective (takes loss_fn / params / preprocess)
+
+    def __init__(self, model: nn.Module, settings: CraftSettings | None = None, **changes: object) -> None:
+        self.settings = (settings or CraftSettings()).replace(method=self.name, **changes)
         self.model = model
-        self.eps = float(eps)
-        self.seed = seed
+        self.eps = self.settings.eps
+        self.radius = eps_radius(self.eps)
+        self.seed = self.settings.seed
         self.report = CraftReport()
 
     def __call__(self, x: Tensor, y: Tensor, seed: int | None = None) -> Tensor:
@@ -80,13 +95,13 @@ class Perturbation:
 
     def random_delta(self, x: Tensor) -> Tensor:
         """Uniform random start in the ε-ball, projected to keep x + Δ in [0, 1]."""
-        delta = (torch.rand_like(x) * 2 - 1) * self.eps
+        delta = (torch.rand_like(x) * 2 - 1) * self.radius
         return self.project(x, delta)
 
     def project(self, x: Tensor, delta: Tensor) -> Tensor:
         """Project Δ onto {‖Δ‖∞ ≤ ε} ∩ {x + Δ ∈ [0, 1]} (in place; Δ itself stays signed)."""
         with torch.no_grad():
-            delta.clamp_(-self.eps, self.eps)
+            delta.clamp_(-self.radius, self.radius)
             delta.copy_((x + delta).clamp_(0, 1) - x)
         return delta
 
@@ -99,30 +114,17 @@ class PGDAttack(Perturbation):
     """
 
     per_image = False
+    optimises = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        steps: int = 240,
-        restarts: int = 8,
-        step_size: float = 0.1,
-        augment: nn.Module | bool | None = None,
-        regularizer: str | Regularizer | None = None,
-        reg_weight: float = 0.0,
-        loss_fn: LossFn = cross_entropy,
-        params: list[Tensor] | None = None,
-        seed: int = 0,
-        preprocess: Preprocess | None = None,
-    ) -> None:
-        super().__init__(model, eps, seed)
-        if steps < 0 or restarts < 1:
-            raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
-        self.steps, self.restarts, self.step_size = steps, restarts, step_size
-        self.augment = resolve_augmentation(augment)
-        self.regularizer = resolve_regularizer(regularizer)
-        self.reg_weight = reg_weight
-        self.loss_fn = loss_fn
+    def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, loss_fn: LossFn | None = None,
+                 params: list[Tensor] | None = None, preprocess: Preprocess | None = None, **changes: object) -> None:
+        super().__init__(model, settings, **changes)
+        settings = self.settings
+        self.steps, self.restarts, self.step_size = settings.steps, settings.restarts, settings.step_size
+        self.augment = crafting_augmentation() if settings.augment else None
+        self.regularizer = None if settings.regularizer == NO_REGULARIZER else REGULARIZERS.get(settings.regularizer)
+        self.reg_weight = settings.reg_weight
+        self.loss_fn = loss_fn if loss_fn is not None else OBJECTIVES.get(settings.objective)
         self.params = list(params) if params is not None else trainable_params(model)
         self.preprocess = preprocess
 
@@ -209,7 +211,7 @@ class PGDAttack(Perturbation):
     def _descend(self, x: Tensor, y: Tensor, delta: Tensor) -> list[float]:
         """M signed-Adam steps on Δ (in place), projecting after each; returns the objective trace."""
         delta.requires_grad_(True)
-        optimizer = torch.optim.Adam([delta], lr=self.step_size * self.eps)
+        optimizer = torch.optim.Adam([delta], lr=self.step_size * self.radius)
         milestones = sorted({max(1, int(f * self.steps)) for f in LR_MILESTONES})
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
         trace = []

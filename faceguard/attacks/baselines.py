@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from faceguard.attacks.base import Perturbation, PGDAttack
 from faceguard.gradients import flat_norm, param_gradient
@@ -17,16 +17,17 @@ from faceguard.gradients import flat_norm, param_gradient
 class RandomNoise(Perturbation):
     """Uniformly random sign noise of magnitude ε on every pixel and channel."""
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, seed: int = 0) -> None:
-        super().__init__(model, eps, seed)
+    name = "random"
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         signs = torch.randint(0, 2, x.shape, device=x.device, dtype=x.dtype) * 2 - 1
-        return self.project(x, signs * self.eps)
+        return self.project(x, signs * self.radius)
 
 
 class TensorClog(PGDAttack):
     """Minimise ‖∇θ Σ_i CE(F(x_i + Δ_i), y_i)‖² over the batch (best restart per batch)."""
+
+    name = "tensorclog"
 
     def objective(self, x_in: Tensor, y: Tensor) -> Tensor:
         grads = param_gradient(self.model, self.params, x_in, y, self.loss_fn, create_graph=True)
@@ -38,6 +39,8 @@ class TensorClog(PGDAttack):
 
 class Unlearnable(PGDAttack):
     """Sample-wise error-minimising noise with θ fixed (best restart per image)."""
+
+    name = "unlearnable"
 
     per_image = True
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recognition.cli import add_device_option, add_out_option, add_seed_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", type=Path, nargs="+",
                         help="folder(s) of identity sub-folders of photos, or grayscale faces .npz files "
                              "(images, labels, names); identities with the same name are merged")
-    parser.add_argument("--out", type=Path, required=True, help="profile to write, e.g. me.safetensors (+ me.json)")
+    add_out_option(parser, "profile to write, e.g. me.safetensors (+ me.json)", required=True)
     parser.add_argument("--aligned", action="store_true",
                         help="inputs are already aligned face crops: resize only, no detection")
-    parser.add_argument("--size", type=int, default=64, help="aligned crop side, a multiple of 16 (default 64)")
-    parser.add_argument("--model", default="ir18", help="face backbone (default ir18)")
-    parser.add_argument("--width", type=float, default=0.25, help="channel width multiplier (default 0.25)")
-    parser.add_argument("--embedding", type=int, default=512, help="embedding size (default 512)")
+    parser.add_argument("--size", type=int, default=64, help="aligned crop side, a multiple of 16")
+    parser.add_argument("--model", default="ir18", help="face backbone")
+    parser.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
+    parser.add_argument("--embedding", type=int, default=512, help="embedding size")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    add_device_option(parser)
+    add_seed_option(parser, "training seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -8,29 +8,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from faceguard.backends import BACKENDS, DEFAULT_BACKEND
+from faceguard.commands.crafting import add_crafting_options, settings_from_args
+from faceguard.settings import CraftSettings
+from recognition.cli import add_device_option, add_out_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", help="ImageFolder tree (<class>/<image>) or CIFAR JPEG tree (train/<class>/...)")
-    parser.add_argument("--eps", type=float, default=8, help="perturbation bound in 0-255 pixel units")
-    parser.add_argument("--out", required=True, help="output folder: the same tree of PNGs")
+    add_out_option(parser, "output folder: the same tree of PNGs", required=True)
     parser.add_argument("--surrogate", default=None, help="surrogate weights (.safetensors checkpoint, or with "
                         "--arch torchvision:NAME a torchvision state dict .pth/.safetensors)")
     parser.add_argument("--arch", default=None, help="e.g. torchvision:resnet18 for plain torchvision weights")
-    parser.add_argument("--method", default="alignment",
-                        choices=("alignment", "random", "tensorclog", "unlearnable"))
-    parser.add_argument("--variant", default="joint", choices=("joint", "independent"),
-                        help="alignment variant: one cosine per batch (joint) or per image (independent)")
-    parser.add_argument("--steps", type=int, default=240)
-    parser.add_argument("--restarts", type=int, default=8)
-    parser.add_argument("--step-size", type=float, default=0.1, help="initial signed-Adam step as a fraction of eps")
-    parser.add_argument("--no-augment", action="store_true", help="craft without differentiable augmentation")
-    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
-                        help=f"crafting-gradient backend (default {DEFAULT_BACKEND})")
-    parser.add_argument("--regularizer", default="none", choices=("none", "l2", "tv", "ssim"))
-    parser.add_argument("--reg-weight", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=128, help="images per crafting batch (one joint cosine)")
+    add_crafting_options(parser, CraftSettings())
+    parser.add_argument("--batch-size", type=int, default=CraftSettings.batch_size,
+                        help="images per crafting batch (one joint cosine); also the surrogate's training batch")
     parser.add_argument("--chunk-size", type=int, default=25_000,
                         help="images per chunk: unit of resuming and of the per-chunk target gradient")
     parser.add_argument("--target", default="chunk", choices=("chunk", "all"),
@@ -39,21 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="estimate the target gradient on this random fraction of the images")
     parser.add_argument("--size", type=int, default=None, help="resize (shorter side) and centre-crop to SIZE")
     parser.add_argument("--model", default="resnet18", help="surrogate to train when --surrogate is not given")
-    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--width", type=float, default=1.0, help="surrogate width multiplier")
     parser.add_argument("--surrogate-epochs", type=int, default=40)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.1, help="surrogate learning rate")
+    add_device_option(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from faceguard.poison import CraftSettings
     from faceguard.poison_folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder, resolve_root
-    from faceguard.quantize import eps_from_pixels
     from faceguard.surrogate import load_surrogate
     from recognition.checkpoint import load_model, save_checkpoint
     from recognition.distributed import barrier, init_distributed
@@ -62,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    eps_from_pixels(args.eps)
+    settings = settings_from_args(args, CraftSettings(batch_size=args.batch_size))
     context = init_distributed(args.device)   # torchrun: each process crafts its share of the batches
     device = context.device
-    data_dir, out = Path(args.data_dir), Path(args.out)
+    data_dir, out = Path(args.data_dir), args.out
     index = FolderIndex.scan(resolve_root(data_dir))
     if args.surrogate:
         model = load_surrogate(args.surrogate, args.arch, device=device)
@@ -83,14 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 save_checkpoint(model, path, {"model": args.model, "num_classes": len(index.classes),
                                               "width": args.width, "classes": index.classes})
             barrier(context)
-    method = f"alignment-{args.variant}" if args.method == "alignment" else args.method
-    settings = CraftSettings(steps=args.steps, restarts=args.restarts, step_size=args.step_size,
-                             augment=not args.no_augment, backend=args.backend,
-                             regularizer=None if args.regularizer == "none" else args.regularizer,
-                             reg_weight=args.reg_weight if args.regularizer != "none" else 0.0,
-                             batch_size=args.batch_size, seed=args.seed)
-    job = PoisonJob(method=method, eps=args.eps, chunk_size=args.chunk_size, target=args.target,
-                    target_fraction=args.target_fraction, size=args.size, settings=settings)
+    job = PoisonJob(settings=settings, chunk_size=args.chunk_size, target=args.target,
+                    target_fraction=args.target_fraction, size=args.size)
     summary = poison_folder(data_dir, out, model.eval(), job, progress=not args.quiet, context=context)
     if not context.is_main:
         return 0

@@ -2,26 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from faceguard.commands.crafting import add_crafting_options, settings_from_args
+from faceguard.settings import protect_settings
+from recognition.cli import add_device_option, add_out_option
 
 IDENTITY_MODES = ("folders", "single", "cluster")  # kept in step with faceguard.protect_identities
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("photos", type=Path, help="folder of photos (searched recursively) or one photo")
-    parser.add_argument("--eps", type=float, default=16, help="perturbation bound in 0-255 pixel units (default 16)")
-    parser.add_argument("--out", type=Path, help="output folder (default: PHOTOS-protected beside PHOTOS)")
+    add_out_option(parser, "output folder (default: PHOTOS-protected beside PHOTOS)")
     parser.add_argument("--profile", type=Path,
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
-    parser.add_argument("--variant", choices=("independent", "joint"), default="joint",
-                        help="joint (default): the faces of a photo share one exact alignment objective; "
-                             "independent: each face's gradient norm detached (weaker here)")
-    parser.add_argument("--steps", type=int, default=None, help="signed-Adam steps per photo (default 10)")
-    parser.add_argument("--restarts", type=int, default=1, help="random restarts, best kept (default 1)")
-    parser.add_argument("--regularizer", choices=("none", "l2", "tv", "ssim"), default="none",
-                        help="visibility penalty added to the objective (default none)")
-    parser.add_argument("--reg-weight", type=float, default=0.1, help="weight of --regularizer (default 0.1)")
+    add_crafting_options(parser, protect_settings(), methods=["alignment"])
     parser.add_argument("--format", choices=("keep", "png"), default="keep",
                         help="keep each photo's format (JPEG stays JPEG) or write lossless PNG")
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",
@@ -30,23 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aligned", action="store_true",
                         help="every image is one pre-cropped face (as for `faceguard fit --aligned`): no "
                              "detection; the image's centre square, resized to the profile's crop size, is the face")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    add_device_option(parser)
     parser.add_argument("--report", action="store_true", help="write OUT/report.html (before/after/difference)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceguard.protect import DEFAULT_STEPS, Protector
+    from faceguard.protect import Protector
     from faceguard.protect_folder import FolderOptions, protect_folder
 
-    if args.steps is not None and args.steps < 0 or args.restarts < 1:
-        print("protect: error: --steps must be >= 0 and --restarts >= 1", file=sys.stderr)
-        return 2
-    protector = Protector(args.profile, eps=args.eps, steps=DEFAULT_STEPS if args.steps is None else args.steps,
-                          restarts=args.restarts, variant=args.variant, regularizer=args.regularizer,
-                          reg_weight=args.reg_weight if args.regularizer != "none" else 0.0,
-                          device=args.device, seed=args.seed, aligned=args.aligned)
+    settings = settings_from_args(args, protect_settings())
+    protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)
     options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
                             progress=not args.quiet, command=args.command_line)
     summary = protect_folder(args.photos, protector, options)

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("originals", type=Path, help="folder of original photos (or one photo)")
     parser.add_argument("protected", type=Path, help="folder written by faceguard protect (or one photo)")
-    parser.add_argument("--eps", type=float, default=16, help="bound in 0-255 pixel units (default 16)")
+    parser.add_argument("--eps", type=float, default=16, help="bound in 0-255 pixel levels")
     parser.add_argument("--strict", action="store_true",
                         help="hold JPEG outputs to the bound too (re-encoding usually breaks it)")
 

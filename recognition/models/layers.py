@@ -15,6 +15,8 @@ from torch import nn
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet preprocessing
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def scale_channels(channels: int, width: float) -> int:

@@ -6,28 +6,29 @@ from collections.abc import Callable
 
 from torch import nn
 
+from recognition.registry import Registry
+
 ModelFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, ModelFactory] = {}
+MODELS = Registry("model")
+_PRETRAINED: set[str] = set()
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, pretrained: bool = False) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``factory(width=..., [num_classes=...], **kwargs)`` under ``name``.
 
     Factories default ``num_classes`` themselves (it is only passed when the caller gives one).
+    ``pretrained`` marks a fixed network with shipped weights (e.g. ``dlib-resnet``): it has one
+    width and one output size, and is not trained by the project.
     """
-
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    if pretrained:
+        _PRETRAINED.add(name)
+    return MODELS.register(name)
 
 
-def list_models() -> list[str]:
-    """Sorted names of all registered models."""
-    return sorted(_REGISTRY)
+def list_models(pretrained: bool | None = None) -> list[str]:
+    """Sorted names of the registered models: all of them, only the pretrained ones (``True``) or
+    only the trainable architectures (``False``)."""
+    return [name for name in MODELS.names() if pretrained is None or (name in _PRETRAINED) == pretrained]
 
 
 def create_model(name: str, num_classes: int | None = None, width: float = 1.0, **kwargs) -> nn.Module:
@@ -36,8 +37,7 @@ def create_model(name: str, num_classes: int | None = None, width: float = 1.0, 
     ``num_classes`` is the output size: classes for classifiers, the embedding size for face
     backbones. ``None`` keeps the family's own default (10 for the CIFAR zoo, 512 for IR-ResNets).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    factory = MODELS.get(name)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    return _REGISTRY[name](width=width, **kwargs)
+    return factory(width=width, **kwargs)

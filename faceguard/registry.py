@@ -1,0 +1,48 @@
+"""The crafting vocabulary: every name a setting, a command line or a result file can use.
+
+Four registries, each name → callable, in the style of the model registry
+(:mod:`recognition.models.registry`):
+
+* :data:`METHODS` — crafting methods (classes with the torchattacks-style ``x_adv = atk(x, y)``);
+* :data:`BACKENDS` — how the alignment method computes ∇Δ A (:mod:`faceguard.backends`);
+* :data:`REGULARIZERS` — visibility penalties added to the objective (:mod:`faceguard.regularizers`);
+* :data:`OBJECTIVES` — per-sample losses ``loss_fn(model, x, y) -> [B]`` (:mod:`faceguard.losses`).
+
+Entries are lazy ``"module:attribute"`` paths, so this module imports no torch: the command lines
+take their ``choices`` from here and ``faceguard --help`` stays fast. A new method, backend,
+regulariser or objective is added here once and is then known everywhere.
+"""
+from __future__ import annotations
+
+from recognition.registry import Registry
+
+METHODS = Registry("method", {
+    "alignment": "faceguard.attacks.alignment:Alignment",
+    "random": "faceguard.attacks.baselines:RandomNoise",
+    "tensorclog": "faceguard.attacks.baselines:TensorClog",
+    "unlearnable": "faceguard.attacks.baselines:Unlearnable",
+})
+BACKENDS = Registry("backend", {
+    "double": "faceguard.backends:DoubleBackprop",
+    "fd": "faceguard.backends:central_difference",
+    "fd-frozen": "faceguard.backends:frozen_central_difference",
+    "fd-frozen-1s": "faceguard.backends:one_sided_difference",
+    "fd-frozen-lag": "faceguard.backends:lagged_one_sided_difference",
+})
+REGULARIZERS = Registry("regularizer", {
+    "l2": "faceguard.regularizers:l2_penalty",
+    "tv": "faceguard.regularizers:tv_penalty",
+    "ssim": "faceguard.regularizers:ssim_penalty",
+})
+OBJECTIVES = Registry("objective", {
+    "ce": "faceguard.losses:cross_entropy",
+    "rce": "faceguard.losses:reverse_cross_entropy",
+})
+NO_REGULARIZER = "none"
+# The alignment method's variants: one cosine over the batch, or each image on its own (online).
+VARIANTS = ("joint", "independent")
+
+# Which backend is the default is a measured choice: see docs/methods.md and the benchmark results
+# it links (corpus crafting at the paper's step counts vs. protect's few steps per photo).
+DEFAULT_BACKEND = "fd-frozen-lag"
+PROTECT_BACKEND = "fd-frozen"

@@ -1,0 +1,118 @@
+""":class:`CraftSettings`: every choice that changes what a crafting run produces, in one object.
+
+``faceguard poison``, ``faceguard protect`` / :class:`faceguard.Protector`, the crafting methods and
+both benchmark runners read their crafting choices from one ``CraftSettings``; result files and
+the protect manifest store :meth:`CraftSettings.to_dict`, which carries :data:`SETTINGS_VERSION`,
+so a stored run can be compared with a new one and an unknown format is refused by name.
+
+Names are checked against the registries of :mod:`faceguard.registry` when the object is made, so
+a typo fails at once with the list of choices, not deep inside a run. ε is in 0–255 pixel levels
+(:mod:`faceguard.units`). This module imports no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+
+from faceguard.units import check_eps
+from faceguard.registry import (BACKENDS, DEFAULT_BACKEND, METHODS, NO_REGULARIZER, OBJECTIVES, PROTECT_BACKEND,
+                                REGULARIZERS, VARIANTS)
+
+SETTINGS_VERSION = 2  # version 1: the flat, unversioned settings of earlier protect manifests
+DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
+
+
+@dataclass(frozen=True)
+class CraftSettings:
+    """How perturbations are crafted; the defaults are the paper's (240 steps, 8 restarts, augmentation).
+
+    * ``method`` — a name of :data:`faceguard.registry.METHODS`; ``variant`` — the alignment
+      variant, ``joint`` (one cosine per batch) or ``independent`` (each image alone).
+    * ``eps`` — the ℓ∞ bound in 0–255 pixel levels.
+    * ``steps``, ``restarts``, ``step_size`` — signed-Adam PGD: ``step_size`` is the initial step
+      as a fraction of ε, decayed 10× at 3/8, 5/8 and 7/8 of the steps. 0.1 suits 240 steps; short
+      runs need larger steps to cross the ε-ball at all (30 steps at 0.1 move at most ~1.3 ε).
+    * ``backend`` — how the alignment gradient is computed (:data:`faceguard.registry.BACKENDS`),
+      with ``fd_step`` (relative finite-difference step) and ``fd_refresh`` (``fd-frozen-lag``'s
+      steps between recomputations of G).
+    * ``augment`` — differentiable flip + translation at every step.
+    * ``regularizer`` (``none`` or a name of :data:`~faceguard.registry.REGULARIZERS`) with
+      ``reg_weight``; without a regulariser the weight is stored as 0.
+    * ``objective`` — the per-sample loss whose parameter gradient is crafted (``ce``).
+    * ``seed`` — batch ``k`` of a corpus is crafted with ``seed + k``, so any batch can be redone
+      alone (resume) with the same result; ``batch_size`` — images per crafting batch, also the set
+      one joint cosine is taken over.
+    """
+
+    method: str = "alignment"
+    eps: float = 8.0
+    steps: int = 240
+    restarts: int = 8
+    step_size: float = 0.1
+    variant: str = "joint"
+    backend: str = DEFAULT_BACKEND
+    augment: bool = True
+    regularizer: str = NO_REGULARIZER
+    reg_weight: float = DEFAULT_REG_WEIGHT
+    objective: str = "ce"
+    seed: int = 0
+    batch_size: int = 128
+    fd_step: float = 1e-5
+    fd_refresh: int = 2
+
+    def __post_init__(self) -> None:
+        METHODS.check(self.method)
+        BACKENDS.check(self.backend)
+        OBJECTIVES.check(self.objective)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+        if self.regularizer != NO_REGULARIZER:
+            REGULARIZERS.check(self.regularizer)
+        else:
+            object.__setattr__(self, "reg_weight", 0.0)
+        object.__setattr__(self, "eps", check_eps(self.eps))
+        if self.steps < 0 or self.restarts < 1:
+            raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={self.steps}, restarts={self.restarts}")
+        if self.batch_size < 1 or self.fd_refresh < 1 or self.step_size <= 0 or self.fd_step <= 0:
+            raise ValueError("batch_size and fd_refresh must be >= 1, step_size and fd_step > 0")
+
+    def replace(self, **changes: object) -> CraftSettings:
+        """A copy with some fields changed (checked like a new object)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        """The method as result files name it: ``alignment-joint``, ``alignment-independent``, ``random``, …"""
+        return f"{self.method}-{self.variant}" if self.method == "alignment" else self.method
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields plus ``version`` (:data:`SETTINGS_VERSION`)."""
+        return {"version": SETTINGS_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CraftSettings:
+        """Settings stored by :meth:`to_dict`; another version or an unknown key is refused by name."""
+        data = dict(data)
+        version = data.pop("version", None)
+        if version != SETTINGS_VERSION:
+            raise ValueError(f"crafting settings of version {version} are not supported "
+                             f"(this faceguard reads version {SETTINGS_VERSION})")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown crafting settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_label(cls, label: str, **changes: object) -> CraftSettings:
+        """Settings for a result-file method label (the inverse of :attr:`label`)."""
+        for variant in VARIANTS:
+            if label == f"alignment-{variant}":
+                return cls(method="alignment", variant=variant, **changes)
+        return cls(method=label, **changes)
+
+
+def protect_settings(**changes: object) -> CraftSettings:
+    """The defaults of ``faceguard protect``: ε = 16, 10 steps, 1 restart, no augmentation (the
+    photo warp is the scraper's view), the ``fd-frozen`` backend; ``changes`` override them."""
+    return CraftSettings(**{"eps": 16.0, "steps": 10, "restarts": 1, "augment": False, "backend": PROTECT_BACKEND,
+                            **changes})

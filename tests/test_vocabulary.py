@@ -1,0 +1,101 @@
+"""The crafting vocabulary: registries, the one settings object, the shared command-line options,
+and a ``faceguard --help`` that does not load torch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from faceguard.registry import BACKENDS, METHODS, OBJECTIVES, REGULARIZERS
+from faceguard.settings import SETTINGS_VERSION, CraftSettings, protect_settings
+from recognition.cli import parse_set
+from recognition.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("registry", [METHODS, BACKENDS, REGULARIZERS, OBJECTIVES], ids=lambda r: r.kind)
+def test_every_registered_name_resolves_to_a_callable(registry):
+    assert registry.names()
+    for name in registry.names():
+        assert callable(registry.get(name)), name
+    with pytest.raises(ValueError, match=f"unknown {registry.kind} 'nope'; choose from"):
+        registry.get("nope")
+
+
+def test_a_registry_takes_a_name_once_and_imports_lazy_entries_on_use():
+    registry = Registry("thing", {"lazy": "json:dumps"})
+    registry.register("eager")(len)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("eager")(len)
+    assert registry.names() == ["eager", "lazy"] and "lazy" in registry and len(registry) == 2
+    import json
+
+    assert registry.get("lazy") is json.dumps and registry.get("eager") is len
+
+
+def test_settings_round_trip_and_refuse_other_versions_and_keys():
+    settings = CraftSettings(method="tensorclog", eps=4, steps=3, regularizer="tv", reg_weight=0.5)
+    stored = settings.to_dict()
+    assert stored["version"] == SETTINGS_VERSION and CraftSettings.from_dict(stored) == settings
+    with pytest.raises(ValueError, match="version 1 are not supported"):
+        CraftSettings.from_dict({**stored, "version": 1})
+    with pytest.raises(ValueError, match="unknown crafting settings: colour"):
+        CraftSettings.from_dict({**stored, "colour": "red"})
+    assert CraftSettings(regularizer="none", reg_weight=5).reg_weight == 0.0  # no penalty, no weight
+    assert CraftSettings.from_label("alignment-independent").variant == "independent"
+    assert CraftSettings.from_label("random").label == "random"
+    assert protect_settings(steps=3).eps == 16 and protect_settings().steps == 10
+
+
+@pytest.mark.parametrize("change", [{"method": "magic"}, {"backend": "magic"}, {"objective": "mse"},
+                                    {"regularizer": "blur"}, {"variant": "sideways"}, {"steps": -1},
+                                    {"restarts": 0}, {"batch_size": 0}, {"eps": 0.03}])
+def test_settings_refuse_unknown_names_and_bad_values(change):
+    with pytest.raises(ValueError):
+        CraftSettings(**change)
+
+
+def test_command_line_choices_are_the_registries():
+    from faceguard.cli import COMMANDS
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(COMMANDS["poison"][0]).add_arguments(parser)
+    choices = {a.dest: a.choices for a in parser._actions if a.choices}
+    assert list(choices["method"]) == METHODS.names() and list(choices["backend"]) == BACKENDS.names()
+    assert set(choices["regularizer"]) == {"none", *REGULARIZERS.names()}
+
+
+@dataclass
+class _Config:
+    name: str = "x"
+    steps: int = 1
+    rate: float = 0.1
+    augment: bool = False
+    limit: int | None = None
+    eps: tuple[int, ...] = (8,)
+
+
+def test_set_pairs_are_typed_by_the_config_fields():
+    changes = parse_set(["steps=40", "rate=0.5", "augment=true", "limit=none", "eps=4,8,16"], _Config(),
+                        frozen=("name",))
+    assert changes == {"steps": 40, "rate": 0.5, "augment": True, "limit": None, "eps": (4, 8, 16)}
+    for bad in ("name=y", "steps", "unknown=1", "augment=maybe", "steps=many"):
+        with pytest.raises(ValueError, match="--set"):
+            parse_set([bad], _Config(), frozen=("name",))
+
+
+def test_help_does_not_load_torch():
+    """``faceguard --help`` only parses arguments: no torch import (which alone takes seconds)."""
+    code = ("import sys\nfrom faceguard.cli import main\n"
+            "for command in ([], ['protect'], ['poison'], ['fit'], ['verify']):\n"
+            "    try:\n        main([*command, '--help'])\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
