@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from recognition.models import Normalize, create_model, list_models
 
-MODELS = list_models()
+MODELS = list_models(pretrained=False)
 
 
 def test_expected_models_registered() -> None:
@@ -72,3 +72,9 @@ def test_in_channels() -> None:
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3)
     with pytest.raises(ValueError):
         create_model("resnet18", in_channels=1, mean=(0.1, 0.2, 0.3), std=(1.0, 1.0, 1.0))
+
+
+def test_pretrained_recognizers_are_listed_apart_from_the_architectures():
+    assert "dlib-resnet" in list_models(pretrained=True)
+    assert "dlib-resnet" not in list_models(pretrained=False)
+    assert set(list_models()) == set(list_models(pretrained=True)) | set(list_models(pretrained=False))
