@@ -32,7 +32,7 @@ from benchmarks.defenses import apply_data_defense, train_dp_sgd
 from benchmarks.results import RESULTS_DIR, summarize
 from faceguard.gradients import load_gradient, save_gradient, target_gradient
 from faceguard.attacks import build_attack
-from faceguard.poison import craft_tensor_dataset
+from faceguard.poison.craft import craft_tensor_dataset
 from faceguard.registry import METHODS
 from faceguard.settings import CraftSettings
 from recognition.checkpoint import load_model, save_checkpoint

@@ -26,7 +26,7 @@ from benchmarks.faces_pipeline import (FaceData, build_face_model, craft, evalua
                                        load_yaleb_split, restrict_identities, train_face_model)
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
-from faceguard.profile import Profile
+from faceguard.profile.store import Profile
 from recognition.datasets import ImageTensorDataset
 from recognition.face_datasets import select_identities
 from recognition.files import write_bytes_atomic
@@ -92,8 +92,8 @@ def write_photos(native: ImageTensorDataset, work: Path) -> list[str]:
 
 def fit_surrogate(work: Path, config: FacesConfig, device: torch.device, command: str, log: Log) -> Profile:
     """The profile ``faceguard fit --aligned`` makes from the clean PNG photos with the config's recipe."""
-    from faceguard.profile import load_profile
-    from faceguard.profile_fit import FitSettings, fit_profile
+    from faceguard.profile.store import load_profile
+    from faceguard.profile.fit import FitSettings, fit_profile
 
     path = work / "profile.safetensors"
     if path.is_file() and path.with_suffix(".json").is_file():
@@ -135,9 +135,9 @@ class TreeOutcome:
 def protect_trees(work: Path, profile: Profile, eps: int, steps: int, aligned: bool, device: torch.device,
                   quiet: bool, log: Log) -> dict[str, TreeOutcome]:
     """Both photo trees through the product's ``protect_folder`` (resumed by its manifest)."""
-    from faceguard.manifest import MANIFEST
-    from faceguard.protect import Protector
-    from faceguard.protect_folder import FolderOptions, protect_folder
+    from faceguard.protect.manifest import MANIFEST
+    from faceguard.protect.protector import Protector
+    from faceguard.protect.folder import FolderOptions, protect_folder
 
     protector = Protector(profile, eps=eps, steps=steps, device=str(device), aligned=aligned)
     outcomes = {}

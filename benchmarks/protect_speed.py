@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.results import RESULTS_DIR, markdown_table, write_results
-    from faceguard.protect import Protector
-    from faceguard.protect_folder import FolderOptions, protect_folder
+    from faceguard.protect.protector import Protector
+    from faceguard.protect.folder import FolderOptions, protect_folder
     from recognition.datasets import default_data_dir
     from recognition.files import find_photos
 

@@ -25,7 +25,7 @@ _EXPORTS = {
     "cross_entropy": "faceguard.losses", "make_loss": "faceguard.losses", "reverse_cross_entropy": "faceguard.losses",
     "quantize_within": "faceguard.quantize", "to_uint8": "faceguard.quantize",
     "check_eps": "faceguard.units", "eps_radius": "faceguard.units",
-    "Protector": "faceguard.protect",
+    "Protector": "faceguard.protect.protector",
 }
 __all__ = sorted(_EXPORTS)
 

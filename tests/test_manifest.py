@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from faceguard.manifest import JOURNAL, MANIFEST, Manifest, read_manifest
+from faceguard.protect.manifest import JOURNAL, MANIFEST, Manifest, read_manifest
 
 SETTINGS = {"eps": 16.0, "steps": 10}
 
@@ -72,7 +72,7 @@ def test_rewrites_grow_logarithmically_and_close_leaves_no_journal(tmp_path, mon
 def test_a_manifest_from_before_versioned_settings_resumes(tmp_path):
     """Version-1 manifests stored the crafting settings flat; they are read in today's layout, so
     a folder protected then is not protected again under the same settings."""
-    from faceguard.protect_folder import upgrade_settings
+    from faceguard.protect.folder import upgrade_settings
     from faceguard.settings import protect_settings
 
     old = {"eps": 16.0, "steps": 10, "restarts": 1, "variant": "joint", "regularizer": None, "reg_weight": 0.0,

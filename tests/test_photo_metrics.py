@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from faceguard.photo import photo_metrics
+from faceguard.protect.photo import photo_metrics
 
 
 @pytest.mark.parametrize("shape, box", [

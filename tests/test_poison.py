@@ -13,10 +13,10 @@ from PIL import Image
 
 from faceguard.cli import main
 from faceguard.attacks import build_attack
-from faceguard.poison import craft_batch
+from faceguard.poison.craft import craft_batch
 from faceguard.settings import CraftSettings
-from faceguard.poison_folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder
-from faceguard.surrogate import load_surrogate
+from faceguard.poison.folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder
+from faceguard.poison.surrogate import load_surrogate
 from recognition.checkpoint import save_checkpoint
 
 

@@ -18,9 +18,9 @@ def tiny(tmp_path_factory):
 def test_profile_round_trip_and_target_gradient(tiny):
     from faceguard.gradients import target_gradient
     from faceguard.losses import make_loss
-    from faceguard.profile import load_profile
+    from faceguard.profile.store import load_profile
     from recognition.files import file_sha256
-    from faceguard.profile_fit import FitSettings, load_corpus
+    from faceguard.profile.fit import FitSettings, load_corpus
 
     profile = load_profile(tiny)
     config = json.loads(tiny.with_suffix(".json").read_text())
@@ -40,7 +40,7 @@ def test_profile_round_trip_and_target_gradient(tiny):
 
 
 def test_malformed_profiles_are_refused(tiny, tmp_path):
-    from faceguard.profile import load_profile
+    from faceguard.profile.store import load_profile
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(tiny.read_bytes())
@@ -53,7 +53,7 @@ def test_malformed_profiles_are_refused(tiny, tmp_path):
 
 
 def test_default_profile_is_shipped_small_and_loads():
-    from faceguard.profile import DEFAULT_PROFILE, load_profile
+    from faceguard.profile.store import DEFAULT_PROFILE, load_profile
 
     assert DEFAULT_PROFILE.stat().st_size <= 25 * 2**20
     profile = load_profile()

@@ -21,7 +21,7 @@ def profile_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def protector(profile_path):
-    from faceguard.protect import Protector
+    from faceguard.protect.protector import Protector
 
     return Protector(profile_path, eps=16, steps=2, device="cpu")
 
@@ -39,7 +39,7 @@ def png_run(tmp_path_factory, profile_path):
 
 
 def test_png_run_perturbs_every_face_within_the_bound_and_nowhere_else(png_run, protector):
-    from faceguard.protect_warp import face_region
+    from faceguard.protect.warp import face_region
 
     src, out, code = png_run
     assert code == 0

@@ -25,7 +25,7 @@ def profile_path(tmp_path_factory):
 
 
 def test_resize_matrices_are_pillows_fit(yaleb):
-    from faceguard.protect_warp import fit_crop, fit_region, resize_matrix
+    from faceguard.protect.warp import fit_crop, fit_region, resize_matrix
 
     face = yaleb[0]
     exact = np.asarray(Image.fromarray(face.astype(np.float32)).resize((32, 32), Image.Resampling.BICUBIC,
@@ -48,7 +48,7 @@ def test_resize_matrices_are_pillows_fit(yaleb):
 
 
 def test_protector_aligned_perturbs_the_centre_square_within_eps(profile_path, yaleb):
-    from faceguard.protect import Protector
+    from faceguard.protect.protector import Protector
 
     protector = Protector(profile_path, eps=16, steps=4, device="cpu", aligned=True)
     assert protector.detector is None

@@ -89,7 +89,7 @@ def test_hostile_inputs_one_line_each_and_the_run_goes_on(tmp_path, profile_path
 
 def test_killed_run_resumes_without_broken_outputs(tmp_path, profile_path):
     from faceguard.cli import main
-    from faceguard.manifest import read_manifest
+    from faceguard.protect.manifest import read_manifest
 
     src = tmp_path / "photos"
     for k in range(4):

@@ -17,7 +17,7 @@ PHOTOS = ("kit_harington/john2.jpg", "obama/obama2.jpg", "group/kit_with_rose.jp
 def build_tiny_profile(out: Path) -> Path:
     """A real but tiny profile: IR-18 at width 1/16 on the ORL faces (as aligned crops, 32 px),
     one epoch. Seconds to build; good enough to exercise every code path, not to protect."""
-    from faceguard.profile_fit import FitSettings, fit_profile
+    from faceguard.profile.fit import FitSettings, fit_profile
 
     settings = FitSettings(size=32, width=0.0625, embedding=64, epochs=1, batch_size=64, aligned=True)
     path = out / "tiny.safetensors"

@@ -11,7 +11,7 @@ the paper's optimiser: R restarts of M signed-Adam steps with optional different
 and a visibility regulariser, keeping the restart with the lowest loss (per batch or per image).
 
 ``preprocess(x_in, y)``: an optional differentiable map that does not depend on θ (e.g. the photo
-warp of :mod:`faceguard.protect_warp`), applied after augmentation to give what ``loss_fn`` reads.
+warp of :mod:`faceguard.protect.warp`), applied after augmentation to give what ``loss_fn`` reads.
 Its Jacobian is applied once per step, while a crafting backend may pass through the surrogate
 several times per step (the ±h passes of ``fd-frozen``), each time without the map.
 

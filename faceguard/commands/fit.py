@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceguard.profile_fit import FitSettings, fit_profile
+    from faceguard.profile.fit import FitSettings, fit_profile
 
     if args.size < 16 or args.size % 16:
         raise ValueError(f"--size must be a positive multiple of 16, got {args.size}")

@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from faceguard.poison_folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder, resolve_root
-    from faceguard.surrogate import load_surrogate
+    from faceguard.poison.folder import STATE_DIR, FolderImages, FolderIndex, PoisonJob, poison_folder, resolve_root
+    from faceguard.poison.surrogate import load_surrogate
     from recognition.checkpoint import load_model, save_checkpoint
     from recognition.distributed import barrier, init_distributed
     from recognition.models import create_model

@@ -8,7 +8,7 @@ from faceguard.commands.crafting import add_crafting_options, settings_from_args
 from faceguard.settings import protect_settings
 from recognition.cli import add_device_option, add_out_option
 
-IDENTITY_MODES = ("folders", "single", "cluster")  # kept in step with faceguard.protect_identities
+IDENTITY_MODES = ("folders", "single", "cluster")  # kept in step with faceguard.protect.identities
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceguard.protect import Protector
-    from faceguard.protect_folder import FolderOptions, protect_folder
+    from faceguard.protect.protector import Protector
+    from faceguard.protect.folder import FolderOptions, protect_folder
 
     settings = settings_from_args(args, protect_settings())
     protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceguard.photo_verify import verify_folders
+    from faceguard.protect.verify import verify_folders
 
     checks = verify_folders(args.originals, args.protected, args.eps, args.strict)
     for check in checks:

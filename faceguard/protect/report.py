@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceguard.photo import read_photo
+from faceguard.protect.photo import read_photo
 from recognition.files import one_line, write_bytes_atomic
 
 THUMBNAIL = 320

@@ -2,13 +2,13 @@
 
 ``Protector(profile, eps=16).protect(image)`` detects the faces (MTCNN), aligns each to the
 profile's crop size, crafts the alignment perturbation through the photo warp
-(:mod:`faceguard.protect_warp`) and returns the protected photo at full resolution with per-face
+(:mod:`faceguard.protect.warp`) and returns the protected photo at full resolution with per-face
 numbers: the alignment loss A = 1 − cos(T, ∇θ CE) of the clean face, of the crafted face and of
 the face a scraper gets from the 8-bit result by re-detecting and re-aligning it.
 
 Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
 image is one face whose crop is ``ImageOps.fit`` to the profile's size, as ``faceguard fit
---aligned`` and the face benchmarks prepare such images (:func:`faceguard.protect_warp.fit_region`),
+--aligned`` and the face benchmarks prepare such images (:func:`faceguard.protect.warp.fit_region`),
 and the saved file is measured by fitting it again.
 
 Identities: the surrogate's head has rows for the profile's own identities. A face of anyone else
@@ -29,8 +29,8 @@ from PIL import Image
 
 from faceguard.attacks import Alignment
 from faceguard.gradients import per_sample_alignment
-from faceguard.profile import Profile, load_profile
-from faceguard.protect_warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
+from faceguard.profile.store import Profile, load_profile
+from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
                                     fit_crop, fit_region)
 from faceguard.quantize import quantize_within
 from faceguard.settings import CraftSettings, protect_settings
@@ -142,7 +142,7 @@ class Protector:
         return fit_crop(colour, size) if self.aligned else align_face(colour, face.landmarks, size).crop
 
     def _region(self, colour: np.ndarray, face: Face) -> FaceRegion:
-        """Where one face's perturbation lives (see :mod:`faceguard.protect_warp`)."""
+        """Where one face's perturbation lives (see :mod:`faceguard.protect.warp`)."""
         size = self.profile.input_size
         return fit_region(colour, size) if self.aligned else face_region(colour, face.landmarks, size)
 

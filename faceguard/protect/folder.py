@@ -6,7 +6,7 @@ format, or as PNG with ``fmt="png"``), ``no_face`` (copied unchanged) or ``error
 run goes on). Originals are only read, and the output folder may not overlap PHOTOS.
 
 The manifest ``OUT/manifest.json`` records each photo as it finishes (through an append-only
-journal, :mod:`faceguard.manifest`, so a large corpus does not rewrite it per photo). A rerun skips
+journal, :mod:`faceguard.protect.manifest`, so a large corpus does not rewrite it per photo). A rerun skips
 every photo whose entry is finished under the same settings, whose input still has the recorded
 SHA-256 and whose output still has its recorded SHA-256: killing a run loses at most the photo in
 flight, and since outputs are written to a temporary file and renamed, never leaves a truncated
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from faceguard.manifest import MANIFEST, Manifest
-from faceguard.photo import is_lossless, photo_metrics, read_photo, write_photo
-from faceguard.protect import Protector
+from faceguard.protect.manifest import MANIFEST, Manifest
+from faceguard.protect.photo import is_lossless, photo_metrics, read_photo, write_photo
+from faceguard.protect.protector import Protector
 from faceguard.registry import NO_REGULARIZER
 from faceguard.settings import protect_settings
-from faceguard.protect_identities import (centre_lists, cluster_names, identity_key, mean_centres)
+from faceguard.protect.identities import (centre_lists, cluster_names, identity_key, mean_centres)
 from recognition.files import PHOTO_EXTENSIONS, file_sha256, find_photos, one_line, write_bytes_atomic
 
 REPORT = "report.html"
@@ -172,7 +172,7 @@ def protect_folder(photos: Path, protector: Protector, options: FolderOptions) -
         manifest.close()
     run.summary.clusters = manifest.clusters
     if options.report:
-        from faceguard.report import write_report
+        from faceguard.protect.report import write_report
 
         write_report(out / REPORT, root, out, manifest.files, protector.eps)
     return run.summary

@@ -1,6 +1,6 @@
 """Dataset-level protection on tensors: craft a uint8 data set batch by batch.
 
-Both ``faceguard poison`` (files on disk, :mod:`faceguard.poison_folder`) and the benchmarks (data
+Both ``faceguard poison`` (files on disk, :mod:`faceguard.poison.folder`) and the benchmarks (data
 in memory) build their method with :func:`faceguard.attacks.build_attack` from one
 :class:`~faceguard.settings.CraftSettings` and go through :func:`craft_batch`, so what is measured
 is what users run. Outputs are 8-bit images that satisfy the ℓ∞ bound exactly

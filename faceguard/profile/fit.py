@@ -7,7 +7,7 @@ exactly as ``faceguard protect`` will align the photos it protects; with ``align
 taken as already aligned crops and only resized. Then an IR-ResNet backbone under a CosFace head is
 trained with this project's trainer, the target gradient T (reverse cross-entropy, eval mode) is
 taken over the backbone on the same crops, and both are saved as a profile
-(:mod:`faceguard.profile`) with the corpus checksums and the command line.
+(:mod:`faceguard.profile.store`) with the corpus checksums and the command line.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
-from faceguard.profile import Profile, load_profile, save_profile
+from faceguard.profile.store import Profile, load_profile, save_profile
 from recognition.alignment import align_face
 from recognition.checkpoint import build_model
 from recognition.datasets import ImageTensorDataset

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from faceguard.attacks import build_attack
 from faceguard.gradients import load_gradient, model_device, save_gradient, target_gradient, trainable_params
-from faceguard.poison import craft_batch
+from faceguard.poison.craft import craft_batch
 from faceguard.registry import METHODS
 from faceguard.settings import SETTINGS_VERSION, CraftSettings
 from recognition.datasets import decode_image, scan_image_folder

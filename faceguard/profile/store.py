@@ -29,7 +29,7 @@ from recognition.files import file_sha256, write_bytes_atomic
 
 FORMAT = "faceguard-profile"
 VERSION = 1
-DEFAULT_PROFILE = Path(__file__).resolve().parent / "profiles" / "default.safetensors"
+DEFAULT_PROFILE = Path(__file__).resolve().parent / "default.safetensors"
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceguard.units import check_eps
-from faceguard.photo import is_lossless, photo_metrics, read_photo
+from faceguard.protect.photo import is_lossless, photo_metrics, read_photo
 from recognition.files import find_photos, one_line
 
 
