@@ -10,6 +10,7 @@ COMMANDS = {
     "fit": ("faceguard.commands.fit", "train a protection profile (surrogate + target gradient) on identity folders"),
     "poison": ("faceguard.commands.poison", "protect a whole classification dataset (ImageFolder / CIFAR tree)"),
     "verify": ("faceguard.commands.verify", "check original/protected pairs: sizes, L-inf bound, PSNR, SSIM"),
+    "check": ("faceguard.commands.check", "does a pretrained recognizer (dlib ResNet) still match protected photos?"),
 }
 
 

@@ -1,12 +1,13 @@
 """The crafting vocabulary: every name a setting, a command line or a result file can use.
 
-Four registries, each name → callable, in the style of the model registry
+Five registries, each name → callable, in the style of the model registry
 (:mod:`recognition.models.registry`):
 
 * :data:`METHODS` — crafting methods (classes with the torchattacks-style ``x_adv = atk(x, y)``);
 * :data:`BACKENDS` — how the alignment method computes ∇Δ A (:mod:`faceguard.backends`);
 * :data:`REGULARIZERS` — visibility penalties added to the objective (:mod:`faceguard.regularizers`);
-* :data:`OBJECTIVES` — per-sample losses ``loss_fn(model, x, y) -> [B]`` (:mod:`faceguard.losses`).
+* :data:`OBJECTIVES` — per-sample losses ``loss_fn(model, x, y) -> [B]`` (:mod:`faceguard.losses`);
+* :data:`AUGMENTATIONS` — differentiable views of x + Δ drawn at every step (:mod:`faceguard.augment`).
 
 Entries are lazy ``"module:attribute"`` paths, so this module imports no torch: the command lines
 take their ``choices`` from here and ``faceguard --help`` stays fast. A new method, backend,
@@ -21,6 +22,8 @@ METHODS = Registry("method", {
     "random": "faceguard.attacks.baselines:RandomNoise",
     "tensorclog": "faceguard.attacks.baselines:TensorClog",
     "unlearnable": "faceguard.attacks.baselines:Unlearnable",
+    "evade": "faceguard.attacks.evasion:Evade",
+    "target": "faceguard.attacks.evasion:Target",
 })
 BACKENDS = Registry("backend", {
     "double": "faceguard.backends:DoubleBackprop",
@@ -38,7 +41,12 @@ OBJECTIVES = Registry("objective", {
     "ce": "faceguard.losses:cross_entropy",
     "rce": "faceguard.losses:reverse_cross_entropy",
 })
+AUGMENTATIONS = Registry("augmentation", {
+    "flip-translate": "faceguard.augment:crafting_augmentation",
+    "scraper": "faceguard.augment:scraper_augmentation",
+})
 NO_REGULARIZER = "none"
+NO_AUGMENTATION = "none"
 # The alignment method's variants: one cosine over the batch, or each image on its own (online).
 VARIANTS = ("joint", "independent")
 

@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import asdict, dataclass, fields
 
 from faceguard.units import check_eps
-from faceguard.registry import (BACKENDS, DEFAULT_BACKEND, METHODS, NO_REGULARIZER, OBJECTIVES, PROTECT_BACKEND,
-                                REGULARIZERS, VARIANTS)
+from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, METHODS, NO_AUGMENTATION, NO_REGULARIZER,
+                                OBJECTIVES, PROTECT_BACKEND, REGULARIZERS, VARIANTS)
 
 SETTINGS_VERSION = 2  # version 1: the flat, unversioned settings of earlier protect manifests
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
@@ -35,7 +35,9 @@ class CraftSettings:
     * ``backend`` — how the alignment gradient is computed (:data:`faceguard.registry.BACKENDS`),
       with ``fd_step`` (relative finite-difference step) and ``fd_refresh`` (``fd-frozen-lag``'s
       steps between recomputations of G).
-    * ``augment`` — differentiable flip + translation at every step.
+    * ``augment`` — the differentiable views drawn at every step: ``none`` or a name of
+      :data:`~faceguard.registry.AUGMENTATIONS` (``True`` means ``flip-translate``, ``False``
+      ``none``, as in the trainer's config).
     * ``regularizer`` (``none`` or a name of :data:`~faceguard.registry.REGULARIZERS`) with
       ``reg_weight``; without a regulariser the weight is stored as 0.
     * ``objective`` — the per-sample loss whose parameter gradient is crafted (``ce``).
@@ -51,7 +53,7 @@ class CraftSettings:
     step_size: float = 0.1
     variant: str = "joint"
     backend: str = DEFAULT_BACKEND
-    augment: bool = True
+    augment: str = "flip-translate"
     regularizer: str = NO_REGULARIZER
     reg_weight: float = DEFAULT_REG_WEIGHT
     objective: str = "ce"
@@ -66,6 +68,10 @@ class CraftSettings:
         OBJECTIVES.check(self.objective)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+        if isinstance(self.augment, bool):
+            object.__setattr__(self, "augment", "flip-translate" if self.augment else NO_AUGMENTATION)
+        if self.augment != NO_AUGMENTATION:
+            AUGMENTATIONS.check(self.augment)
         if self.regularizer != NO_REGULARIZER:
             REGULARIZERS.check(self.regularizer)
         else:
@@ -114,5 +120,5 @@ class CraftSettings:
 def protect_settings(**changes: object) -> CraftSettings:
     """The defaults of ``faceguard protect``: ε = 16, 10 steps, 1 restart, no augmentation (the
     photo warp is the scraper's view), the ``fd-frozen`` backend; ``changes`` override them."""
-    return CraftSettings(**{"eps": 16.0, "steps": 10, "restarts": 1, "augment": False, "backend": PROTECT_BACKEND,
+    return CraftSettings(**{"eps": 16.0, "steps": 10, "restarts": 1, "augment": NO_AUGMENTATION, "backend": PROTECT_BACKEND,
                             **changes})

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from recognition.cli import add_device_option
 from recognition.files import find_photos, load_rgb, one_line, write_atomic, write_json_atomic
 
 MULTI_MODES = ("largest", "all", "skip")
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multi", choices=MULTI_MODES, default="largest",
                         help="photos with several faces: write the largest face by box area (default), all "
                              "faces as NAME_faceK.png (K = 0 for the best score), or skip them")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    add_device_option(parser)
     parser.add_argument("--landmarks", type=Path, metavar="FILE",
                         help="use a CelebA-style landmark list (list_landmarks_align_celeba.txt) "
                              "instead of face detection")

@@ -24,12 +24,8 @@ the eye on the image's left, and the bottom of the nose (:data:`DLIB_5_TEMPLATE`
 points (eye centres, nose tip, mouth corners; :mod:`recognition.detection`) are different points:
 :func:`mtcnn_face_chip` aligns them to :data:`MTCNN_TEMPLATE`, the corresponding points of dlib's
 68-point mean face (the 5-point template's points lie within 0.003 of that mean face's points 45,
-42, 36, 39 and 33). That is an estimate: over the 157 faces of the test photos (photos/ and
-realfaces/) the MTCNN chip's descriptor lies at a median distance of 0.16 from the one of dlib's
-chip (90th percentile 0.39, max 0.71, worst on small tight crops), against the same-person
-threshold of 0.6 and a same-person median distance of 0.41. A template fitted to those faces
-improved the median only to 0.15 (2-fold cross-validation by person): the gap comes from
-per-face disagreement between the two landmark sets, not from a template offset.
+42, 36, 39 and 33). That is an estimate: the two landmark sets disagree face by face, so the MTCNN
+chip's descriptor differs from the one of dlib's chip (how much: docs/recognition.md, "dlib-resnet").
 """
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recognition.cli import add_device_option, add_out_option, add_seed_option
+
 if TYPE_CHECKING:
     from recognition.datasets import ImageTensorDataset
 
@@ -39,19 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", choices=HEADS, default="none",
                         help="margin head on the model's embedding; none = the model classifies (default)")
     parser.add_argument("--embedding", type=int, default=512, help="embedding size under a head (default: 512)")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch, split over processes (default: 128)")
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--schedule", choices=("multistep", "cosine"), default="multistep")
+    parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
+    parser.add_argument("--schedule", choices=("multistep", "cosine"), default="multistep",
+                        help="learning-rate schedule")
     parser.add_argument("--augment", choices=("crop_flip", "flip", "none"),
                         help="default: flip for --npz (aligned faces), crop_flip otherwise")
     parser.add_argument("--ghost-batches", type=int, default=1,
                         help="BatchNorm over this many interleaved chunks per batch (emulates that many CPU processes)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint path, e.g. runs/model.safetensors")
+    add_seed_option(parser, "training seed")
+    add_out_option(parser, "checkpoint path, e.g. runs/model.safetensors", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (torchrun: cuda:LOCAL_RANK)")
+    add_device_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

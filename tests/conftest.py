@@ -55,3 +55,13 @@ def cifar_surrogate(cifar_tar):
     train_classifier(model, train, TrainConfig(epochs=4, batch_size=64, lr=0.05, schedule="cosine"),
                      device="cpu", progress=False)
     return model.eval(), train
+
+
+@pytest.fixture(scope="session")
+def dlib_recognizer(tmp_path_factory):
+    """The registered ``dlib-resnet`` (eval mode), its weights decoded into a fresh cache (not the user's)."""
+    from recognition.models import create_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGUARD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return create_model("dlib-resnet").eval()

@@ -39,11 +39,8 @@ PHOTOS = ("obama/obama.jpg", "obama/obama2.jpg", "biden/biden.jpg", "biden/biden
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> dr.DlibResNet:
-    """The registered model, its weights decoded into a fresh cache (not the user's)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FACEGUARD_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return create_model("dlib-resnet")
+def model(dlib_recognizer) -> dr.DlibResNet:
+    return dlib_recognizer
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_set_pairs_are_typed_by_the_config_fields():
 def test_help_does_not_load_torch():
     """``faceguard --help`` only parses arguments: no torch import (which alone takes seconds)."""
     code = ("import sys\nfrom faceguard.cli import main\n"
-            "for command in ([], ['protect'], ['poison'], ['fit'], ['verify']):\n"
+            "for command in ([], ['protect'], ['poison'], ['fit'], ['verify'], ['check']):\n"
             "    try:\n        main([*command, '--help'])\n    except SystemExit:\n        pass\n"
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -5,6 +5,7 @@ from faceguard.attacks.alignment import Alignment
 from faceguard.attacks.base import CraftReport, Perturbation, PGDAttack
 from faceguard.attacks.baselines import RandomNoise, TensorClog, Unlearnable
 from faceguard.attacks.build import build_attack
+from faceguard.attacks.evasion import EmbeddingEnsemble, Evade, Target
 
-__all__ = ["Alignment", "CraftReport", "PGDAttack", "Perturbation", "RandomNoise", "TensorClog", "Unlearnable",
-           "build_attack"]
+__all__ = ["Alignment", "CraftReport", "EmbeddingEnsemble", "Evade", "PGDAttack", "Perturbation", "RandomNoise",
+           "Target", "TensorClog", "Unlearnable", "build_attack"]

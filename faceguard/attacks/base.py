@@ -30,10 +30,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from faceguard.augment import crafting_augmentation
 from faceguard.gradients import model_device, trainable_params
 from faceguard.losses import LossFn
-from faceguard.registry import NO_REGULARIZER, OBJECTIVES, REGULARIZERS
+from faceguard.registry import AUGMENTATIONS, NO_AUGMENTATION, NO_REGULARIZER, OBJECTIVES, REGULARIZERS
 from faceguard.settings import CraftSettings
 from faceguard.units import eps_radius
 
@@ -121,7 +120,7 @@ class PGDAttack(Perturbation):
         super().__init__(model, settings, **changes)
         settings = self.settings
         self.steps, self.restarts, self.step_size = settings.steps, settings.restarts, settings.step_size
-        self.augment = crafting_augmentation() if settings.augment else None
+        self.augment = None if settings.augment == NO_AUGMENTATION else AUGMENTATIONS.get(settings.augment)()
         self.regularizer = None if settings.regularizer == NO_REGULARIZER else REGULARIZERS.get(settings.regularizer)
         self.reg_weight = settings.reg_weight
         self.loss_fn = loss_fn if loss_fn is not None else OBJECTIVES.get(settings.objective)

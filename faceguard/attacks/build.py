@@ -14,13 +14,15 @@ def build_attack(model: nn.Module, settings: CraftSettings, target: Sequence[Ten
                  **needs: object) -> Perturbation:
     """``settings.method`` from :data:`~faceguard.registry.METHODS` on ``model``.
 
-    Methods that take a target gradient (``needs_target``, the alignment) get ``target``; ``needs``
-    (``loss_fn``, ``params``, ``preprocess``) go to methods that optimise an objective.
+    Methods that aim at something (``needs_target``) get ``target``: the alignment its target
+    gradient, the evasion methods their per-person embedding anchors. ``needs`` (``loss_fn``,
+    ``params``, ``preprocess``; only ``preprocess`` for evasion) go to methods that optimise an
+    objective.
     """
     method = METHODS.get(settings.method)
     if getattr(method, "needs_target", False):
         if target is None:
-            raise ValueError(f"method {settings.method!r} needs a target gradient")
+            raise ValueError(f"method {settings.method!r} needs a target (gradient or anchors)")
         return method(model, target, settings, **needs)
     if not getattr(method, "optimises", True):
         return method(model, settings)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from faceguard.registry import BACKENDS, METHODS, NO_REGULARIZER, REGULARIZERS, VARIANTS
+from faceguard.registry import (AUGMENTATIONS, BACKENDS, METHODS, NO_AUGMENTATION, NO_REGULARIZER, REGULARIZERS,
+                                VARIANTS)
 from faceguard.settings import CraftSettings
 
-# option → CraftSettings field, for the options given as plain values
-_FIELDS = {"method": "method", "eps": "eps", "steps": "steps", "restarts": "restarts", "step_size": "step_size",
-           "variant": "variant", "backend": "backend", "regularizer": "regularizer", "reg_weight": "reg_weight",
-           "seed": "seed"}
+# the CraftSettings fields these options set (each option's dest is the field's name)
+_FIELDS = ("method", "eps", "steps", "restarts", "step_size", "variant", "backend", "augment", "regularizer",
+           "reg_weight", "seed")
 
 
 def add_crafting_options(parser: argparse.ArgumentParser, defaults: CraftSettings,
                          methods: list[str] | None = None) -> None:
-    """``--method --eps --steps --restarts --step-size --variant --backend --augment/--no-augment
+    """``--method --eps --steps --restarts --step-size --variant --backend --augment
     --regularizer --reg-weight --seed`` with ``defaults`` shown; ``methods`` limits --method."""
     group = parser.add_argument_group("crafting")
     group.add_argument("--method", choices=methods or METHODS.names(), default=defaults.method,
@@ -34,8 +34,9 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: CraftSetting
                        help="alignment: one cosine per batch (joint) or each image alone (independent)")
     group.add_argument("--backend", choices=BACKENDS.names(), default=defaults.backend,
                        help="how the alignment gradient is computed (docs/methods.md)")
-    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment,
-                       help="differentiable flip + translation at every step")
+    group.add_argument("--augment", choices=[NO_AUGMENTATION, *AUGMENTATIONS.names()], default=defaults.augment,
+                       help="views drawn at every step: a victim's training augmentation (flip-translate) or "
+                            "what a scraper does to a photo (scraper)")
     group.add_argument("--regularizer", choices=[NO_REGULARIZER, *REGULARIZERS.names()],
                        default=defaults.regularizer, help="visibility penalty added to the objective")
     group.add_argument("--reg-weight", type=float, default=CraftSettings.reg_weight,
@@ -45,4 +46,4 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: CraftSetting
 
 def settings_from_args(args: argparse.Namespace, defaults: CraftSettings) -> CraftSettings:
     """The :class:`CraftSettings` the parsed options describe (``defaults`` for the rest)."""
-    return defaults.replace(augment=args.augment, **{field: getattr(args, option) for option, field in _FIELDS.items()})
+    return defaults.replace(**{field: getattr(args, field) for field in _FIELDS})

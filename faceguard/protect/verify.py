@@ -15,6 +15,9 @@ from faceguard.units import check_eps
 from faceguard.protect.photo import is_lossless, photo_metrics, read_photo
 from recognition.files import find_photos, one_line
 
+NO_COUNTERPART = "no protected counterpart"
+OUTSIDE = "symlink outside ORIGINALS; not followed"
+
 
 @dataclass
 class PairCheck:
@@ -56,19 +59,35 @@ def check_pair(original: Path, protected: Path, eps: float, strict: bool = False
     return check
 
 
-def verify_folders(originals: Path, protected: Path, eps: float, strict: bool = False) -> list[PairCheck]:
-    """Check every photo under ``originals`` (a folder or one file) against ``protected``."""
+@dataclass(frozen=True)
+class Pair:
+    """An original (``rel`` is its path under ORIGINALS) and its protected counterpart, or None
+    with the reason in ``problem``."""
+
+    original: Path
+    rel: Path
+    protected: Path | None
+    problem: str = ""
+
+
+def find_pairs(originals: Path, protected: Path) -> list[Pair]:
+    """Every photo under ``originals`` (a folder or one file) with its counterpart in ``protected``
+    (the output tree of ``faceguard protect``, or one photo when ``originals`` is one photo)."""
     if originals.is_file():
-        target = protected if protected.is_file() else _counterpart(protected, Path(originals.name))
-        if target is None:
-            return [PairCheck(str(originals), None, "no protected counterpart")]
-        return [check_pair(originals, target, eps, strict)]
+        rel = Path(originals.name)
+        target = protected if protected.is_file() else _counterpart(protected, rel)
+        return [Pair(originals, rel, target, "" if target else NO_COUNTERPART)]
+    if not originals.is_dir():
+        raise FileNotFoundError(f"{originals} does not exist")
     rels, outside = find_photos(originals)
-    checks = [PairCheck(str(originals / rel), None, "symlink outside ORIGINALS; not followed") for rel in outside]
+    pairs = [Pair(originals / rel, rel, None, OUTSIDE) for rel in outside]
     for rel in rels:
         target = _counterpart(protected, rel)
-        if target is None:
-            checks.append(PairCheck(str(originals / rel), None, "no protected counterpart"))
-        else:
-            checks.append(check_pair(originals / rel, target, eps, strict))
-    return checks
+        pairs.append(Pair(originals / rel, rel, target, "" if target else NO_COUNTERPART))
+    return pairs
+
+
+def verify_folders(originals: Path, protected: Path, eps: float, strict: bool = False) -> list[PairCheck]:
+    """Check every photo under ``originals`` (a folder or one file) against ``protected``."""
+    return [check_pair(pair.original, pair.protected, eps, strict) if pair.protected is not None
+            else PairCheck(str(pair.original), None, pair.problem) for pair in find_pairs(originals, protected)]
