@@ -19,7 +19,8 @@ from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, METHOD
                                 OBJECTIVES, PROTECT_BACKEND, REGULARIZERS, VARIANTS)
 
 SETTINGS_VERSION = 2  # version 1: the flat, unversioned settings of earlier protect manifests
-DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
+DEFAULT_REG_WEIGHT = 0.1
+PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts through the photo warp  # weight of a visibility regulariser when one is chosen without a weight
 
 
 @dataclass(frozen=True)

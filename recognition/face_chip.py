@@ -149,14 +149,28 @@ def bilinear_sample(source: np.ndarray, to_source: np.ndarray, size: int) -> np.
     return chip.reshape((size, size) + source.shape[2:])
 
 
+def _chip_to_rect(rect: np.ndarray, angle: float, size: int) -> np.ndarray:
+    """2x3 map from chip pixels to the pixels of the image ``rect`` lives in: chip pixels (0, 0),
+    (size-1, 0) and (0, size-1) go to the rotated rectangle's corners."""
+    corners = _rotated_corners(rect, angle)[:3]
+    chip_corners = np.array([[0, 0], [size - 1, 0], [0, size - 1]], dtype=np.float64)
+    return np.linalg.solve(np.hstack([chip_corners, np.ones((3, 1))]), corners).T
+
+
 def extract_chip(image: np.ndarray, rect: np.ndarray, angle: float, size: int = CHIP_SIZE) -> np.ndarray:
     """dlib's ``extract_image_chip`` of a ``size`` x ``size`` chip: the rotated ``rect`` resampled,
     via dlib's image pyramid and bilinear interpolation."""
     source, rect = _source_region(np.ascontiguousarray(image), rect, angle, size)
-    corners = _rotated_corners(rect, angle)[:3]  # where chip pixels (0,0), (size-1,0), (0,size-1) go
-    chip_corners = np.array([[0, 0], [size - 1, 0], [0, size - 1]], dtype=np.float64)
-    to_source = np.linalg.solve(np.hstack([chip_corners, np.ones((3, 1))]), corners).T
-    return bilinear_sample(source, to_source, size)
+    return bilinear_sample(source, _chip_to_rect(rect, angle, size), size)
+
+
+def chip_to_image(landmarks: np.ndarray, template: np.ndarray = DLIB_5_TEMPLATE, size: int = CHIP_SIZE,
+                  padding: float = CHIP_PADDING) -> np.ndarray:
+    """2x3 map from chip pixels to full-resolution image pixels: the chip's geometry without dlib's
+    pyramid, e.g. for a differentiable warp of a face to its chip (``template``: the landmarks'
+    template, :data:`DLIB_5_TEMPLATE` or :data:`MTCNN_TEMPLATE`)."""
+    rect, angle = chip_rectangle(landmarks, template, size, padding)
+    return _chip_to_rect(rect, angle, size)
 
 
 def face_chip(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE,

@@ -58,10 +58,16 @@ def cifar_surrogate(cifar_tar):
 
 
 @pytest.fixture(scope="session")
-def dlib_recognizer(tmp_path_factory):
-    """The registered ``dlib-resnet`` (eval mode), its weights decoded into a fresh cache (not the user's)."""
+def dlib_cache(tmp_path_factory) -> Path:
+    """A weights cache for the session (``FACEGUARD_CACHE``), so tests never write the user's."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def dlib_recognizer(dlib_cache):
+    """The registered ``dlib-resnet`` (eval mode), its weights decoded into the session's cache."""
     from recognition.models import create_model
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FACEGUARD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("FACEGUARD_CACHE", str(dlib_cache))
         return create_model("dlib-resnet").eval()

@@ -37,10 +37,10 @@ def realfaces() -> Path:
 
 
 @pytest.fixture(scope="module")
-def describer(tmp_path_factory) -> FaceDescriber:
+def describer(dlib_recognizer, dlib_cache) -> FaceDescriber:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FACEGUARD_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return FaceDescriber(device="cpu")
+        patch.setenv("FACEGUARD_CACHE", str(dlib_cache))  # converted there by dlib_recognizer
+        return FaceDescriber(device="cpu", batch_size=4)  # small: descriptors come in several batches
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,8 @@ def test_command_prints_table_people_and_caveat_and_writes_json(originals, tmp_p
 
 def test_command_exits_0_when_every_protected_photo_evades(tmp_path, realfaces, capsys, shared_describer):
     originals, protected = tmp_path / "originals", tmp_path / "protected"
-    for rel, stranger in (("elton_john/val_1.jpg", "madonna/val_1.jpg"), ("madonna/val_1.jpg", "mindy_kaling/val_1.jpg")):
+    strangers = {"elton_john/val_1.jpg": "madonna/val_1.jpg", "madonna/val_1.jpg": "mindy_kaling/val_1.jpg"}
+    for rel, stranger in strangers.items():
         for root, source in ((originals, rel), (protected, stranger)):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(realfaces / source, root / rel)

@@ -11,7 +11,9 @@ the paper's optimiser: R restarts of M signed-Adam steps with optional different
 and a visibility regulariser, keeping the restart with the lowest loss (per batch or per image).
 
 ``preprocess(x_in, y)``: an optional differentiable map that does not depend on θ (e.g. the photo
-warp of :mod:`faceguard.protect.warp`), applied after augmentation to give what ``loss_fn`` reads.
+warp of :mod:`faceguard.protect.warp`) from x + Δ to what the model reads; the augmentation is
+drawn on its output (for a photo: on the pixels a scraper gets, as re-detection, rescaling and
+re-encoding happen there).
 Its Jacobian is applied once per step, while a crafting backend may pass through the surrogate
 several times per step (the ±h passes of ``fd-frozen``), each time without the map.
 
@@ -143,10 +145,9 @@ class PGDAttack(Perturbation):
 
     def step_gradient(self, x: Tensor, y: Tensor, delta: Tensor) -> tuple[Tensor, float]:
         """∇Δ of objective + regulariser at Δ (fresh augmentation draw) and the objective value."""
-        x_in = x + delta
+        x_in = self.model_input(x + delta, y)
         if self.augment is not None:
             x_in = self.augment(x_in)
-        x_in = self.model_input(x_in, y)
         grad_in, objective = self.objective_gradient(x_in, y)
         (grad,) = torch.autograd.grad(x_in, delta, grad_in)
         if self.regularized:

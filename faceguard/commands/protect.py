@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from faceguard.commands.crafting import add_crafting_options, settings_from_args
-from faceguard.settings import protect_settings
+from faceguard.settings import PROTECT_METHODS, protect_settings
 from recognition.cli import add_device_option, add_out_option
 
 IDENTITY_MODES = ("folders", "single", "cluster")  # kept in step with faceguard.protect.identities
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "output folder (default: PHOTOS-protected beside PHOTOS)")
     parser.add_argument("--profile", type=Path,
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
-    add_crafting_options(parser, protect_settings(), methods=["alignment"])
+    add_crafting_options(parser, protect_settings(), methods=list(PROTECT_METHODS))
     parser.add_argument("--format", choices=("keep", "png"), default="keep",
                         help="keep each photo's format (JPEG stays JPEG) or write lossless PNG")
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",

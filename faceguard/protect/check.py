@@ -89,13 +89,15 @@ class FaceDescriber:
                 keys.append(Described(None, problem=one_line(exc)))
                 continue
             keys.append(key)
-            if key not in self._known and key not in chips:
+            if key not in self._known:
                 try:
                     self._known[key], chip = self._detect(path)
                 except Exception as exc:  # undecodable or unreadable: reported, the run goes on
                     self._known[key], chip = Described(None, problem=one_line(exc)), None
                 if chip is not None:
                     chips[key] = chip
+                if len(chips) == self.batch_size:  # embed as batches fill: chips never pile up
+                    self._embed(chips)
         self._embed(chips)
         return [key if isinstance(key, Described) else self._known[key] for key in keys]
 
@@ -111,16 +113,16 @@ class FaceDescriber:
         return Described(None, len(faces), box), mtcnn_face_chip(image, main.landmarks)
 
     def _embed(self, chips: dict[str, np.ndarray]) -> None:
+        """Descriptors of the pending ``chips`` (one batch), stored with their files; empties ``chips``."""
         import torch
 
-        keys = list(chips)
-        for start in range(0, len(keys), self.batch_size):
-            batch = keys[start:start + self.batch_size]
-            x = torch.from_numpy(np.stack([chips[key] for key in batch])).permute(0, 3, 1, 2)
+        if chips:
+            x = torch.from_numpy(np.stack(list(chips.values()))).permute(0, 3, 1, 2)
             with torch.no_grad():
                 out = self.model(x.to(self.device).float() / 255).double().cpu().numpy()
-            for key, descriptor in zip(batch, out):
+            for key, descriptor in zip(chips, out):
                 self._known[key].descriptor = descriptor
+            chips.clear()
 
 
 @dataclass

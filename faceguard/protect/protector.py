@@ -6,6 +6,11 @@ profile's crop size, crafts the alignment perturbation through the photo warp
 numbers: the alignment loss A = 1 − cos(T, ∇θ CE) of the clean face, of the crafted face and of
 the face a scraper gets from the 8-bit result by re-detecting and re-aligning it.
 
+``method="evade"`` crafts evasion instead (:mod:`faceguard.protect.evasion`): the perturbation
+lives on the same crop grid and is pasted the same way, but moves each face's embeddings in the
+profile's backbone and in dlib-resnet away from its clean ones, through what a scraper does to the
+photo when ``augment="scraper"``.
+
 Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
 image is one face whose crop is ``ImageOps.fit`` to the profile's size, as ``faceguard fit
 --aligned`` and the face benchmarks prepare such images (:func:`faceguard.protect.warp.fit_region`),
@@ -27,17 +32,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceguard.attacks import Alignment
+from faceguard.attacks import Alignment, Evade
+from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
+from faceguard.protect.evasion import PhotoViews, chip_corners, region_to_chip, saved_views
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
                                     fit_crop, fit_region)
 from faceguard.quantize import quantize_within
-from faceguard.settings import CraftSettings, protect_settings
+from faceguard.settings import PROTECT_METHODS, CraftSettings, protect_settings
 from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
-from recognition.heads import CosFace
 from recognition.device import resolve_device
+from recognition.heads import CosFace
+from recognition.models import create_model
 
 REDETECT_MARGIN = 0.75  # re-detect in the face box grown by this fraction of its side on every edge
 REDETECT_MIN_SIZE = 0.5  # ... looking only for faces at least this fraction of its side (MTCNN's pyramid)
@@ -46,7 +54,9 @@ MIN_FACE = 20  # MTCNN's default smallest face (pixels)
 
 @dataclass
 class FaceResult:
-    """One protected face: detection, identity used, and alignment losses (lower = stronger).
+    """One protected face: detection, identity used, and the method's loss (lower = stronger):
+    alignment's A = 1 − cos(T, ∇θ CE), or for evasion the mean cosine between each recognizer's
+    embedding of the face and of its clean self.
 
     ``loss_saved`` is measured on the face re-detected and re-aligned from the 8-bit output
     (None when re-detection missed it).
@@ -63,11 +73,13 @@ class FaceResult:
 @dataclass(eq=False)
 class Crafted:
     """What :meth:`Protector.protect_pixels` made: new pixels, per-face results, and the surrogate
-    view of the photo's faces (head and labels) that :meth:`Protector.measure_saved` reuses."""
+    view of the photo's faces (head and labels) that :meth:`Protector.measure_saved` reuses; for
+    evasion also each recognizer's clean embeddings of the faces (``anchors``)."""
 
     pixels: np.ndarray
     faces: list[FaceResult]
     model: PhotoFaces | None = None
+    anchors: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -109,8 +121,10 @@ class Protector:
                  device: str = "auto", detector: FaceDetector | None = None, aligned: bool = False,
                  **changes: object) -> None:
         settings = (settings or protect_settings()).replace(**changes)
-        if settings.method != Alignment.name:
-            raise ValueError(f"protect crafts with the {Alignment.name} method; got method {settings.method!r}")
+        if settings.method not in PROTECT_METHODS:
+            raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {settings.method!r}")
+        if aligned and settings.method != Alignment.name:
+            raise ValueError("pre-cropped faces (aligned) are protected with the alignment method only")
         self.settings = settings
         self.eps = settings.eps
         self.device = resolve_device(device)
@@ -120,6 +134,7 @@ class Protector:
         self.aligned = aligned
         self.detector = None if aligned else detector or FaceDetector(device=self.device)
         self.centres: dict[str, torch.Tensor] = {}
+        self.dlib = create_model("dlib-resnet").to(self.device).eval() if settings.method == Evade.name else None
 
     # ----- identities -----
     def embed(self, colour: np.ndarray, faces: list[Face]) -> torch.Tensor:
@@ -142,9 +157,12 @@ class Protector:
         return fit_crop(colour, size) if self.aligned else align_face(colour, face.landmarks, size).crop
 
     def _region(self, colour: np.ndarray, face: Face) -> FaceRegion:
-        """Where one face's perturbation lives (see :mod:`faceguard.protect.warp`)."""
+        """Where one face's perturbation lives (see :mod:`faceguard.protect.warp`); for evasion the
+        region also holds the face's dlib chip."""
         size = self.profile.input_size
-        return fit_region(colour, size) if self.aligned else face_region(colour, face.landmarks, size)
+        if self.aligned:
+            return fit_region(colour, size)
+        return face_region(colour, face.landmarks, size, chip_corners(face.landmarks) if self.dlib else None)
 
     def add_identity(self, name: str, embeddings: torch.Tensor) -> None:
         """Register (or replace) a person by embeddings of their faces: the head row is their mean."""
@@ -214,15 +232,20 @@ class Protector:
         embeddings = self.embed(colour, faces)
         head, labels = self._head(identities, embeddings)
         model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
-        params, target = self.profile.target_params(), self.profile.target
-        attack = Alignment(model, target, self.settings, loss_fn=crop_loss, preprocess=model.crops, params=params)
         index = torch.arange(len(faces), device=self.device)
-        z_clean = model.clean_crops
-        z = attack(z_clean, index)
+        z_clean, anchors = model.clean_crops, None
+        if self.dlib is None:
+            z, losses = self._align(model, z_clean, index)
+        else:
+            to_chip = torch.stack([region_to_chip(face.landmarks, region) for face, region in zip(faces, regions)])
+            views = PhotoViews(model, self.profile.backbone, self.dlib, to_chip).eval()
+            with torch.no_grad():
+                anchors = embeddings_of(views, model.perturbed_regions(z_clean, index))
+            attack = Evade(views, anchors, self.settings, preprocess=model.perturbed_regions)
+            z = attack(z_clean, index)
+            losses = torch.cat([attack.loss(z_clean, index, zs) for zs in (z_clean, z)])
         with torch.no_grad():
             deltas = model.photo_delta(z, index).cpu()
-            crops = torch.cat([model.crops(z_clean, index), model.crops(z, index)])
-        losses = per_sample_alignment(model, params, crops, index.repeat(2), target, crop_loss)
         clean_loss, crafted_loss = losses.split(len(faces))
         protected = self._apply(colour, regions, deltas)
         out = protected if alpha is None else np.concatenate(
@@ -230,7 +253,16 @@ class Protector:
         results = [FaceResult([round(float(v), 1) for v in face.box], round(face.score, 4),
                               identity or "", float(a), float(b))
                    for face, identity, a, b in zip(faces, identities, clean_loss.tolist(), crafted_loss.tolist())]
-        return Crafted(out, results, model)
+        return Crafted(out, results, model, anchors)
+
+    def _align(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alignment on the crop grid: (crafted z, per-face A of the clean then the crafted crops)."""
+        params, target = self.profile.target_params(), self.profile.target
+        attack = Alignment(model, target, self.settings, loss_fn=crop_loss, preprocess=model.crops, params=params)
+        z = attack(z_clean, index)
+        with torch.no_grad():
+            crops = torch.cat([model.crops(z_clean, index), model.crops(z, index)])
+        return z, per_sample_alignment(model, params, crops, index.repeat(2), target, crop_loss)
 
     def _apply(self, colour: np.ndarray, regions: list, deltas: torch.Tensor) -> np.ndarray:
         """Add each face's Δ to the photo, round within ε; pixels off every mask stay byte-identical."""
@@ -249,21 +281,25 @@ class Protector:
 
     def measure_saved(self, crafted: Crafted, saved: np.ndarray, faces: list[Face]) -> None:
         """Fill each ``crafted.faces[k].loss_saved``: re-detect face k near its box in the decoded
-        ``saved`` pixels, re-align it as a scraper would (cv2), evaluate A with the crafting head.
-        When ``aligned`` the scraper's crop is the fitted saved image (nothing to re-detect)."""
+        ``saved`` pixels, re-align it as a scraper would (cv2; dlib's own chip extraction for
+        dlib-resnet), evaluate the method's loss (alignment: A with the crafting head; evasion: the
+        mean cosine to the clean embeddings). When ``aligned`` the scraper's crop is the fitted
+        saved image (nothing to re-detect)."""
         colour, _ = colour_and_alpha(np.asarray(saved))
         rgb = rgb_view(colour)
         model, results = crafted.model, crafted.faces
-        crops, kept = [], []
-        for k, face in enumerate(faces):
-            found = face.landmarks if self.aligned else self._redetect(rgb, face)
-            if found is not None:
-                crops.append(as_channels_first(self._crop(colour, Face(face.box, face.score, found))))
-                kept.append(k)
+        found = [face.landmarks if self.aligned else self._redetect(rgb, face) for face in faces]
+        kept = [k for k, points in enumerate(found) if points is not None]
         if not kept:
             return
-        losses = per_sample_alignment(model, self.profile.target_params(), torch.stack(crops).to(self.device),
-                                      torch.tensor(kept, device=self.device), self.profile.target, crop_loss)
+        if crafted.anchors is not None:
+            views = saved_views(colour, [found[k] for k in kept], self.profile.input_size, self.profile.backbone,
+                                self.dlib, self.device)
+            losses = torch.stack([(e * a[kept]).sum(1) for e, a in zip(views, crafted.anchors)]).mean(0)
+        else:
+            crops = [as_channels_first(self._crop(colour, Face(faces[k].box, faces[k].score, found[k]))) for k in kept]
+            losses = per_sample_alignment(model, self.profile.target_params(), torch.stack(crops).to(self.device),
+                                          torch.tensor(kept, device=self.device), self.profile.target, crop_loss)
         for k, loss in zip(kept, losses.tolist()):
             results[k].loss_saved = float(loss)
 

@@ -51,11 +51,15 @@ class FaceRegion:
     resize: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def face_region(photo: np.ndarray, landmarks: np.ndarray, size: int) -> FaceRegion:
-    """Align one face at ``size`` and find the photo box and mask its perturbation may touch."""
+def face_region(photo: np.ndarray, landmarks: np.ndarray, size: int, cover: np.ndarray | None = None) -> FaceRegion:
+    """Align one face at ``size`` and find the photo box and mask its perturbation may touch; the
+    box also holds the photo points ``cover`` (e.g. the corners of another recognizer's chip, which
+    then reads the perturbed region), while the mask stays the crop's."""
     aligned = align_face(photo, landmarks, size)
     edge = size - 1
     corners = transform_points(np.array([[0, 0], [edge, 0], [0, edge], [edge, edge]]), aligned.inverse)
+    if cover is not None:
+        corners = np.concatenate([corners, cover])
     height, width = photo.shape[:2]
     x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, [width, height])
     x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 3, 0, [width, height])
@@ -190,11 +194,14 @@ class PhotoFaces(nn.Module):
                             padding_mode="zeros")
         return delta * self.masks[index]
 
+    def perturbed_regions(self, z: Tensor, index: Tensor) -> Tensor:
+        """The faces' photo regions [n, C, h, w] with Δ pasted in, as saved: clamped, 8-bit."""
+        return quantize_straight_through((self.regions[index] + self.photo_delta(z, index)).clamp(0, 1))
+
     def crops(self, z: Tensor, index: Tensor) -> Tensor:
         """What a scraper aligns from the perturbed photo: 8-bit region, re-warped to the template
         (pre-cropped faces: resized as ``ImageOps.fit`` does)."""
-        region = (self.regions[index] + self.photo_delta(z, index)).clamp(0, 1)
-        region = quantize_straight_through(region)
+        region = self.perturbed_regions(z, index)
         if self.resized:  # Pillow's bicubic fit, rounded to 8 bits as Pillow's output is
             crop = self.resize_rows[index, None] @ region @ self.resize_columns[index, None].transpose(-1, -2)
             return quantize_straight_through(crop.clamp(0, 1))
