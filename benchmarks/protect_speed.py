@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
            "seconds_per_photo": round(total / n, 3),
            **{f"seconds_{s}_per_photo": round(stats[s] / n, 3) for s in STAGES},
            "seconds_other_per_photo": round(rest / n, 3)}
-    config = {"photos": n, "eps": args.eps, "steps": protector.settings.steps, "restarts": protector.settings.restarts, "format": args.format,
+    config = {"photos": n, "eps": args.eps, "steps": protector.settings.steps,
+              "restarts": protector.settings.restarts, "format": args.format,
               "device": args.device, "threads": torch.get_num_threads(),
               "profile": protector.profile.config["provenance"]["command"]}
     write_results("protect-speed", config, args.command_line, [row])

@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 
-from faceguard.units import check_eps
 from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, METHODS, NO_AUGMENTATION, NO_REGULARIZER,
                                 OBJECTIVES, PROTECT_BACKEND, REGULARIZERS, VARIANTS)
+from faceguard.units import check_eps
 
 SETTINGS_VERSION = 2  # version 1: the flat, unversioned settings of earlier protect manifests
-DEFAULT_REG_WEIGHT = 0.1
-PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts through the photo warp  # weight of a visibility regulariser when one is chosen without a weight
+DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
+PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts through the photo warp
 
 
 @dataclass(frozen=True)
@@ -121,5 +121,5 @@ class CraftSettings:
 def protect_settings(**changes: object) -> CraftSettings:
     """The defaults of ``faceguard protect``: ε = 16, 10 steps, 1 restart, no augmentation (the
     photo warp is the scraper's view), the ``fd-frozen`` backend; ``changes`` override them."""
-    return CraftSettings(**{"eps": 16.0, "steps": 10, "restarts": 1, "augment": NO_AUGMENTATION, "backend": PROTECT_BACKEND,
-                            **changes})
+    return CraftSettings(**{"eps": 16.0, "steps": 10, "restarts": 1, "augment": NO_AUGMENTATION,
+                            "backend": PROTECT_BACKEND, **changes})

@@ -35,7 +35,8 @@ def make_attack(variant: str):
     model = smooth_net()
     x_ref, y_ref = batch(5)
     target = target_gradient(model, torch.utils.data.TensorDataset(x_ref, y_ref))
-    return model, target, Alignment(model, target, eps=25.5, steps=1, restarts=1, variant=variant, augment=False, backend="double")
+    return model, target, Alignment(model, target, eps=25.5, steps=1, restarts=1, variant=variant, augment=False,
+                                    backend="double")
 
 
 def test_gradcheck_of_the_joint_objective():

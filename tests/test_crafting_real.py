@@ -1,6 +1,5 @@
 """Crafting on a surrogate trained briefly on real CIFAR-10 images: it must work, not just run."""
 import pytest
-import torch
 
 from faceguard.attacks import Alignment, RandomNoise
 from faceguard.gradients import target_gradient

@@ -91,7 +91,8 @@ class EmbeddingAttack(PGDAttack):
         """Mean over the members of cos(f(x_i), anchor_{y_i}), one value per image ([B])."""
         embeddings = embeddings_of(self.model, x)
         if len(embeddings) != len(self.anchors):
-            raise ValueError(f"the model gives {len(embeddings)} embeddings but there are {len(self.anchors)} anchor sets")
+            raise ValueError(f"the model gives {len(embeddings)} embeddings "
+                             f"but there are {len(self.anchors)} anchor sets")
         return torch.stack([(e * a.to(e.device)[y]).sum(1) for e, a in zip(embeddings, self.anchors)]).mean(0)
 
     def similarity_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

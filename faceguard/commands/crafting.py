@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from faceguard.registry import (AUGMENTATIONS, BACKENDS, METHODS, NO_AUGMENTATION, NO_REGULARIZER, REGULARIZERS,
-                                VARIANTS)
+from faceguard.registry import AUGMENTATIONS, BACKENDS, METHODS, NO_AUGMENTATION, NO_REGULARIZER, REGULARIZERS, VARIANTS
 from faceguard.settings import CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)

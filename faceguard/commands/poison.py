@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="resize (shorter side) and centre-crop to SIZE")
     parser.add_argument("--model", default="resnet18", help="surrogate to train when --surrogate is not given")
     parser.add_argument("--width", type=float, default=1.0, help="surrogate width multiplier")
-    parser.add_argument("--surrogate-epochs", type=int, default=40, help="epochs of the surrogate trained without --surrogate")
+    parser.add_argument("--surrogate-epochs", type=int, default=40,
+                        help="epochs of the surrogate trained without --surrogate")
     parser.add_argument("--lr", type=float, default=0.1, help="surrogate learning rate")
     add_device_option(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceguard.protect.protector import Protector
     from faceguard.protect.folder import FolderOptions, protect_folder
+    from faceguard.protect.protector import Protector
 
     settings = settings_from_args(args, protect_settings())
     protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)

@@ -34,7 +34,6 @@ from recognition.files import file_sha256, find_photos, load_rgb, one_line
 from recognition.losses import margin_cross_entropy_loss
 from recognition.training import TrainConfig, train_classifier
 
-
 NPZ_PAD = 0.25  # .npz faces are tight crops; see _crops
 
 

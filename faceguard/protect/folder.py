@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from faceguard.protect.identities import centre_lists, cluster_names, identity_key, mean_centres
 from faceguard.protect.manifest import MANIFEST, Manifest
 from faceguard.protect.photo import is_lossless, photo_metrics, read_photo, write_photo
 from faceguard.protect.protector import Protector
 from faceguard.registry import NO_REGULARIZER
 from faceguard.settings import protect_settings
-from faceguard.protect.identities import (centre_lists, cluster_names, identity_key, mean_centres)
 from recognition.files import PHOTO_EXTENSIONS, file_sha256, find_photos, one_line, write_bytes_atomic
 
 REPORT = "report.html"

@@ -255,7 +255,8 @@ class Protector:
                    for face, identity, a, b in zip(faces, identities, clean_loss.tolist(), crafted_loss.tolist())]
         return Crafted(out, results, model, anchors)
 
-    def _align(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _align(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Alignment on the crop grid: (crafted z, per-face A of the clean then the crafted crops)."""
         params, target = self.profile.target_params(), self.profile.target
         attack = Alignment(model, target, self.settings, loss_fn=crop_loss, preprocess=model.crops, params=params)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceguard.units import check_eps
 from faceguard.protect.photo import is_lossless, photo_metrics, read_photo
+from faceguard.units import check_eps
 from recognition.files import find_photos, one_line
 
 NO_COUNTERPART = "no protected counterpart"
