@@ -10,7 +10,10 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
               "memory": ("benchmarks.memory", "peak memory of faceguard poison for 1k vs 10k images"),
               "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage"),
               "protect-effect": ("benchmarks.protect_effect",
-                                 "victims trained on photos saved by faceguard protect (PNG, JPEG) vs crop level")}
+                                 "victims trained on photos saved by faceguard protect (PNG, JPEG) vs crop level"),
+              "recognizers": ("benchmarks.recognizers",
+                              "pretrained recognizers vs real photos protected by faceguard protect: gallery and "
+                              "scraper-fit threat models, defenses, quality")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,13 +45,15 @@ CAVEAT = (f"passing this check against one known model ({MODEL}) is optimistic: 
 @dataclass(eq=False)
 class Described:
     """The recognizer's view of one file: the main face's descriptor (None when there is none),
-    how many faces MTCNN found, the main face's box, and ``problem`` ("no face detected" or a
+    how many faces MTCNN found, the main face's box and five points (so another recognizer can
+    align the same face without detecting again), and ``problem`` ("no face detected" or a
     one-line error)."""
 
     descriptor: np.ndarray | None
     faces: int = 0
     box: list[float] | None = None
     problem: str = ""
+    landmarks: np.ndarray | None = None
 
     @property
     def error(self) -> bool:
@@ -110,7 +112,7 @@ class FaceDescriber:
             return Described(None, problem=NO_FACE), None
         main = max(faces, key=lambda face: face.area)
         box = [round(float(v), 1) for v in main.box]
-        return Described(None, len(faces), box), mtcnn_face_chip(image, main.landmarks)
+        return Described(None, len(faces), box, landmarks=main.landmarks), mtcnn_face_chip(image, main.landmarks)
 
     def _embed(self, chips: dict[str, np.ndarray]) -> None:
         """Descriptors of the pending ``chips`` (one batch), stored with their files; empties ``chips``."""

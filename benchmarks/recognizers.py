@@ -1,0 +1,198 @@
+"""``python -m benchmarks recognizers``: do recognizers still know people from protected photos?
+
+Real colour photos (the bundle's ``realfaces/`` and ``photos/``, people with ≥ 2 photos) are split
+per person (:mod:`benchmarks.recognizers_data`): every other photo in manifest order is *released*
+and protected by the product itself (``Protector`` + ``protect_folder``, as ``faceguard protect``:
+format kept, person folders as identities), the rest stay clean as *probes*. Then, per method
+(``clean`` = nothing protected), ε, defense (none, JPEG-75 re-save, half-size downscale of the
+released photos) and recognizer (:mod:`benchmarks.recognizers_models`):
+
+- gallery (threat model 2): the released photos are enrolled and the clean probes matched at the
+  recognizer's threshold and identified by nearest neighbour;
+- scraper fit (threat model 3): classifiers fitted on the released photos, tested on the probes;
+- quality of the protected photos (SSIM/PSNR, whole photo and face crop) and seconds per photo.
+
+Definitions: :mod:`benchmarks.recognizers_metrics`. Nothing is fitted on a person's own photos but
+the scraper's classifier (that *is* the threat): a fitted cosine threshold comes from other people.
+Writes ``OUT/NAME.json`` (shared results format, one row per metric), ``OUT/NAME.md`` and
+``OUT/NAME.png`` (before / after / amplified difference). Protection resumes from WORK.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.results import RESULTS_DIR
+from recognition.cli import add_data_option, add_device_option, add_out_option
+
+if TYPE_CHECKING:
+    from benchmarks.recognizers_data import Sample
+    from benchmarks.recognizers_models import Embeddings
+
+NAME = "recognizers"
+METHODS = ("alignment", "evade")
+DATASET_CHOICES = ("realfaces", "photos")  # kept in step with recognizers_data.DATASETS
+DEFENSE_CHOICES = ("none", "jpeg75", "half")  # kept in step with recognizers_data.DEFENSES
+EVADE_SETTINGS = {"steps": 20, "step_size": 0.25, "augment": "scraper"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data, people, protection settings, recognizers, defenses, folders."""
+    add_data_option(parser)
+    parser.add_argument("--datasets", nargs="+", choices=DATASET_CHOICES, default=list(DATASET_CHOICES),
+                        help="bundle folders whose person sub-folders take part (photos/group/ is left out)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="protections")
+    parser.add_argument("--eps", nargs="+", type=float, default=[16.0], help="ε values in 0-255 units")
+    parser.add_argument("--steps", type=int, help="crafting steps of every method (default: alignment the "
+                        f"product's default, evade {EVADE_SETTINGS['steps']})")
+    parser.add_argument("--recognizers", nargs="+", help="recognizers to ask (default: every registered one)")
+    parser.add_argument("--defenses", nargs="+", choices=DEFENSE_CHOICES, default=list(DEFENSE_CHOICES),
+                        help="what happens to the released photos before enrolment or fitting")
+    parser.add_argument("--far", type=float, default=0.01,
+                        help="false-accept rate at which a cosine threshold is fitted on other people's clean pairs")
+    parser.add_argument("--people", nargs="+", help="only these people (folder names)")
+    parser.add_argument("--limit-people", type=int, help="only the first N people (sorted by name; smoke runs)")
+    parser.add_argument("--work", type=Path,
+                        help="cache folder: protected trees, embeddings (default: runs/recognizers)")
+    add_out_option(parser, "folder for NAME.json/.md/.png", default=RESULTS_DIR)
+    parser.add_argument("--name", default=NAME, help="results file name")
+    add_device_option(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def method_settings(method: str, steps: int | None) -> dict:
+    """Crafting settings of a method beyond ε: the product's defaults for alignment, the
+    scraper-EOT evasion settings for evade; ``steps`` overrides either."""
+    from faceguard.settings import protect_settings
+
+    settings = dict(EVADE_SETTINGS) if method == "evade" else {"steps": protect_settings().steps}
+    return settings | ({"steps": steps} if steps is not None else {})
+
+
+def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:
+    """One results row per metric in ``names``; the counts of ``metrics`` ride along."""
+    counts = {k: v for k, v in metrics.items() if isinstance(v, int)}
+    return [{**base, "threat_model": threat_model, "metric": name, "value": round(metrics[name], 4), **counts}
+            for name in names if name in metrics]
+
+
+@dataclass
+class Reference:
+    """What every released tree is measured against: the released samples, the clean probes
+    (those with a face) as each recognizer embeds them, and each recognizer's per-person thresholds."""
+
+    released: list[Sample]
+    probe_vectors: dict[str, list]
+    probe_people: list[str]
+    thresholds: dict[str, dict[str, float]]
+
+
+def reference(samples: list[Sample], embeddings: Embeddings, far: float) -> Reference:
+    """Embed the clean originals, keep the probes with a face, fit the thresholds on clean photos."""
+    import numpy as np
+
+    from benchmarks.recognizers_models import RECOGNIZERS, person_thresholds
+
+    clean = embeddings.embed([s.source for s in samples])
+    seen = [k for k, s in enumerate(samples) if clean[embeddings.names[0]][k] is not None]
+    probes = [k for k in seen if not samples[k].released]
+    thresholds = {name: person_thresholds(RECOGNIZERS[name], np.stack([clean[name][k] for k in seen]),
+                                          [samples[k].person for k in seen], far) for name in embeddings.names}
+    return Reference([s for s in samples if s.released], {n: [clean[n][k] for k in probes] for n in embeddings.names},
+                     [samples[k].person for k in probes], thresholds)
+
+
+def tree_rows(ref: Reference, embeddings: Embeddings, method: str, eps: float, paths: dict[str, Path], defense: str,
+              seconds: float | None) -> list[dict]:
+    """Gallery and scraper-fit rows of one tree after one defense (``paths``: released rel → file)."""
+    from benchmarks.recognizers_metrics import fit_metrics, gallery_metrics
+    from benchmarks.recognizers_models import RECOGNIZERS
+
+    vectors = embeddings.embed([paths[s.rel] for s in ref.released])
+    owners = [s.person for s in ref.released]
+    rows = []
+    for name in embeddings.names:
+        base = {"method": method, "eps": int(eps), "victim": name, "recognizer": name, "defense": defense,
+                "seeds": [0], **({"seconds_per_photo": seconds} if seconds is not None else {})}
+        probes = ref.probe_vectors[name]
+        gallery = gallery_metrics(vectors[name], owners, probes, ref.probe_people, RECOGNIZERS[name].metric,
+                                  ref.thresholds[name])
+        fitted = fit_metrics(vectors[name], owners, probes, ref.probe_people)
+        rows += _long_rows(base, "gallery", gallery, ("match_rate", "top1"))
+        rows += _long_rows(base, "scraper-fit", fitted, ("logreg_top1", "centroid_top1"))
+    return rows
+
+
+def quality_rows(ref: Reference, embeddings: Embeddings, method: str, eps: float, files: dict[str, Path],
+                 entries: dict[str, dict]) -> list[dict]:
+    """Quality rows of one protected tree (:func:`benchmarks.recognizers_metrics.summarise_quality`)."""
+    from benchmarks.recognizers_metrics import face_quality, summarise_quality
+
+    faces = [face_quality(s.source, files[s.rel], embeddings.box(s.source)) for s in ref.released
+             if entries[s.rel].get("status") == "protected"]
+    base = {"method": method, "eps": int(eps), "victim": "none", "recognizer": "none", "defense": "none",
+            "seeds": [0], "threat_model": "quality"}
+    return [{**base, "metric": key, "value": value}
+            for key, value in summarise_quality(list(entries.values()), faces).items()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Protect (resumed), embed (cached), measure, write the results; returns 0."""
+    import torch
+
+    from benchmarks import recognizers_data as data
+    from benchmarks.recognizers_metrics import summarise_quality
+    from benchmarks.recognizers_models import RECOGNIZERS, Embeddings
+    from benchmarks.recognizers_report import write_grid, write_report
+    from recognition.datasets import default_data_dir
+
+    start = time.perf_counter()
+    log = lambda line: print(f"{NAME}: {line}", flush=True)  # noqa: E731
+    names = args.recognizers or list(RECOGNIZERS)
+    unknown = sorted(set(names) - set(RECOGNIZERS))
+    if unknown:
+        raise SystemExit(f"unknown recognizers {', '.join(unknown)}; registered: {', '.join(RECOGNIZERS)}")
+    work = args.work or Path("runs") / NAME
+    samples = data.split_samples(data.read_people(args.data or default_data_dir(), tuple(args.datasets)),
+                                 args.people, args.limit_people)
+    people = sorted({s.person for s in samples})
+    released = [s for s in samples if s.released]
+    log(f"{len(people)} people, {len(released)} released photos, {len(samples) - len(released)} clean probes; "
+        f"work folder {work}")
+    root = data.sync_released(work, samples)
+    trees = {("clean", 0.0): ("clean", {s.rel: root / s.rel for s in released}, {})}
+    for method in args.methods:
+        for eps in args.eps:
+            tree = data.protect_released(work, root, samples, method, eps, method_settings(method, args.steps),
+                                         args.device, args.quiet, log)
+            trees[(method, eps)] = (tree.name, tree.files, tree.entries)
+    embeddings = Embeddings(names, args.device, work / "embeddings.json")
+    ref = reference(samples, embeddings, args.far)
+    log(f"{len(ref.probe_people)} probes with a face")
+    rows = []
+    for (method, eps), (tree_name, files, entries) in trees.items():
+        seconds = summarise_quality(list(entries.values()), []).get("seconds_per_photo") if entries else None
+        for defense in args.defenses:
+            paths = data.defended_paths(files, work / "defended" / tree_name / defense, defense)
+            rows += (found := tree_rows(ref, embeddings, method, eps, paths, defense, seconds))
+            log(f"{method} ε={eps:g} defense {defense}: " + ", ".join(
+                f"{r['recognizer']} {r['metric']} {r['value']:.2f}" for r in found))
+        if entries:
+            rows += quality_rows(ref, embeddings, method, eps, files, entries)
+    config = {"datasets": args.datasets, "people": len(people), "released": len(released),
+              "probes": len(samples) - len(released), "probes_with_face": len(ref.probe_people),
+              "methods": args.methods, "eps": args.eps, "defenses": args.defenses, "far": args.far,
+              "settings": {m: method_settings(m, args.steps) for m in args.methods},
+              "recognizers": {n: {"metric": RECOGNIZERS[n].metric, "threshold": RECOGNIZERS[n].threshold,
+                                  "seen_by": RECOGNIZERS[n].seen_by, "note": RECOGNIZERS[n].note,
+                                  "thresholds": {p: round(t, 4) for p, t in ref.thresholds[n].items()}}
+                              for n in names},
+              "device": str(embeddings.finder.device), "threads": torch.get_num_threads(),
+              "seconds": round(time.perf_counter() - start)}
+    grid = write_grid(args.out / f"{args.name}.png", released, trees, embeddings)
+    path = write_report(args.name, config, args.command_line, rows, args.out, grid)
+    log(f"wrote {path}, {path.with_suffix('.md')} and {grid} in {time.perf_counter() - start:.0f} s")
+    return 0

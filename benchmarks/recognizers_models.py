@@ -1,0 +1,180 @@
+"""Recognizers the ``recognizers`` benchmark asks, and their embeddings of photo files.
+
+Every recognizer sees a photo as a scraper would: MTCNN's largest face
+(:class:`faceguard.protect.check.FaceDescriber`, which also gives dlib-resnet's descriptor), then
+the recognizer's own alignment of that face's five points and its network. Adding a recognizer is
+one :data:`RECOGNIZERS` entry: a factory ``device → Describer`` whose ``describe(paths, found)``
+returns one embedding (or None) per file from the files and their detections.
+
+Embeddings are cached in ``WORK/embeddings.json`` by file SHA-256 and recognizer (with the
+recognizer's ``version``, e.g. the profile's SHA-256, so a changed model is not read stale).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from recognition.files import file_sha256, write_json_atomic
+
+
+class Describer(Protocol):
+    """A loaded recognizer: ``version`` names the exact weights; ``describe`` embeds files."""
+
+    version: str
+
+    def describe(self, paths: Sequence[Path], found: Sequence) -> list[np.ndarray | None]: ...
+
+
+@dataclass(frozen=True)
+class Recognizer:
+    """A recognizer of the benchmark: how it compares embeddings (``euclidean`` distance below
+    ``threshold``, or ``cosine`` similarity above a threshold fitted on clean photos of other
+    people when ``threshold`` is None), the protection methods whose crafting uses it
+    (``seen_by``; empty for a held-out recognizer), a line for the report, and its loader."""
+
+    metric: str
+    threshold: float | None
+    seen_by: tuple[str, ...]
+    note: str
+    load: Callable[[str], Describer]
+
+
+class DlibDescriber:
+    """dlib-resnet: the descriptor :class:`FaceDescriber` already computed for the main face."""
+
+    version = "dlib_face_recognition_resnet_model_v1"
+
+    def describe(self, paths: Sequence[Path], found: Sequence) -> list[np.ndarray | None]:
+        return [d.descriptor for d in found]
+
+
+class ProfileDescriber:
+    """The default profile's backbone (IR-18, 512-d) on the ArcFace-aligned crop of the profile's
+    size (:func:`recognition.alignment.align_face` of MTCNN's five points), as ``Protector.embed``."""
+
+    def __init__(self, device: str) -> None:
+        from faceguard.profile.store import load_profile
+        from recognition.device import resolve_device
+
+        self.device = resolve_device(device)
+        self.profile = load_profile(None, self.device)
+        self.version = self.profile.sha256
+
+    def describe(self, paths: Sequence[Path], found: Sequence) -> list[np.ndarray | None]:
+        import torch
+
+        from faceguard.protect.warp import as_channels_first
+        from recognition.alignment import align_face
+        from recognition.files import load_rgb
+
+        out: list[np.ndarray | None] = [None] * len(paths)
+        todo = [k for k, d in enumerate(found) if d.landmarks is not None]
+        size = self.profile.input_size
+        for start in range(0, len(todo), 32):
+            batch = todo[start:start + 32]
+            crops = torch.stack([as_channels_first(align_face(load_rgb(paths[k]), found[k].landmarks, size).crop)
+                                 for k in batch])
+            with torch.no_grad():
+                embedding = self.profile.backbone(crops.to(self.device)).double().cpu().numpy()
+            for k, row in zip(batch, embedding):
+                out[k] = row
+        return out
+
+
+RECOGNIZERS: dict[str, Recognizer] = {
+    "dlib-resnet": Recognizer("euclidean", 0.6, ("evade",), "dlib's face ResNet (128-d, MTCNN chip); in the "
+                              "evade ensemble", lambda device: DlibDescriber()),
+    "profile": Recognizer("cosine", None, ("alignment", "evade"), "the default profile's backbone (IR-18, "
+                          "512-d, 64² ArcFace crop); the alignment surrogate and in the evade ensemble",
+                          ProfileDescriber),
+}
+# Held-out recognizers (never seen by crafting) go here too, with seen_by=().
+
+
+class Embeddings:
+    """Embeddings of files by every chosen recognizer, detected once, cached in ``path``."""
+
+    def __init__(self, names: Sequence[str], device: str, path: Path) -> None:
+        from faceguard.protect.check import FaceDescriber
+
+        self.names, self.path = list(names), path
+        self.finder = FaceDescriber(device)
+        self.models = {name: RECOGNIZERS[name].load(device) for name in self.names}
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        self.faces: dict[str, dict] = stored.get("faces", {})
+        self.cache: dict[str, dict] = {}
+        for name, model in self.models.items():
+            kept = stored.get("recognizers", {}).get(name, {})
+            self.cache[name] = kept.get("embeddings", {}) if kept.get("version") == model.version else {}
+
+    def embed(self, paths: Sequence[Path]) -> dict[str, list[np.ndarray | None]]:
+        """Recognizer name → one embedding (None: no face, or an unreadable file) per path."""
+        keys = [file_sha256(path) for path in paths]
+        missing = {key: path for key, path in zip(keys, paths)
+                   if any(key not in self.cache[name] for name in self.names)}
+        if missing:
+            files = list(missing.values())
+            found = self.finder.describe(files)
+            for name, model in self.models.items():
+                for key, vector in zip(missing, model.describe(files, found)):
+                    self.cache[name][key] = None if vector is None else [round(float(v), 6) for v in vector]
+            for key, described in zip(missing, found):
+                self.faces[key] = {"faces": described.faces, "box": described.box, "problem": described.problem}
+            self.save()
+        return {name: [None if self.cache[name][key] is None else np.asarray(self.cache[name][key])
+                       for key in keys] for name in self.names}
+
+    def box(self, path: Path) -> list[float] | None:
+        """The main face's box in ``path`` (after :meth:`embed` saw it), None without a face."""
+        return self.faces.get(file_sha256(path), {}).get("box")
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"faces": self.faces, "recognizers": {
+            name: {"version": self.models[name].version, "embeddings": self.cache[name]} for name in self.names}})
+
+
+def similarity(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """[len(a), len(b)] similarities, larger = more alike: cosine, or minus the Euclidean distance."""
+    if metric == "cosine":
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return a @ b.T
+    return -np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+
+
+def impostor_threshold(vectors: np.ndarray, people: Sequence[str], metric: str, far: float) -> float | None:
+    """The similarity exceeded by a fraction ``far`` of the pairs of different people among
+    ``vectors`` (None when there is no such pair)."""
+    sims = similarity(vectors, vectors, metric)
+    labels = np.asarray(people)
+    upper = np.triu(np.ones_like(sims, dtype=bool), k=1) & (labels[:, None] != labels[None, :])
+    values = sims[upper]
+    return float(np.quantile(values, 1 - far)) if values.size else None
+
+
+def person_thresholds(recognizer: Recognizer, vectors: np.ndarray, people: Sequence[str],
+                      far: float) -> dict[str, float]:
+    """Same-person threshold (in :func:`similarity` units) used for each person.
+
+    A fixed threshold (dlib's 0.6) applies to everyone. A fitted one is, for each person, the
+    FAR-``far`` threshold of the clean impostor pairs among all *other* people
+    (leave-one-person-out): nothing about the person measured enters their threshold.
+    """
+    names = sorted(set(people))
+    if recognizer.threshold is not None:
+        value = -recognizer.threshold if recognizer.metric == "euclidean" else recognizer.threshold
+        return {name: value for name in names}
+    labels = np.asarray(people)
+    out = {}
+    for name in names:
+        others = labels != name
+        value = impostor_threshold(vectors[others], labels[others].tolist(), recognizer.metric, far)
+        if value is None:
+            raise ValueError(f"fitting a threshold for {name} needs photos of two other people")
+        out[name] = value
+    return out

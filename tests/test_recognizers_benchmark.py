@@ -1,0 +1,117 @@
+"""``python -m benchmarks recognizers`` end to end on three people of the real ``realfaces/`` photos
+(Eric Clapton ×2, Negan ×3, Rick ×4: small photos, so MTCNN and the protection are quick), two
+crafting steps: the results files exist, every row has the shared keys, the clean gallery matches
+its people, every rate lies in [0, 1], and a rerun resumes from the work folder. Plus the people
+split and the threshold fit on their own, without models. No statistical claims: two steps protect
+nothing reliably."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_data
+from test_protect_support import one_thread  # noqa: F401 (autouse)
+
+from benchmarks.recognizers_data import split_samples
+from benchmarks.recognizers_metrics import fit_metrics, gallery_metrics, grown_box
+from benchmarks.recognizers_models import (
+    RECOGNIZERS,
+    impostor_threshold,
+    person_thresholds,
+)
+
+PEOPLE = ["eric_clapton", "negan", "rick"]
+SMOKE = ["recognizers", "--datasets", "realfaces", "--people", *PEOPLE, "--limit-people", "3", "--steps", "2",
+         "--device", "cpu", "--quiet"]
+ROW_KEYS = {"method", "eps", "victim", "defense", "seeds", "recognizer", "threat_model", "metric", "value"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, dlib_recognizer, dlib_cache):
+    from benchmarks.__main__ import main
+
+    data = require_data("realfaces").parent
+    root = tmp_path_factory.mktemp("recognizers")
+    args = [*SMOKE, "--data", str(data), "--work", str(root / "work"), "--out", str(root / "out")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGUARD_CACHE", str(dlib_cache))  # converted there by dlib_recognizer
+        assert main(args) == 0
+    return root, args
+
+
+def test_results_files_and_rows(smoke):
+    root, _ = smoke
+    result = json.loads((root / "out" / "recognizers.json").read_text())
+    assert result["command"].startswith("python -m benchmarks recognizers")
+    assert result["config"]["people"] == 3 and result["config"]["released"] == 5
+    assert (root / "out" / "recognizers.png").stat().st_size > 0
+    text = (root / "out" / "recognizers.md").read_text()
+    assert result["command"] in text and "No held-out recognizer" in text
+    rows = result["rows"]
+    assert all(ROW_KEYS <= set(row) for row in rows)
+    cells = {(r["method"], r["recognizer"], r["defense"], r["threat_model"], r["metric"]) for r in rows}
+    for method in ("clean", "alignment", "evade"):
+        for recognizer in RECOGNIZERS:
+            for defense in ("none", "jpeg75", "half"):
+                for threat_model, metric in (("gallery", "match_rate"), ("gallery", "top1"),
+                                             ("scraper-fit", "logreg_top1"), ("scraper-fit", "centroid_top1")):
+                    assert (method, recognizer, defense, threat_model, metric) in cells
+    for row in rows:
+        if row["threat_model"] != "quality":
+            assert 0 <= row["value"] <= 1, row
+        elif row["metric"].startswith("ssim"):
+            assert 0 < row["value"] <= 1, row
+    clean = {(r["recognizer"], r["metric"]): r["value"] for r in rows
+             if r["method"] == "clean" and r["defense"] == "none"}
+    assert clean[("dlib-resnet", "match_rate")] > 0.5
+    protected = [r for r in rows if r["threat_model"] == "quality" and r["metric"] == "photos_protected"]
+    assert sorted(r["method"] for r in protected) == ["alignment", "evade"]
+    assert all(r["value"] == 5 for r in protected)
+
+
+def test_rerun_resumes_from_the_work_folder(smoke, dlib_cache, capsys):
+    from benchmarks.__main__ import main
+
+    _, args = smoke
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGUARD_CACHE", str(dlib_cache))
+        assert main(args) == 0
+    assert capsys.readouterr().out.count("0 protected, 0 no face, 0 error, 5 skipped") == 2
+
+
+def test_split_is_by_person_and_alternates_in_manifest_order():
+    people = {"b": [Path(f"b{k}.jpg") for k in range(5)], "a": [Path("a0.jpg"), Path("a1.jpg")],
+              "solo": [Path("s.jpg")]}
+    samples = split_samples(people)
+    assert [(s.rel, s.released) for s in samples] == [
+        ("a/a0.jpg", True), ("a/a1.jpg", False),
+        ("b/b0.jpg", True), ("b/b1.jpg", False), ("b/b2.jpg", True), ("b/b3.jpg", False), ("b/b4.jpg", True)]
+    assert {s.person for s in split_samples(people, limit=1)} == {"a"}
+    assert {s.person for s in split_samples(people, only=["b"])} == {"b"}
+    with pytest.raises(ValueError, match="unknown people"):
+        split_samples(people, only=["nobody"])
+
+
+def test_fitted_threshold_leaves_the_person_out():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 8))
+    people = [name for name in "abcd" for _ in range(3)]
+    thresholds = person_thresholds(RECOGNIZERS["profile"], vectors, people, far=0.1)
+    keep = np.array([p != "a" for p in people])
+    assert thresholds["a"] == pytest.approx(impostor_threshold(vectors[keep], [p for p in people if p != "a"],
+                                                               "cosine", 0.1))
+    assert set(person_thresholds(RECOGNIZERS["dlib-resnet"], vectors, people, 0.1).values()) == {-0.6}
+
+
+def test_metrics_on_separable_embeddings():
+    centres = {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0])}
+    gallery, owners = [centres["a"], None, centres["b"]], ["a", "a", "b"]
+    probes, truth = [centres["a"] + 0.05, centres["b"] + 0.05], ["a", "b"]
+    result = gallery_metrics(gallery, owners, probes, truth, "cosine", {"a": 0.9, "b": 0.9})
+    assert (result["match_rate"], result["top1"], result["enrolled"]) == (1.0, 1.0, 2)
+    fitted = fit_metrics(gallery, owners, probes, truth)
+    assert (fitted["logreg_top1"], fitted["centroid_top1"], fitted["train"]) == (1.0, 1.0, 2)
+    rows, cols = grown_box([10, 20, 30, 60], (50, 100, 3))
+    assert (rows, cols) == (slice(16, 50), slice(8, 32))
