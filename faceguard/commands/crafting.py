@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from faceguard.registry import AUGMENTATIONS, BACKENDS, METHODS, NO_AUGMENTATION, NO_REGULARIZER, REGULARIZERS, VARIANTS
-from faceguard.settings import CraftSettings
+from faceguard.settings import DEFAULT_REG_WEIGHT, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
 _FIELDS = ("method", "eps", "steps", "restarts", "step_size", "variant", "backend", "augment", "regularizer",
@@ -38,7 +38,7 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: CraftSetting
                             "what a scraper does to a photo (scraper)")
     group.add_argument("--regularizer", choices=[NO_REGULARIZER, *REGULARIZERS.names()],
                        default=defaults.regularizer, help="visibility penalty added to the objective")
-    group.add_argument("--reg-weight", type=float, default=CraftSettings.reg_weight,
+    group.add_argument("--reg-weight", type=float, default=DEFAULT_REG_WEIGHT,
                        help="weight of --regularizer")
     group.add_argument("--seed", type=int, default=defaults.seed, help="crafting seed")
 

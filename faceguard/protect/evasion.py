@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
-from faceguard.protect.warp import FaceRegion, PhotoFaces, as_channels_first
+from faceguard.protect.warp import FaceRegion, PhotoFaces, as_channels_first, as_rgb
 from recognition.alignment import align_face
 from recognition.face_chip import CHIP_SIZE, MTCNN_TEMPLATE, chip_to_image, mtcnn_face_chip
 
@@ -39,10 +39,6 @@ def region_to_chip(landmarks: np.ndarray, region: FaceRegion) -> Tensor:
     forward = np.vstack([chip_to_image(landmarks, MTCNN_TEMPLATE), [0, 0, 1]])  # chip -> photo
     forward[:2, 2] -= region.box[:2]  # chip -> region
     return torch.from_numpy(np.linalg.inv(forward)[:2]).float()
-
-
-def _rgb(x: Tensor) -> Tensor:
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 class PhotoViews(nn.Module):
@@ -66,7 +62,7 @@ class PhotoViews(nn.Module):
             raise ValueError(f"expected the regions of all {len(self.to_crop)} faces, got {len(regions)}")
         crops = warp_affine(regions, self.to_crop, (self.crop_size, self.crop_size), padding_mode="border")
         chips = warp_affine(regions, self.to_chip, (CHIP_SIZE, CHIP_SIZE), padding_mode="border")
-        return [self.backbone(_rgb(crops)), self.dlib(_rgb(chips))]
+        return [self.backbone(as_rgb(crops)), self.dlib(as_rgb(chips))]
 
 
 @torch.no_grad()
@@ -77,4 +73,4 @@ def saved_views(colour: np.ndarray, landmarks: list[np.ndarray], crop_size: int,
     rgb = np.repeat(colour[..., None], 3, axis=2) if colour.ndim == 2 else colour
     crops = torch.stack([as_channels_first(align_face(colour, points, crop_size).crop) for points in landmarks])
     chips = torch.stack([as_channels_first(mtcnn_face_chip(rgb, points)) for points in landmarks])
-    return [F.normalize(backbone(_rgb(crops.to(device))), dim=1), F.normalize(dlib(chips.to(device)), dim=1)]
+    return [F.normalize(backbone(as_rgb(crops.to(device))), dim=1), F.normalize(dlib(chips.to(device)), dim=1)]

@@ -37,8 +37,8 @@ from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
 from faceguard.protect.evasion import PhotoViews, chip_corners, region_to_chip, saved_views
-from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, crop_loss, face_region, fit_box,
-                                    fit_crop, fit_region)
+from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
+                                    fit_box, fit_crop, fit_region)
 from faceguard.quantize import quantize_within
 from faceguard.settings import PROTECT_METHODS, CraftSettings, protect_settings
 from recognition.alignment import align_face, template
@@ -142,7 +142,7 @@ class Protector:
         crops = torch.stack([as_channels_first(self._crop(colour, f)) for f in faces])
         with torch.no_grad():
             crops = crops.to(self.device)
-            embedding = self.profile.backbone(crops.expand(-1, 3, -1, -1))
+            embedding = self.profile.backbone(as_rgb(crops))
         return F.normalize(embedding, dim=1).cpu()
 
     def embed_pixels(self, pixels: np.ndarray, faces: list[Face]) -> torch.Tensor:

@@ -116,6 +116,11 @@ def as_channels_first(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
 
 
+def as_rgb(x: Tensor) -> Tensor:
+    """[n, 1 or 3, H, W] images as three channels (gray repeated), what the recognizers read."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
 def stable_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-sample CE as softplus(logsumexp(other logits) − target logit), exact in float32.
 
@@ -209,9 +214,7 @@ class PhotoFaces(nn.Module):
 
     def crop_loss(self, crops: Tensor, index: Tensor) -> Tensor:
         """Per-face CE of the surrogate on aligned crops [n, C, S, S] (C = 1 or 3)."""
-        if crops.shape[1] == 1:
-            crops = crops.expand(-1, 3, -1, -1)
-        return stable_cross_entropy(self.head(self.backbone(crops), self.labels[index]), self.labels[index])
+        return stable_cross_entropy(self.head(self.backbone(as_rgb(crops)), self.labels[index]), self.labels[index])
 
 
 def quantize_straight_through(x: Tensor) -> Tensor:
