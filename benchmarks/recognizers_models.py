@@ -53,17 +53,12 @@ class DlibDescriber:
         return [d.descriptor for d in found]
 
 
-class ProfileDescriber:
-    """The default profile's backbone (IR-18, 512-d) on the ArcFace-aligned crop of the profile's
-    size (:func:`recognition.alignment.align_face` of MTCNN's five points), as ``Protector.embed``."""
+class ArcFaceCropDescriber:
+    """A network on the ArcFace-aligned crop of its input size (:func:`recognition.alignment.align_face`
+    of MTCNN's five points), as ``Protector.embed`` and ``cv2.FaceRecognizerSF`` feed theirs."""
 
-    def __init__(self, device: str) -> None:
-        from faceguard.profile.store import load_profile
-        from recognition.device import resolve_device
-
-        self.device = resolve_device(device)
-        self.profile = load_profile(None, self.device)
-        self.version = self.profile.sha256
+    def __init__(self, network, size: int, device: str, version: str) -> None:
+        self.network, self.size, self.device, self.version = network, size, device, version
 
     def describe(self, paths: Sequence[Path], found: Sequence) -> list[np.ndarray | None]:
         import torch
@@ -74,16 +69,36 @@ class ProfileDescriber:
 
         out: list[np.ndarray | None] = [None] * len(paths)
         todo = [k for k, d in enumerate(found) if d.landmarks is not None]
-        size = self.profile.input_size
         for start in range(0, len(todo), 32):
             batch = todo[start:start + 32]
-            crops = torch.stack([as_channels_first(align_face(load_rgb(paths[k]), found[k].landmarks, size).crop)
+            crops = torch.stack([as_channels_first(align_face(load_rgb(paths[k]), found[k].landmarks, self.size).crop)
                                  for k in batch])
             with torch.no_grad():
-                embedding = self.profile.backbone(crops.to(self.device)).double().cpu().numpy()
+                embedding = self.network(crops.to(self.device)).double().cpu().numpy()
             for k, row in zip(batch, embedding):
                 out[k] = row
         return out
+
+
+def profile_describer(device: str) -> ArcFaceCropDescriber:
+    """The default profile's backbone (IR-18, 512-d) on its own crop size."""
+    from faceguard.profile.store import load_profile
+    from recognition.device import resolve_device
+
+    device = resolve_device(device)
+    profile = load_profile(None, device)
+    return ArcFaceCropDescriber(profile.backbone, profile.input_size, device, profile.sha256)
+
+
+def sface_describer(device: str) -> ArcFaceCropDescriber:
+    """SFace (OpenCV Zoo, 128-d) on the 112 x 112 ArcFace crop; version: the ONNX file's SHA-256."""
+    from recognition.device import resolve_device
+    from recognition.models import create_model
+    from recognition.models.sface import INPUT_SIZE, default_weights_path
+
+    device = resolve_device(device)
+    return ArcFaceCropDescriber(create_model("sface").to(device), INPUT_SIZE, device,
+                                file_sha256(default_weights_path()))
 
 
 RECOGNIZERS: dict[str, Recognizer] = {
@@ -91,9 +106,11 @@ RECOGNIZERS: dict[str, Recognizer] = {
                               "evade ensemble", lambda device: DlibDescriber()),
     "profile": Recognizer("cosine", None, ("alignment", "evade"), "the default profile's backbone (IR-18, "
                           "512-d, 64² ArcFace crop); the alignment surrogate and in the evade ensemble",
-                          ProfileDescriber),
+                          profile_describer),
+    "sface": Recognizer("cosine", 0.363, (), "OpenCV Zoo's SFace (MobileFaceNet, MS1M, 128-d, 112² ArcFace "
+                        "crop, OpenCV's cosine threshold 0.363); held out: no method crafts with it",
+                        sface_describer),
 }
-# Held-out recognizers (never seen by crafting) go here too, with seen_by=().
 
 
 class Embeddings:

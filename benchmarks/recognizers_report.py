@@ -76,7 +76,8 @@ def _notes(config: dict) -> str:
             f"**unseen** by {', '.join(unseen)}" if unseen else "") if part)
         values = list(info["thresholds"].values())
         if info["threshold"] is not None:
-            rule = f"fixed threshold {info['threshold']:g} ({info['metric']} distance)"
+            rule = (f"fixed threshold: Euclidean distance below {info['threshold']:g}" if info["metric"] == "euclidean"
+                    else f"fixed threshold: cosine similarity at least {info['threshold']:g}")
         else:
             rule = (f"{info['metric']} threshold fitted per person at FAR {config['far']:g} on the clean impostor "
                     f"pairs of all *other* people (leave-one-person-out; {min(values):.3f}–{max(values):.3f})")
@@ -86,6 +87,10 @@ def _notes(config: dict) -> str:
                      "here, so its rows are white-box results; alignment crafts with the profile only (dlib-resnet "
                      "is unseen by it, but alignment targets training, not matching). Transfer of evasion to a "
                      "recognizer crafting never saw is not measured.")
+    else:
+        held_out = ", ".join(f"`{name}`" for name, info in config["recognizers"].items() if not info["seen_by"])
+        lines.append(f"- Held out (no protection crafts with it): {held_out}. Its rows measure **transfer**; the "
+                     "white-box rows of the other recognizers are optimistic for a recognizer you do not know.")
     return "\n".join(lines)
 
 

@@ -48,7 +48,7 @@ def test_results_files_and_rows(smoke):
     assert result["config"]["people"] == 3 and result["config"]["released"] == 5
     assert (root / "out" / "recognizers.png").stat().st_size > 0
     text = (root / "out" / "recognizers.md").read_text()
-    assert result["command"] in text and "No held-out recognizer" in text
+    assert result["command"] in text and "Held out (no protection crafts with it): `sface`" in text
     rows = result["rows"]
     assert all(ROW_KEYS <= set(row) for row in rows)
     cells = {(r["method"], r["recognizer"], r["defense"], r["threat_model"], r["metric"]) for r in rows}
