@@ -33,10 +33,19 @@ if TYPE_CHECKING:
     from benchmarks.recognizers_models import Embeddings
 
 NAME = "recognizers"
-METHODS = ("alignment", "evade")
+# Protections compared, label -> (method, changes to the product's defaults for it): alignment as
+# shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out).
+PROTECTIONS = {
+    "alignment": ("alignment", {}),
+    "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"]}),
+    "evade-sface": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"]}),
+    "evade-sface-ssim": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
+                                   "reg_weight": 1.0}),
+}
+SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
+METHODS = tuple(PROTECTIONS)
 DATASET_CHOICES = ("realfaces", "photos")  # kept in step with recognizers_data.DATASETS
 DEFENSE_CHOICES = ("none", "jpeg75", "half")  # kept in step with recognizers_data.DEFENSES
-EVADE_SETTINGS = {"steps": 20, "step_size": 0.25, "augment": "scraper"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_option(parser)
     parser.add_argument("--datasets", nargs="+", choices=DATASET_CHOICES, default=list(DATASET_CHOICES),
                         help="bundle folders whose person sub-folders take part (photos/group/ is left out)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="protections")
+    parser.add_argument("--methods", nargs="+", type=protection_run, default=list(METHODS), metavar="LABEL[@EPS]",
+                        help=f"protections (labels of PROTECTIONS: {', '.join(METHODS)}); LABEL@8 runs that "
+                             "protection at ε 8 only instead of at every --eps")
     parser.add_argument("--eps", nargs="+", type=float, default=[16.0], help="ε values in 0-255 units")
-    parser.add_argument("--steps", type=int, help="crafting steps of every method (default: alignment the "
-                        f"product's default, evade {EVADE_SETTINGS['steps']})")
+    parser.add_argument("--steps", type=int, help="crafting steps of every method (default: the product's "
+                        "default of each method)")
     parser.add_argument("--recognizers", nargs="+", help="recognizers to ask (default: every registered one)")
     parser.add_argument("--defenses", nargs="+", choices=DEFENSE_CHOICES, default=list(DEFENSE_CHOICES),
                         help="what happens to the released photos before enrolment or fitting")
@@ -63,13 +74,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def method_settings(method: str, steps: int | None) -> dict:
-    """Crafting settings of a method beyond ε: the product's defaults for alignment, the
-    scraper-EOT evasion settings for evade; ``steps`` overrides either."""
+def protection_run(text: str) -> str:
+    """A ``--methods`` item: a protection label, optionally ``@EPS`` (argparse type: checks it)."""
+    label, _, eps = text.partition("@")
+    if label not in PROTECTIONS:
+        raise argparse.ArgumentTypeError(f"unknown protection {label!r}; choose from {', '.join(METHODS)}")
+    if eps:
+        try:
+            float(eps)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: ε after @ must be a number") from None
+    return text
+
+
+def protection_runs(methods: list[str], eps: list[float]) -> list[tuple[str, float]]:
+    """(label, ε) pairs of the ``--methods`` items: ``LABEL@E`` at E only, a bare label at every ε."""
+    runs = []
+    for item in methods:
+        label, _, fixed = item.partition("@")
+        runs += [(label, float(fixed))] if fixed else [(label, value) for value in eps]
+    return list(dict.fromkeys(runs))
+
+
+def method_settings(label: str, steps: int | None) -> dict:
+    """Crafting settings of a protection beyond ε and its method: the product's defaults for the
+    method with the changes of :data:`PROTECTIONS` (those of :data:`SHOWN`, and the ensemble of an
+    evasion); ``steps`` overrides the steps."""
     from faceguard.settings import protect_settings
 
-    settings = dict(EVADE_SETTINGS) if method == "evade" else {"steps": protect_settings().steps}
-    return settings | ({"steps": steps} if steps is not None else {})
+    method, changes = PROTECTIONS[label]
+    settings = protect_settings(method, **changes, **({"steps": steps} if steps is not None else {}))
+    shown = SHOWN + (("ensemble",) if method == "evade" else ())
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in settings.to_dict().items() if key in shown}
+
+
+def crafted_with(label: str) -> list[str]:
+    """The recognizers a protection's crafting uses: the profile for alignment (its surrogate), the
+    settings' ensemble for evasion."""
+    method, settings = PROTECTIONS[label]
+    return list(settings["ensemble"]) if method == "evade" else ["profile"]
 
 
 def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:
@@ -164,11 +208,12 @@ def run(args: argparse.Namespace) -> int:
         f"work folder {work}")
     root = data.sync_released(work, samples)
     trees = {("clean", 0.0): ("clean", {s.rel: root / s.rel for s in released}, {})}
-    for method in args.methods:
-        for eps in args.eps:
-            tree = data.protect_released(work, root, samples, method, eps, method_settings(method, args.steps),
-                                         args.device, args.quiet, log)
-            trees[(method, eps)] = (tree.name, tree.files, tree.entries)
+    runs = protection_runs(args.methods, args.eps)
+    labels = list(dict.fromkeys(label for label, _ in runs))
+    for method, eps in runs:
+        tree = data.protect_released(work, root, samples, method, PROTECTIONS[method][0], eps,
+                                     method_settings(method, args.steps), args.device, args.quiet, log)
+        trees[(method, eps)] = (tree.name, tree.files, tree.entries)
     embeddings = Embeddings(names, args.device, work / "embeddings.json")
     ref = reference(samples, embeddings, args.far)
     log(f"{len(ref.probe_people)} probes with a face")
@@ -184,10 +229,11 @@ def run(args: argparse.Namespace) -> int:
             rows += quality_rows(ref, embeddings, method, eps, files, entries)
     config = {"datasets": args.datasets, "people": len(people), "released": len(released),
               "probes": len(samples) - len(released), "probes_with_face": len(ref.probe_people),
-              "methods": args.methods, "eps": args.eps, "defenses": args.defenses, "far": args.far,
-              "settings": {m: method_settings(m, args.steps) for m in args.methods},
+              "methods": labels, "eps": sorted({e for _, e in runs}), "defenses": args.defenses, "far": args.far,
+              "settings": {m: method_settings(m, args.steps) for m in labels},
               "recognizers": {n: {"metric": RECOGNIZERS[n].metric, "threshold": RECOGNIZERS[n].threshold,
-                                  "seen_by": RECOGNIZERS[n].seen_by, "note": RECOGNIZERS[n].note,
+                                  "seen_by": [m for m in labels if n in crafted_with(m)],
+                                  "note": RECOGNIZERS[n].note,
                                   "thresholds": {p: round(t, 4) for p, t in ref.thresholds[n].items()}}
                               for n in names},
               "device": str(embeddings.finder.device), "threads": torch.get_num_threads(),

@@ -153,17 +153,19 @@ class ProtectedTree:
     entries: dict[str, dict]
 
 
-def protect_released(work: Path, released: Path, samples: list[Sample], method: str, eps: float,
+def protect_released(work: Path, released: Path, samples: list[Sample], label: str, method: str, eps: float,
                      settings: dict, device: str, quiet: bool, log: Callable[[str], None]) -> ProtectedTree:
     """Protect ``released`` with the product (``Protector`` + ``protect_folder``, format kept,
-    identities from the person folders), resuming from the tree's manifest."""
+    identities from the person folders) by crafting ``method`` with ``settings``, in the tree of
+    the protection ``label``, resuming from the tree's manifest."""
     from faceguard.protect.folder import FolderOptions, protect_folder
     from faceguard.protect.manifest import read_manifest
     from faceguard.protect.protector import Protector
 
-    name = f"{method}-eps{eps:g}-steps{settings['steps']}"
+    name = f"{label}-eps{eps:g}-steps{settings['steps']}"
     out = work / name
-    options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in settings.items())
+    options = " ".join(f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                       for key, value in settings.items())
     command = f"faceguard protect {released} --out {out} --method {method} --eps {eps:g} {options}"
     protector = Protector(method=method, eps=eps, device=device, **settings)
     summary = protect_folder(released, protector, FolderOptions(out=out, progress=not quiet, command=command))

@@ -33,13 +33,12 @@ class Describer(Protocol):
 @dataclass(frozen=True)
 class Recognizer:
     """A recognizer of the benchmark: how it compares embeddings (``euclidean`` distance below
-    ``threshold``, or ``cosine`` similarity above a threshold fitted on clean photos of other
-    people when ``threshold`` is None), the protection methods whose crafting uses it
-    (``seen_by``; empty for a held-out recognizer), a line for the report, and its loader."""
+    ``threshold``, or ``cosine`` similarity at least ``threshold``, fitted on clean photos of other
+    people when ``threshold`` is None), a line for the report, and its loader. Which protections
+    craft with it is theirs to say (``benchmarks.recognizers.crafted_with``)."""
 
     metric: str
     threshold: float | None
-    seen_by: tuple[str, ...]
     note: str
     load: Callable[[str], Describer]
 
@@ -90,26 +89,31 @@ def profile_describer(device: str) -> ArcFaceCropDescriber:
     return ArcFaceCropDescriber(profile.backbone, profile.input_size, device, profile.sha256)
 
 
-def sface_describer(device: str) -> ArcFaceCropDescriber:
-    """SFace (OpenCV Zoo, 128-d) on the 112 x 112 ArcFace crop; version: the ONNX file's SHA-256."""
-    from recognition.device import resolve_device
-    from recognition.models import create_model
-    from recognition.models.sface import INPUT_SIZE, default_weights_path
+def onnx_describer(name: str) -> Callable[[str], ArcFaceCropDescriber]:
+    """Loader of an ONNX-packaged recognizer (``sface``, ``insightface-mbf``) on its 112 x 112
+    ArcFace crop; version: the ONNX file's SHA-256."""
 
-    device = resolve_device(device)
-    return ArcFaceCropDescriber(create_model("sface").to(device), INPUT_SIZE, device,
-                                file_sha256(default_weights_path()))
+    def load(device: str) -> ArcFaceCropDescriber:
+        from recognition.device import resolve_device
+        from recognition.models import create_model
+        from recognition.models.onnx_recognizers import INPUT_SIZE, weights_path
+
+        device = resolve_device(device)
+        return ArcFaceCropDescriber(create_model(name).to(device), INPUT_SIZE, device, file_sha256(weights_path(name)))
+
+    return load
 
 
 RECOGNIZERS: dict[str, Recognizer] = {
-    "dlib-resnet": Recognizer("euclidean", 0.6, ("evade",), "dlib's face ResNet (128-d, MTCNN chip); in the "
-                              "evade ensemble", lambda device: DlibDescriber()),
-    "profile": Recognizer("cosine", None, ("alignment", "evade"), "the default profile's backbone (IR-18, "
-                          "512-d, 64² ArcFace crop); the alignment surrogate and in the evade ensemble",
-                          profile_describer),
-    "sface": Recognizer("cosine", 0.363, (), "OpenCV Zoo's SFace (MobileFaceNet, MS1M, 128-d, 112² ArcFace "
-                        "crop, OpenCV's cosine threshold 0.363); held out: no method crafts with it",
-                        sface_describer),
+    "dlib-resnet": Recognizer("euclidean", 0.6, "dlib's face ResNet (128-d, MTCNN chip)",
+                              lambda device: DlibDescriber()),
+    "profile": Recognizer("cosine", None, "the default profile's backbone (IR-18, 512-d, 64² ArcFace crop; "
+                          "the alignment surrogate)", profile_describer),
+    "sface": Recognizer("cosine", 0.363, "OpenCV Zoo's SFace (MobileFaceNet, MS1M, 128-d, 112² ArcFace "
+                        "crop, OpenCV's cosine threshold 0.363)", onnx_describer("sface")),
+    "insightface-mbf": Recognizer("cosine", None, "InsightFace's w600k_mbf (MobileFaceNet, ArcFace loss, "
+                                  "WebFace600K, 512-d, 112² ArcFace crop; non-commercial weights, used only to "
+                                  "measure)", onnx_describer("insightface-mbf")),
 }
 
 

@@ -82,15 +82,14 @@ def _notes(config: dict) -> str:
             rule = (f"{info['metric']} threshold fitted per person at FAR {config['far']:g} on the clean impostor "
                     f"pairs of all *other* people (leave-one-person-out; {min(values):.3f}–{max(values):.3f})")
         lines.append(f"- `{name}`: {info['note']}; {kind}; {rule}.")
-    if all(info["seen_by"] for info in config["recognizers"].values()):
-        lines.append("- **No held-out recognizer was available yet**: evade is crafted against every recognizer "
-                     "here, so its rows are white-box results; alignment crafts with the profile only (dlib-resnet "
-                     "is unseen by it, but alignment targets training, not matching). Transfer of evasion to a "
-                     "recognizer crafting never saw is not measured.")
+    held_out = [f"`{name}`" for name, info in config["recognizers"].items() if not info["seen_by"]]
+    if held_out:
+        lines.append(f"- Held out (no protection crafts with it): {', '.join(held_out)}. A recognizer's rows for a "
+                     "protection that did not craft with it measure **transfer**; white-box rows are optimistic "
+                     "for a recognizer you do not know.")
     else:
-        held_out = ", ".join(f"`{name}`" for name, info in config["recognizers"].items() if not info["seen_by"])
-        lines.append(f"- Held out (no protection crafts with it): {held_out}. Its rows measure **transfer**; the "
-                     "white-box rows of the other recognizers are optimistic for a recognizer you do not know.")
+        lines.append("- **No held-out recognizer**: every recognizer here is used by some protection's crafting; "
+                     "only the rows of protections that did not craft with a recognizer measure transfer.")
     return "\n".join(lines)
 
 

@@ -1,13 +1,15 @@
 """The crafting vocabulary: every name a setting, a command line or a result file can use.
 
-Five registries, each name → callable, in the style of the model registry
+Six registries, each name → callable, in the style of the model registry
 (:mod:`recognition.models.registry`):
 
 * :data:`METHODS` — crafting methods (classes with the torchattacks-style ``x_adv = atk(x, y)``);
 * :data:`BACKENDS` — how the alignment method computes ∇Δ A (:mod:`faceguard.backends`);
 * :data:`REGULARIZERS` — visibility penalties added to the objective (:mod:`faceguard.regularizers`);
 * :data:`OBJECTIVES` — per-sample losses ``loss_fn(model, x, y) -> [B]`` (:mod:`faceguard.losses`);
-* :data:`AUGMENTATIONS` — differentiable views of x + Δ drawn at every step (:mod:`faceguard.augment`).
+* :data:`AUGMENTATIONS` — differentiable views of x + Δ drawn at every step (:mod:`faceguard.augment`);
+* :data:`ENSEMBLE` — recognizers an evasion method crafts against in ``faceguard protect``
+  (:mod:`faceguard.protect.evasion`): each loads a network and how it sees a face in a photo.
 
 Entries are lazy ``"module:attribute"`` paths, so this module imports no torch: the command lines
 take their ``choices`` from here and ``faceguard --help`` stays fast. A new method, backend,
@@ -22,6 +24,7 @@ METHODS = Registry("method", {
     "random": "faceguard.attacks.baselines:RandomNoise",
     "tensorclog": "faceguard.attacks.baselines:TensorClog",
     "unlearnable": "faceguard.attacks.baselines:Unlearnable",
+    "adversarial": "faceguard.attacks.poisons:AdversarialPoison",
     "evade": "faceguard.attacks.evasion:Evade",
     "target": "faceguard.attacks.evasion:Target",
 })
@@ -45,6 +48,12 @@ AUGMENTATIONS = Registry("augmentation", {
     "flip-translate": "faceguard.augment:crafting_augmentation",
     "scraper": "faceguard.augment:scraper_augmentation",
 })
+ENSEMBLE = Registry("recognizer", {
+    "profile": "faceguard.protect.evasion:profile_member",
+    "dlib-resnet": "faceguard.protect.evasion:dlib_member",
+    "sface": "faceguard.protect.evasion:sface_member",
+    "insightface-mbf": "faceguard.protect.evasion:insightface_mbf_member",
+})
 NO_REGULARIZER = "none"
 NO_AUGMENTATION = "none"
 # The alignment method's variants: one cosine over the batch, or each image on its own (online).
@@ -54,3 +63,6 @@ VARIANTS = ("joint", "independent")
 # it links (corpus crafting at the paper's step counts vs. protect's few steps per photo).
 DEFAULT_BACKEND = "fd-frozen-lag"
 PROTECT_BACKEND = "fd-frozen"
+# The evasion ensemble of settings version 2 (before the ensemble was a setting).
+LEGACY_ENSEMBLE = ("profile", "dlib-resnet")
+DEFAULT_ENSEMBLE = LEGACY_ENSEMBLE

@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 
-from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, METHODS, NO_AUGMENTATION, NO_REGULARIZER,
-                                OBJECTIVES, PROTECT_BACKEND, REGULARIZERS, VARIANTS)
+from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, DEFAULT_ENSEMBLE, ENSEMBLE, LEGACY_ENSEMBLE,
+                                METHODS, NO_AUGMENTATION, NO_REGULARIZER, OBJECTIVES, PROTECT_BACKEND, REGULARIZERS,
+                                VARIANTS)
 from faceguard.units import check_eps
 
-SETTINGS_VERSION = 2  # version 1: the flat, unversioned settings of earlier protect manifests
+# version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``
+SETTINGS_VERSION = 3
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
 PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts through the photo warp
 
@@ -42,6 +44,8 @@ class CraftSettings:
     * ``regularizer`` (``none`` or a name of :data:`~faceguard.registry.REGULARIZERS`) with
       ``reg_weight``; without a regulariser the weight is stored as 0.
     * ``objective`` — the per-sample loss whose parameter gradient is crafted (``ce``).
+    * ``ensemble`` — the recognizers ``faceguard protect``'s evasion methods craft against (names
+      of :data:`~faceguard.registry.ENSEMBLE`, at least one, no repeats; a list is stored as a tuple).
     * ``seed`` — batch ``k`` of a corpus is crafted with ``seed + k``, so any batch can be redone
       alone (resume) with the same result; ``batch_size`` — images per crafting batch, also the set
       one joint cosine is taken over.
@@ -58,6 +62,7 @@ class CraftSettings:
     regularizer: str = NO_REGULARIZER
     reg_weight: float = DEFAULT_REG_WEIGHT
     objective: str = "ce"
+    ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
     seed: int = 0
     batch_size: int = 128
     fd_step: float = 1e-5
@@ -78,6 +83,12 @@ class CraftSettings:
         else:
             object.__setattr__(self, "reg_weight", 0.0)
         object.__setattr__(self, "eps", check_eps(self.eps))
+        ensemble = (self.ensemble,) if isinstance(self.ensemble, str) else tuple(self.ensemble)
+        for name in ensemble:
+            ENSEMBLE.check(name)
+        if not ensemble or len(set(ensemble)) != len(ensemble):
+            raise ValueError(f"the ensemble needs at least one recognizer and no repeats, got {list(ensemble)}")
+        object.__setattr__(self, "ensemble", ensemble)
         if self.steps < 0 or self.restarts < 1:
             raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={self.steps}, restarts={self.restarts}")
         if self.batch_size < 1 or self.fd_refresh < 1 or self.step_size <= 0 or self.fd_step <= 0:
@@ -94,13 +105,16 @@ class CraftSettings:
 
     def to_dict(self) -> dict:
         """JSON-ready fields plus ``version`` (:data:`SETTINGS_VERSION`)."""
-        return {"version": SETTINGS_VERSION, **asdict(self)}
+        return {"version": SETTINGS_VERSION, **asdict(self), "ensemble": list(self.ensemble)}
 
     @classmethod
     def from_dict(cls, data: dict) -> CraftSettings:
-        """Settings stored by :meth:`to_dict`; another version or an unknown key is refused by name."""
+        """Settings stored by :meth:`to_dict`; version 2 is read with the ensemble evasion used then,
+        another version or an unknown key is refused by name."""
         data = dict(data)
         version = data.pop("version", None)
+        if version == 2 and "ensemble" not in data:
+            version, data["ensemble"] = SETTINGS_VERSION, LEGACY_ENSEMBLE
         if version != SETTINGS_VERSION:
             raise ValueError(f"crafting settings of version {version} are not supported "
                              f"(this faceguard reads version {SETTINGS_VERSION})")
@@ -118,8 +132,20 @@ class CraftSettings:
         return cls(method=label, **changes)
 
 
-def protect_settings(**changes: object) -> CraftSettings:
-    """The defaults of ``faceguard protect``: ε = 16, 10 steps, 1 restart, no augmentation (the
-    photo warp is the scraper's view), the ``fd-frozen`` backend; ``changes`` override them."""
-    return CraftSettings(**{"eps": 16.0, "steps": 10, "restarts": 1, "augment": NO_AUGMENTATION,
-                            "backend": PROTECT_BACKEND, **changes})
+# What faceguard protect crafts with when only the method is chosen: alignment as the paper's online
+# setting at few steps; evasion with scraper EOT and enough steps to cross the ε-ball (measured:
+# benchmarks/results/recognizers.md).
+PROTECT_DEFAULTS: dict[str, dict] = {
+    "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
+    "evade": {"steps": 20, "step_size": 0.25, "augment": "scraper"},
+}
+
+
+def protect_settings(method: str = "alignment", **changes: object) -> CraftSettings:
+    """The defaults of ``faceguard protect`` for ``method`` (:data:`PROTECT_DEFAULTS`): ε = 16, one
+    restart, the ``fd-frozen`` backend, and the method's steps, step size and augmentation;
+    ``changes`` override them."""
+    if method not in PROTECT_METHODS:
+        raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {method!r}")
+    return CraftSettings(**{"eps": 16.0, "restarts": 1, "backend": PROTECT_BACKEND, "method": method,
+                            **PROTECT_DEFAULTS[method], **changes})

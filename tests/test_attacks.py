@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from faceguard.attacks import Alignment, RandomNoise, TensorClog, Unlearnable, build_attack
+from faceguard.attacks import AdversarialPoison, Alignment, RandomNoise, TensorClog, Unlearnable, build_attack
 from faceguard.attacks.evasion import EmbeddingAttack
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
@@ -37,6 +37,7 @@ def methods(model, target, **kw):
         "alignment-independent": Alignment(model, target, BASE, variant="independent", **kw),
         "tensorclog": TensorClog(model, BASE, **kw),
         "unlearnable": Unlearnable(model, BASE, **kw),
+        "adversarial": AdversarialPoison(model, BASE, **kw),
     }
 
 

@@ -86,3 +86,18 @@ def test_a_manifest_from_before_versioned_settings_resumes(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps({"version": 1, "command": "c", "settings": {**old, "steps": 20},
                                                  "files": {"p0.jpg": entry(0)}, "centres": {}, "clusters": {}}))
     assert Manifest(tmp_path / MANIFEST, current, "cmd", upgrade_settings).files == {}
+
+
+def test_crafting_settings_of_version_2_resume_with_the_ensemble_of_then(tmp_path):
+    from faceguard.protect.folder import upgrade_settings
+    from faceguard.settings import protect_settings
+
+    evade = protect_settings(method="evade", ensemble=("profile", "dlib-resnet"))
+    stored = {key: value for key, value in evade.to_dict().items() if key != "ensemble"} | {"version": 2}
+    settings = {"crafting": stored, "format": "keep", "identities": "folders", "profile_sha256": "ab", "aligned": False}
+    (tmp_path / MANIFEST).write_text(json.dumps({"version": 2, "command": "c", "settings": settings,
+                                                 "files": {"p0.jpg": entry(0)}, "centres": {}, "clusters": {}}))
+    current = {**settings, "crafting": evade.to_dict()}
+    assert sorted(Manifest(tmp_path / MANIFEST, current, "cmd", upgrade_settings).files) == ["p0.jpg"]
+    other = {**settings, "crafting": evade.replace(ensemble=("sface",)).to_dict()}
+    assert Manifest(tmp_path / MANIFEST, other, "cmd", upgrade_settings).files == {}

@@ -53,3 +53,41 @@ def test_evasion_refuses_what_it_does_not_support():
         Protector(method="tensorclog", device="cpu")
     with pytest.raises(ValueError, match="alignment method only"):
         Protector(method="evade", aligned=True, device="cpu")
+
+
+def test_each_members_crafting_view_is_the_view_a_scraper_cuts(dlib_cache):
+    """At Δ = 0 the differentiable warp of the photo region gives the embedding of the view the
+    recognizer's own pipeline cuts from the saved photo (bilinear vs OpenCV / dlib's pyramid)."""
+    from faceguard.protect.evasion import load_ensemble, photo_views, saved_views
+    from faceguard.protect.warp import face_region
+    from recognition.detection import FaceDetector
+    from recognition.files import load_rgb
+    from faceguard.profile.store import load_profile
+
+    photo = load_rgb(require_data("photos") / "biden" / "biden.jpg")
+    face = FaceDetector(device="cpu").detect(photo)[0]
+    profile = load_profile(None, torch.device("cpu"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGUARD_CACHE", str(dlib_cache))
+        members = load_ensemble(("profile", "dlib-resnet", "sface"), profile, torch.device("cpu"))
+    cover = np.concatenate([m.view.corners(face.landmarks) for m in members])
+    region = face_region(photo, face.landmarks, profile.input_size, cover)
+    x0, y0, x1, y1 = region.box
+    pixels = torch.from_numpy(photo[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None].float() / 255
+    views = photo_views(members, [face.landmarks], [region], torch.device("cpu"))
+    with torch.no_grad():
+        crafted = [torch.nn.functional.normalize(e, dim=1) for e in views(pixels)]
+    saved = saved_views(photo, [face.landmarks], members, torch.device("cpu"))
+    cosines = [float((a * b).sum()) for a, b in zip(crafted, saved)]
+    assert min(cosines) > 0.99, cosines  # measured on three photos: 0.998-1.0
+
+
+def test_evasion_crafts_against_the_chosen_ensemble():
+    from faceguard.protect.protector import Protector
+    from recognition.files import load_rgb
+
+    photo = load_rgb(require_data("photos") / "biden" / "biden.jpg")
+    protector = Protector(method="evade", eps=16, steps=4, step_size=0.25, ensemble=["sface"], device="cpu")
+    assert protector.settings.ensemble == ("sface",) and [m.name for m in protector.ensemble] == ["sface"]
+    face = protector.protect(photo).faces[0]
+    assert face.loss_crafted < 0.8 and face.loss_saved is not None and face.loss_saved < 0.8

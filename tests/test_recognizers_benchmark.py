@@ -24,6 +24,7 @@ from benchmarks.recognizers_models import (
 
 PEOPLE = ["eric_clapton", "negan", "rick"]
 SMOKE = ["recognizers", "--datasets", "realfaces", "--people", *PEOPLE, "--limit-people", "3", "--steps", "2",
+         "--methods", "alignment", "evade", "evade-sface",
          "--device", "cpu", "--quiet"]
 ROW_KEYS = {"method", "eps", "victim", "defense", "seeds", "recognizer", "threat_model", "metric", "value"}
 
@@ -48,11 +49,14 @@ def test_results_files_and_rows(smoke):
     assert result["config"]["people"] == 3 and result["config"]["released"] == 5
     assert (root / "out" / "recognizers.png").stat().st_size > 0
     text = (root / "out" / "recognizers.md").read_text()
-    assert result["command"] in text and "Held out (no protection crafts with it): `sface`" in text
+    assert result["command"] in text and "Held out (no protection crafts with it): `insightface-mbf`" in text
+    seen = {name: info["seen_by"] for name, info in result["config"]["recognizers"].items()}
+    assert seen == {"dlib-resnet": ["evade", "evade-sface"], "profile": ["alignment", "evade", "evade-sface"],
+                    "sface": ["evade-sface"], "insightface-mbf": []}
     rows = result["rows"]
     assert all(ROW_KEYS <= set(row) for row in rows)
     cells = {(r["method"], r["recognizer"], r["defense"], r["threat_model"], r["metric"]) for r in rows}
-    for method in ("clean", "alignment", "evade"):
+    for method in ("clean", "alignment", "evade", "evade-sface"):
         for recognizer in RECOGNIZERS:
             for defense in ("none", "jpeg75", "half"):
                 for threat_model, metric in (("gallery", "match_rate"), ("gallery", "top1"),
@@ -67,7 +71,7 @@ def test_results_files_and_rows(smoke):
              if r["method"] == "clean" and r["defense"] == "none"}
     assert clean[("dlib-resnet", "match_rate")] > 0.5
     protected = [r for r in rows if r["threat_model"] == "quality" and r["metric"] == "photos_protected"]
-    assert sorted(r["method"] for r in protected) == ["alignment", "evade"]
+    assert sorted(r["method"] for r in protected) == ["alignment", "evade", "evade-sface"]
     assert all(r["value"] == 5 for r in protected)
 
 
@@ -78,7 +82,7 @@ def test_rerun_resumes_from_the_work_folder(smoke, dlib_cache, capsys):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACEGUARD_CACHE", str(dlib_cache))
         assert main(args) == 0
-    assert capsys.readouterr().out.count("0 protected, 0 no face, 0 error, 5 skipped") == 2
+    assert capsys.readouterr().out.count("0 protected, 0 no face, 0 error, 5 skipped") == 3
 
 
 def test_split_is_by_person_and_alternates_in_manifest_order():
@@ -115,3 +119,16 @@ def test_metrics_on_separable_embeddings():
     assert (fitted["logreg_top1"], fitted["centroid_top1"], fitted["train"]) == (1.0, 1.0, 2)
     rows, cols = grown_box([10, 20, 30, 60], (50, 100, 3))
     assert (rows, cols) == (slice(16, 50), slice(8, 32))
+
+
+def test_protection_runs_pin_eps_per_label():
+    import argparse
+
+    from benchmarks.recognizers import protection_run, protection_runs
+
+    assert protection_runs(["alignment", "evade-sface@8", "evade-sface"], [16.0]) == [
+        ("alignment", 16.0), ("evade-sface", 8.0), ("evade-sface", 16.0)]
+    assert protection_run("evade@12") == "evade@12"
+    for bad in ("magic", "evade@big"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            protection_run(bad)

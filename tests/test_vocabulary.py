@@ -43,6 +43,8 @@ def test_settings_round_trip_and_refuse_other_versions_and_keys():
     assert stored["version"] == SETTINGS_VERSION and CraftSettings.from_dict(stored) == settings
     with pytest.raises(ValueError, match="version 1 are not supported"):
         CraftSettings.from_dict({**stored, "version": 1})
+    version2 = {key: value for key, value in stored.items() if key != "ensemble"} | {"version": 2}
+    assert CraftSettings.from_dict(version2) == settings.replace(ensemble=("profile", "dlib-resnet"))
     with pytest.raises(ValueError, match="unknown crafting settings: colour"):
         CraftSettings.from_dict({**stored, "colour": "red"})
     assert CraftSettings(regularizer="none", reg_weight=5).reg_weight == 0.0  # no penalty, no weight
@@ -53,7 +55,8 @@ def test_settings_round_trip_and_refuse_other_versions_and_keys():
 
 @pytest.mark.parametrize("change", [{"method": "magic"}, {"backend": "magic"}, {"objective": "mse"},
                                     {"regularizer": "blur"}, {"variant": "sideways"}, {"steps": -1},
-                                    {"restarts": 0}, {"batch_size": 0}, {"eps": 0.03}])
+                                    {"restarts": 0}, {"batch_size": 0}, {"eps": 0.03}, {"ensemble": ()},
+                                    {"ensemble": ("sface", "sface")}, {"ensemble": ("facenet",)}])
 def test_settings_refuse_unknown_names_and_bad_values(change):
     with pytest.raises(ValueError):
         CraftSettings(**change)
@@ -69,6 +72,30 @@ def test_command_line_choices_are_the_registries():
     choices = {a.dest: a.choices for a in parser._actions if a.choices}
     assert list(choices["method"]) == METHODS.names() and list(choices["backend"]) == BACKENDS.names()
     assert set(choices["regularizer"]) == {"none", *REGULARIZERS.names()}
+
+
+def test_protect_options_default_per_method():
+    """``faceguard protect`` fills options left out from the chosen method's defaults
+    (``PROTECT_DEFAULTS``); options given always win."""
+    import argparse
+
+    from faceguard.commands import protect
+    from faceguard.commands.crafting import settings_from_args
+    from faceguard.settings import protect_settings
+
+    parser = argparse.ArgumentParser()
+    protect.add_arguments(parser)
+
+    def settings(*argv: str) -> CraftSettings:
+        return settings_from_args(parser.parse_args(["photos", *argv]), protect_settings)
+
+    assert settings() == protect_settings() and settings().steps == 10 and settings().augment == "none"
+    evade = settings("--method", "evade")
+    assert (evade.steps, evade.step_size, evade.augment) == (20, 0.25, "scraper") and evade == protect_settings("evade")
+    assert settings("--method", "evade", "--steps", "5", "--augment", "none").steps == 5
+    assert settings("--method", "evade", "--ensemble", "sface", "dlib-resnet").ensemble == ("sface", "dlib-resnet")
+    with pytest.raises(ValueError, match="alignment or evade"):
+        protect_settings("tensorclog")
 
 
 @dataclass

@@ -6,6 +6,7 @@ from faceguard.attacks.base import CraftReport, Perturbation, PGDAttack
 from faceguard.attacks.baselines import RandomNoise, TensorClog, Unlearnable
 from faceguard.attacks.build import build_attack
 from faceguard.attacks.evasion import EmbeddingEnsemble, Evade, Target
+from faceguard.attacks.poisons import AdversarialPoison
 
-__all__ = ["Alignment", "CraftReport", "EmbeddingEnsemble", "Evade", "PGDAttack", "Perturbation", "RandomNoise",
+__all__ = ["AdversarialPoison", "Alignment", "CraftReport", "EmbeddingEnsemble", "Evade", "PGDAttack", "Perturbation", "RandomNoise",
            "Target", "TensorClog", "Unlearnable", "build_attack"]

@@ -7,42 +7,72 @@ Choices come from the registries (:mod:`faceguard.registry`) and defaults from t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-from faceguard.registry import AUGMENTATIONS, BACKENDS, METHODS, NO_AUGMENTATION, NO_REGULARIZER, REGULARIZERS, VARIANTS
+from faceguard.registry import (AUGMENTATIONS, BACKENDS, ENSEMBLE, METHODS, NO_AUGMENTATION, NO_REGULARIZER,
+                                REGULARIZERS, VARIANTS)
 from faceguard.settings import DEFAULT_REG_WEIGHT, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
 _FIELDS = ("method", "eps", "steps", "restarts", "step_size", "variant", "backend", "augment", "regularizer",
-           "reg_weight", "seed")
+           "reg_weight", "seed", "ensemble")
 
 
-def add_crafting_options(parser: argparse.ArgumentParser, defaults: CraftSettings,
-                         methods: list[str] | None = None) -> None:
+Defaults = CraftSettings | Callable[[str], CraftSettings]
+
+
+def _default(defaults: Defaults, methods: list[str], field: str) -> tuple[object, str]:
+    """An option's argparse default and help suffix: the value itself when every method shares it;
+    otherwise None (filled in from the chosen method) and the per-method values."""
+    if isinstance(defaults, CraftSettings):
+        return getattr(defaults, field), ""
+    values = {method: getattr(defaults(method), field) for method in methods}
+    if len(set(map(str, values.values()))) == 1:
+        return next(iter(values.values())), ""
+    return None, " (default: " + ", ".join(f"{value} for {method}" for method, value in values.items()) + ")"
+
+
+def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, methods: list[str] | None = None,
+                         ensemble: bool = False) -> None:
     """``--method --eps --steps --restarts --step-size --variant --backend --augment
-    --regularizer --reg-weight --seed`` with ``defaults`` shown; ``methods`` limits --method."""
+    --regularizer --reg-weight --seed`` with their defaults shown; ``methods`` limits --method;
+    ``ensemble`` adds ``--ensemble`` (the recognizers evasion crafts against). ``defaults`` is one
+    :class:`CraftSettings` or a function of the method giving that method's defaults."""
+    methods = methods or METHODS.names()
+    first = defaults if isinstance(defaults, CraftSettings) else defaults(methods[0])
+
+    def default(field: str) -> dict:
+        value, note = _default(defaults, methods, field)
+        return {"default": value, "note": note}
+
+    def add(flag: str, help: str, **kwargs: object) -> None:
+        found = default(flag.lstrip("-").replace("-", "_"))
+        group.add_argument(flag, default=found["default"], help=help + found["note"], **kwargs)
+
     group = parser.add_argument_group("crafting")
-    group.add_argument("--method", choices=methods or METHODS.names(), default=defaults.method,
-                       help="crafting method")
-    group.add_argument("--eps", type=float, default=defaults.eps,
-                       help="perturbation bound in 0-255 pixel levels (16 means 16/255)")
-    group.add_argument("--steps", type=int, default=defaults.steps, help="signed-Adam steps")
-    group.add_argument("--restarts", type=int, default=defaults.restarts, help="random restarts, the best kept")
-    group.add_argument("--step-size", type=float, default=defaults.step_size,
-                       help="initial signed-Adam step as a fraction of eps")
-    group.add_argument("--variant", choices=VARIANTS, default=defaults.variant,
-                       help="alignment: one cosine per batch (joint) or each image alone (independent)")
-    group.add_argument("--backend", choices=BACKENDS.names(), default=defaults.backend,
-                       help="how the alignment gradient is computed (docs/methods.md)")
-    group.add_argument("--augment", choices=[NO_AUGMENTATION, *AUGMENTATIONS.names()], default=defaults.augment,
-                       help="views drawn at every step: a victim's training augmentation (flip-translate) or "
-                            "what a scraper does to a photo (scraper)")
-    group.add_argument("--regularizer", choices=[NO_REGULARIZER, *REGULARIZERS.names()],
-                       default=defaults.regularizer, help="visibility penalty added to the objective")
-    group.add_argument("--reg-weight", type=float, default=DEFAULT_REG_WEIGHT,
-                       help="weight of --regularizer")
-    group.add_argument("--seed", type=int, default=defaults.seed, help="crafting seed")
+    group.add_argument("--method", choices=methods, default=first.method, help="crafting method")
+    add("--eps", "perturbation bound in 0-255 pixel levels (16 means 16/255)", type=float)
+    add("--steps", "signed-Adam steps", type=int)
+    add("--restarts", "random restarts, the best kept", type=int)
+    add("--step-size", "initial signed-Adam step as a fraction of eps", type=float)
+    add("--variant", "alignment: one cosine per batch (joint) or each image alone (independent)", choices=VARIANTS)
+    add("--backend", "how the alignment gradient is computed (docs/methods.md)", choices=BACKENDS.names())
+    add("--augment", "views drawn at every step: a victim's training augmentation (flip-translate) or what a "
+        "scraper does to a photo (scraper)", choices=[NO_AUGMENTATION, *AUGMENTATIONS.names()])
+    add("--regularizer", "visibility penalty added to the objective", choices=[NO_REGULARIZER, *REGULARIZERS.names()])
+    group.add_argument("--reg-weight", type=float, default=DEFAULT_REG_WEIGHT, help="weight of --regularizer")
+    add("--seed", "crafting seed", type=int)
+    if ensemble:
+        found = default("ensemble")
+        group.add_argument("--ensemble", nargs="+", choices=ENSEMBLE.names(), metavar="RECOGNIZER",
+                           default=None if found["default"] is None else list(found["default"]),
+                           help=f"recognizers --method evade crafts against (choices: {', '.join(ENSEMBLE.names())}; "
+                                "docs/protect.md)" + found["note"])
 
 
-def settings_from_args(args: argparse.Namespace, defaults: CraftSettings) -> CraftSettings:
-    """The :class:`CraftSettings` the parsed options describe (``defaults`` for the rest)."""
-    return defaults.replace(**{field: getattr(args, field) for field in _FIELDS})
+def settings_from_args(args: argparse.Namespace, defaults: Defaults) -> CraftSettings:
+    """The :class:`CraftSettings` the parsed options describe (the method's ``defaults`` for the
+    rest and for options left at None)."""
+    base = defaults if isinstance(defaults, CraftSettings) else defaults(args.method)
+    given = {field: getattr(args, field) for field in _FIELDS if getattr(args, field, None) is not None}
+    return base.replace(**given)

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "output folder (default: PHOTOS-protected beside PHOTOS)")
     parser.add_argument("--profile", type=Path,
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
-    add_crafting_options(parser, protect_settings(), methods=list(PROTECT_METHODS))
+    add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True)
     parser.add_argument("--format", choices=("keep", "png"), default="keep",
                         help="keep each photo's format (JPEG stays JPEG) or write lossless PNG")
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.protect.folder import FolderOptions, protect_folder
     from faceguard.protect.protector import Protector
 
-    settings = settings_from_args(args, protect_settings())
+    settings = settings_from_args(args, protect_settings)
     protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)
     options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
                             progress=not args.quiet, command=args.command_line)

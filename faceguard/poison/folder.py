@@ -243,9 +243,11 @@ def _check_job(state: Path, job: PoisonJob) -> None:
     if path.exists():
         previous = json.loads(path.read_text())
         version = previous.get("settings", {}).get("version")
-        if version != SETTINGS_VERSION:
+        try:  # an older version this one still reads is compared in today's layout
+            previous["settings"] = CraftSettings.from_dict(previous.get("settings", {})).to_dict()
+        except (TypeError, ValueError):
             raise ValueError(f"{state.parent}: made by another faceguard version (crafting settings version "
-                             f"{version}, this one writes {SETTINGS_VERSION}); use a new --out folder")
+                             f"{version}, this one writes {SETTINGS_VERSION}); use a new --out folder") from None
         current = json.loads(json.dumps(record))
         if previous != current:
             changed = sorted(k for k in current if k != "settings" and previous.get(k) != current[k])

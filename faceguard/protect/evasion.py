@@ -2,75 +2,161 @@
 
 The perturbation lives where alignment's does (δ on the profile's crop grid, pasted into the photo
 by the inverse warp, only inside the face's paste mask: :mod:`faceguard.protect.warp`), but the
-objective reads the *perturbed photo region* through every recognizer's own view of the face:
+objective reads the *perturbed photo region* through every recognizer of the crafting ensemble
+(``CraftSettings.ensemble``), each with its own view of the face:
 
     δ --paste--> photo region + Δ (8-bit) --[scraper EOT]--> profile crop --> profile backbone
                                                           \\-> dlib chip    --> dlib-resnet
+                                                          \\-> 112² crop    --> sface, ...
 
 and :class:`faceguard.attacks.Evade` minimises the mean cosine between each view's embedding and
-the face's clean embedding in that recognizer. The dlib chip is dlib's ``get_face_chip`` geometry
-estimated from MTCNN's points (:func:`recognition.face_chip.chip_to_image`), warped bilinearly;
-what is measured on the saved file uses dlib's exact chip extraction instead.
+the face's clean embedding in that recognizer. A view is a similarity warp of the photo fixed by
+the face's MTCNN points (:class:`ViewGeometry`): the ArcFace crop at the recognizer's size, or
+dlib's ``get_face_chip`` geometry estimated from MTCNN's points
+(:func:`recognition.face_chip.chip_to_image`). Crafting warps bilinearly and differentiably; what
+is measured on the saved file cuts each view as a scraper would (OpenCV's crop, dlib's exact chip
+extraction).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
-from faceguard.protect.warp import FaceRegion, PhotoFaces, as_channels_first, as_rgb
-from recognition.alignment import align_face
+from faceguard.protect.warp import FaceRegion, as_channels_first, as_rgb
+from recognition.alignment import align_face, estimate_similarity
 from recognition.face_chip import CHIP_SIZE, MTCNN_TEMPLATE, chip_to_image, mtcnn_face_chip
 
-RECOGNIZERS = ("profile", "dlib-resnet")  # the crafting ensemble, in the order embeddings come
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    """How one recognizer sees a face of a photo: a ``size`` x ``size`` view whose pixels map to
+    photo pixels by ``to_photo(landmarks)`` (2x3), and ``cut(pixels, landmarks)``, the uint8 view
+    a scraper cuts from saved pixels (HxW or HxWx3)."""
+
+    size: int
+    to_photo: Callable[[np.ndarray], np.ndarray]
+    cut: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def corners(self, landmarks: np.ndarray) -> np.ndarray:
+        """The photo points (4, 2) at the view's corners."""
+        edge = self.size - 1
+        corners = np.array([[0, 0, 1], [edge, 0, 1], [0, edge, 1], [edge, edge, 1]], dtype=np.float64)
+        return corners @ self.to_photo(landmarks).T
+
+    def from_region(self, landmarks: np.ndarray, region: FaceRegion) -> Tensor:
+        """2x3 map from the face region's pixels to the view's pixels (float32)."""
+        forward = np.vstack([self.to_photo(landmarks), [0, 0, 1]])  # view -> photo
+        forward[:2, 2] -= region.box[:2]  # view -> region
+        return torch.from_numpy(np.linalg.inv(forward)[:2]).float()
 
 
-def chip_corners(landmarks: np.ndarray) -> np.ndarray:
-    """The photo points (4, 2) at the corners of a face's dlib chip (from MTCNN's landmarks)."""
-    edge = CHIP_SIZE - 1
-    corners = np.array([[0, 0, 1], [edge, 0, 1], [0, edge, 1], [edge, edge, 1]], dtype=np.float64)
-    return corners @ chip_to_image(landmarks, MTCNN_TEMPLATE).T
+def arcface_view(size: int) -> ViewGeometry:
+    """The ArcFace-aligned crop of ``size`` (:func:`recognition.alignment.align_face`)."""
+    return ViewGeometry(size, lambda points: cv2.invertAffineTransform(estimate_similarity(points, size)),
+                        lambda pixels, points: align_face(pixels, points, size).crop)
 
 
-def region_to_chip(landmarks: np.ndarray, region: FaceRegion) -> Tensor:
-    """2x3 map from the face region's pixels to its dlib chip's pixels."""
-    forward = np.vstack([chip_to_image(landmarks, MTCNN_TEMPLATE), [0, 0, 1]])  # chip -> photo
-    forward[:2, 2] -= region.box[:2]  # chip -> region
-    return torch.from_numpy(np.linalg.inv(forward)[:2]).float()
+def _dlib_cut(pixels: np.ndarray, points: np.ndarray) -> np.ndarray:
+    rgb = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
+    return mtcnn_face_chip(rgb, points)
+
+
+DLIB_VIEW = ViewGeometry(CHIP_SIZE, lambda points: chip_to_image(points, MTCNN_TEMPLATE), _dlib_cut)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One recognizer of the crafting ensemble: its name, network ([0, 1] RGB NCHW view → [N, D])
+    and view geometry."""
+
+    name: str
+    network: nn.Module
+    view: ViewGeometry
+
+
+def profile_member(profile, device: torch.device) -> Member:
+    """The protection profile's backbone on its own ArcFace crop."""
+    return Member("profile", profile.backbone, arcface_view(profile.input_size))
+
+
+def dlib_member(profile, device: torch.device) -> Member:
+    """dlib-resnet on dlib's chip (estimated from MTCNN's points)."""
+    from recognition.models import create_model
+
+    return Member("dlib-resnet", create_model("dlib-resnet").to(device).eval(), DLIB_VIEW)
+
+
+def _onnx_member(name: str) -> Callable[[object, torch.device], Member]:
+    def load(profile, device: torch.device) -> Member:
+        from recognition.models import create_model
+        from recognition.models.onnx_recognizers import INPUT_SIZE
+
+        return Member(name, create_model(name).to(device).eval(), arcface_view(INPUT_SIZE))
+
+    load.__doc__ = f"{name} on the 112 x 112 ArcFace crop."
+    return load
+
+
+sface_member = _onnx_member("sface")
+insightface_mbf_member = _onnx_member("insightface-mbf")
+
+
+def load_ensemble(names: Sequence[str], profile, device: torch.device) -> list[Member]:
+    """The members named (:data:`faceguard.registry.ENSEMBLE`), in that order, on ``device``."""
+    from faceguard.registry import ENSEMBLE
+
+    return [ENSEMBLE.get(name)(profile, device) for name in names]
 
 
 class PhotoViews(nn.Module):
-    """Every recognizer's view of the faces of one photo, from perturbed photo regions.
+    """Every ensemble member's view of the faces of one photo, from perturbed photo regions.
 
     ``forward(regions)`` takes the regions of all the photo's faces in face order (what
     :meth:`PhotoFaces.perturbed_regions` gives for index 0..n-1) and returns one [n, D] embedding
-    tensor per recognizer (:data:`RECOGNIZERS` order): the profile backbone on the aligned crop,
-    dlib-resnet on the chip.
+    tensor per member, in ensemble order. ``to_views[m]`` holds member m's [n, 2, 3] maps from
+    each face's region to its view (:meth:`ViewGeometry.from_region`).
     """
 
-    def __init__(self, faces: PhotoFaces, backbone: nn.Module, dlib: nn.Module, to_chip: Tensor) -> None:
+    def __init__(self, members: Sequence[Member], to_views: Sequence[Tensor]) -> None:
         super().__init__()
-        self.backbone, self.dlib = backbone, dlib
-        self.register_buffer("to_crop", faces.to_crop.clone())
-        self.register_buffer("to_chip", to_chip.to(faces.to_crop.device))
-        self.crop_size = faces.size
+        self.networks = nn.ModuleList(member.network for member in members)
+        self.sizes = [member.view.size for member in members]
+        for k, matrices in enumerate(to_views):
+            self.register_buffer(f"to_view{k}", matrices)
+        self.faces = len(to_views[0])
 
     def forward(self, regions: Tensor) -> list[Tensor]:
-        if len(regions) != len(self.to_crop):
-            raise ValueError(f"expected the regions of all {len(self.to_crop)} faces, got {len(regions)}")
-        crops = warp_affine(regions, self.to_crop, (self.crop_size, self.crop_size), padding_mode="border")
-        chips = warp_affine(regions, self.to_chip, (CHIP_SIZE, CHIP_SIZE), padding_mode="border")
-        return [self.backbone(as_rgb(crops)), self.dlib(as_rgb(chips))]
+        if len(regions) != self.faces:
+            raise ValueError(f"expected the regions of all {self.faces} faces, got {len(regions)}")
+        out = []
+        for k, (network, size) in enumerate(zip(self.networks, self.sizes)):
+            view = warp_affine(regions, getattr(self, f"to_view{k}"), (size, size), padding_mode="border")
+            out.append(network(as_rgb(view)))
+        return out
+
+
+def photo_views(members: Sequence[Member], landmarks: Sequence[np.ndarray], regions: Sequence[FaceRegion],
+                device: torch.device) -> PhotoViews:
+    """:class:`PhotoViews` of one photo's faces (their landmarks and regions, in face order)."""
+    to_views = [torch.stack([m.view.from_region(points, region) for points, region in zip(landmarks, regions)])
+                for m in members]
+    return PhotoViews(members, [t.to(device) for t in to_views]).eval()
 
 
 @torch.no_grad()
-def saved_views(colour: np.ndarray, landmarks: list[np.ndarray], crop_size: int, backbone: nn.Module,
-                dlib: nn.Module, device: torch.device) -> list[Tensor]:
-    """Unit embeddings per recognizer of faces as a scraper gets them from saved pixels: the
-    profile's aligned crop (cv2) and dlib's exact chip extraction, both from the given landmarks."""
-    rgb = np.repeat(colour[..., None], 3, axis=2) if colour.ndim == 2 else colour
-    crops = torch.stack([as_channels_first(align_face(colour, points, crop_size).crop) for points in landmarks])
-    chips = torch.stack([as_channels_first(mtcnn_face_chip(rgb, points)) for points in landmarks])
-    return [F.normalize(backbone(as_rgb(crops.to(device))), dim=1), F.normalize(dlib(chips.to(device)), dim=1)]
+def saved_views(pixels: np.ndarray, landmarks: list[np.ndarray], members: Sequence[Member],
+                device: torch.device) -> list[Tensor]:
+    """Unit embeddings per member of faces as a scraper gets them from saved uint8 pixels (HxW or
+    HxWx3), each view cut as the recognizer's own pipeline cuts it from the given landmarks."""
+    out = []
+    for member in members:
+        views = torch.stack([as_channels_first(member.view.cut(pixels, points)) for points in landmarks])
+        out.append(F.normalize(member.network(as_rgb(views.to(device))), dim=1))
+    return out

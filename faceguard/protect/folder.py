@@ -27,7 +27,7 @@ from faceguard.protect.manifest import MANIFEST, Manifest
 from faceguard.protect.photo import is_lossless, photo_metrics, read_photo, write_photo
 from faceguard.protect.protector import Protector
 from faceguard.registry import NO_REGULARIZER
-from faceguard.settings import protect_settings
+from faceguard.settings import CraftSettings, protect_settings
 from recognition.files import PHOTO_EXTENSIONS, file_sha256, find_photos, one_line, write_bytes_atomic
 
 REPORT = "report.html"
@@ -119,9 +119,15 @@ def _settings(protector: Protector, options: FolderOptions) -> dict:
 
 
 def upgrade_settings(stored: dict) -> dict:
-    """Manifest settings of version 1 (flat crafting keys, written before :class:`CraftSettings`)
-    in today's layout, so a folder protected then resumes instead of being protected again."""
-    if "crafting" in stored or "eps" not in stored:
+    """Manifest settings of an older version in today's layout, so a folder protected then resumes
+    instead of being protected again: version 1 (flat crafting keys, written before
+    :class:`CraftSettings`), and crafting settings of a version :meth:`CraftSettings.from_dict` reads."""
+    if "crafting" in stored:
+        try:
+            return {**stored, "crafting": CraftSettings.from_dict(stored["crafting"]).to_dict()}
+        except (TypeError, ValueError):  # unreadable: compared as stored, so protected again
+            return stored
+    if "eps" not in stored:
         return stored
     keys = ("eps", "steps", "restarts", "variant", "regularizer", "reg_weight", "seed", "backend")
     crafting = {key: stored[key] for key in keys if key in stored}

@@ -7,8 +7,8 @@ numbers: the alignment loss A = 1 − cos(T, ∇θ CE) of the clean face, of the
 the face a scraper gets from the 8-bit result by re-detecting and re-aligning it.
 
 ``method="evade"`` crafts evasion instead (:mod:`faceguard.protect.evasion`): the perturbation
-lives on the same crop grid and is pasted the same way, but moves each face's embeddings in the
-profile's backbone and in dlib-resnet away from its clean ones, through what a scraper does to the
+lives on the same crop grid and is pasted the same way, but moves each face's embeddings in every
+recognizer of ``settings.ensemble`` away from its clean ones, through what a scraper does to the
 photo when ``augment="scraper"``.
 
 Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
@@ -36,7 +36,7 @@ from faceguard.attacks import Alignment, Evade
 from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
-from faceguard.protect.evasion import PhotoViews, chip_corners, region_to_chip, saved_views
+from faceguard.protect.evasion import load_ensemble, photo_views, saved_views
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
                                     fit_box, fit_crop, fit_region)
 from faceguard.quantize import quantize_within
@@ -45,7 +45,6 @@ from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
 from recognition.device import resolve_device
 from recognition.heads import CosFace
-from recognition.models import create_model
 
 REDETECT_MARGIN = 0.75  # re-detect in the face box grown by this fraction of its side on every edge
 REDETECT_MIN_SIZE = 0.5  # ... looking only for faces at least this fraction of its side (MTCNN's pyramid)
@@ -105,12 +104,13 @@ def rgb_view(colour: np.ndarray) -> np.ndarray:
 
 
 class Protector:
-    """Craft alignment protection for the faces of photos with one profile.
+    """Craft protection (alignment or evasion) for the faces of photos with one profile.
 
-    ``settings`` is a :class:`~faceguard.settings.CraftSettings` (default
-    :func:`~faceguard.settings.protect_settings`: ε = 16 pixel levels, 10 steps, 1 restart, the
-    ``fd-frozen`` backend); keyword ``changes`` override fields of it, e.g. ``Protector(eps=8,
-    steps=20)``. Every photo is crafted on its own (the online setting: uploads can be protected
+    ``settings`` is a :class:`~faceguard.settings.CraftSettings`; keyword ``changes`` override
+    fields of it, e.g. ``Protector(eps=8, steps=20)``. Without ``settings`` they override
+    :func:`~faceguard.settings.protect_settings` of the method chosen (ε = 16 pixel levels, 1
+    restart, the ``fd-frozen`` backend, the method's steps and augmentation), so
+    ``Protector(method="evade")`` gets evasion's defaults. Every photo is crafted on its own (the online setting: uploads can be protected
     one at a time). ``variant="joint"`` (default) gives the faces of a photo one exact cosine
     objective (for a one-face photo: that face's own cosine); ``"independent"`` detaches each
     face's gradient norm (weaker here: docs/methods.md). ``aligned``: every image is one
@@ -120,7 +120,7 @@ class Protector:
     def __init__(self, profile: Profile | str | Path | None = None, settings: CraftSettings | None = None, *,
                  device: str = "auto", detector: FaceDetector | None = None, aligned: bool = False,
                  **changes: object) -> None:
-        settings = (settings or protect_settings()).replace(**changes)
+        settings = protect_settings(**changes) if settings is None else settings.replace(**changes)
         if settings.method not in PROTECT_METHODS:
             raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {settings.method!r}")
         if aligned and settings.method != Alignment.name:
@@ -134,7 +134,7 @@ class Protector:
         self.aligned = aligned
         self.detector = None if aligned else detector or FaceDetector(device=self.device)
         self.centres: dict[str, torch.Tensor] = {}
-        self.dlib = create_model("dlib-resnet").to(self.device).eval() if settings.method == Evade.name else None
+        self.ensemble = load_ensemble(settings.ensemble, self.profile, self.device) if settings.method == Evade.name else []
 
     # ----- identities -----
     def embed(self, colour: np.ndarray, faces: list[Face]) -> torch.Tensor:
@@ -158,11 +158,12 @@ class Protector:
 
     def _region(self, colour: np.ndarray, face: Face) -> FaceRegion:
         """Where one face's perturbation lives (see :mod:`faceguard.protect.warp`); for evasion the
-        region also holds the face's dlib chip."""
+        region also holds every ensemble member's view of the face."""
         size = self.profile.input_size
         if self.aligned:
             return fit_region(colour, size)
-        return face_region(colour, face.landmarks, size, chip_corners(face.landmarks) if self.dlib else None)
+        cover = [member.view.corners(face.landmarks) for member in self.ensemble]
+        return face_region(colour, face.landmarks, size, np.concatenate(cover) if cover else None)
 
     def add_identity(self, name: str, embeddings: torch.Tensor) -> None:
         """Register (or replace) a person by embeddings of their faces: the head row is their mean."""
@@ -234,11 +235,10 @@ class Protector:
         model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
         index = torch.arange(len(faces), device=self.device)
         z_clean, anchors = model.clean_crops, None
-        if self.dlib is None:
+        if not self.ensemble:
             z, losses = self._align(model, z_clean, index)
         else:
-            to_chip = torch.stack([region_to_chip(face.landmarks, region) for face, region in zip(faces, regions)])
-            views = PhotoViews(model, self.profile.backbone, self.dlib, to_chip).eval()
+            views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device)
             with torch.no_grad():
                 anchors = embeddings_of(views, model.perturbed_regions(z_clean, index))
             attack = Evade(views, anchors, self.settings, preprocess=model.perturbed_regions)
@@ -294,8 +294,7 @@ class Protector:
         if not kept:
             return
         if crafted.anchors is not None:
-            views = saved_views(colour, [found[k] for k in kept], self.profile.input_size, self.profile.backbone,
-                                self.dlib, self.device)
+            views = saved_views(colour, [found[k] for k in kept], self.ensemble, self.device)
             losses = torch.stack([(e * a[kept]).sum(1) for e, a in zip(views, crafted.anchors)]).mean(0)
         else:
             crops = [as_channels_first(self._crop(colour, Face(faces[k].box, faces[k].score, found[k]))) for k in kept]

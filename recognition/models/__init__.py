@@ -1,7 +1,7 @@
 """Model zoo built by name: CIFAR-style classifiers (kuangliu/pytorch-cifar architectures) and
 IR-ResNet face backbones ("ir18", "ir34", "ir50": the output is a 512-d embedding), and the
-pretrained face recognizers "dlib-resnet" (dlib's ResNet, 128-d descriptors) and "sface" (OpenCV
-Zoo's SFace, 128-d), weights read offline from installed packages.
+pretrained face recognizers "dlib-resnet" (dlib's ResNet, 128-d descriptors), "sface" (OpenCV Zoo's
+SFace, 128-d) and "insightface-mbf" (512-d), weights read offline from installed packages.
 
 Importing the family modules below registers them; use ``create_model`` / ``list_models``.
 """
@@ -9,6 +9,6 @@ Importing the family modules below registers them; use ``create_model`` / ``list
 from recognition.models.layers import Normalize
 from recognition.models.registry import create_model, list_models, register_model
 from recognition.models import (  # noqa: F401  (register)
-    cifar_resnet, densenet, dlib_resnet, googlenet, iresnet, mobilenetv2, sface, vgg)
+    cifar_resnet, densenet, dlib_resnet, googlenet, iresnet, mobilenetv2, onnx_recognizers, vgg)
 
 __all__ = ["Normalize", "create_model", "list_models", "register_model"]

