@@ -143,11 +143,23 @@ class PhotoViews(nn.Module):
 
 
 def photo_views(members: Sequence[Member], landmarks: Sequence[np.ndarray], regions: Sequence[FaceRegion],
-                device: torch.device) -> PhotoViews:
-    """:class:`PhotoViews` of one photo's faces (their landmarks and regions, in face order)."""
-    to_views = [torch.stack([m.view.from_region(points, region) for points, region in zip(landmarks, regions)])
-                for m in members]
+                device: torch.device, to_work: Tensor | None = None) -> PhotoViews:
+    """:class:`PhotoViews` of one photo's faces (their landmarks and regions, in face order), read
+    from regions at a work scale when ``to_work`` ([n, 3, 3], :attr:`PhotoFaces.to_work`) is given."""
+    from_work = None if to_work is None else torch.linalg.inv(to_work.detach().cpu().float())
+    to_views = []
+    for member in members:
+        matrices = torch.stack([member.view.from_region(points, region) for points, region in zip(landmarks, regions)])
+        to_views.append(matrices if from_work is None else matrices @ from_work)
     return PhotoViews(members, [t.to(device) for t in to_views]).eval()
+
+
+def work_scale(members: Sequence[Member], landmarks: Sequence[np.ndarray], oversampling: float = 2.0) -> float:
+    """The scale at which a photo's regions are crafted: ``oversampling`` work pixels per pixel of
+    the finest view of any face (1 when the photo is not that much larger). Views of large faces
+    read a fraction of the photo's pixels, so crafting at full resolution only costs time."""
+    finest = min(float(np.hypot(*member.view.to_photo(points)[:, 0])) for member in members for points in landmarks)
+    return min(1.0, oversampling / finest)
 
 
 @torch.no_grad()

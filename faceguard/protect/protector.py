@@ -36,7 +36,7 @@ from faceguard.attacks import Alignment, Evade
 from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
-from faceguard.protect.evasion import load_ensemble, photo_views, saved_views
+from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, work_scale
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
                                     fit_box, fit_crop, fit_region)
 from faceguard.quantize import quantize_within
@@ -232,20 +232,21 @@ class Protector:
         regions = [self._region(colour, face) for face in faces]
         embeddings = self.embed(colour, faces)
         head, labels = self._head(identities, embeddings)
-        model = PhotoFaces(self.profile.backbone, head, colour, regions, labels).eval()
+        scale = work_scale(self.ensemble, [face.landmarks for face in faces]) if self.ensemble else 1.0
+        model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale).eval()
         index = torch.arange(len(faces), device=self.device)
         z_clean, anchors = model.clean_crops, None
         if not self.ensemble:
             z, losses = self._align(model, z_clean, index)
         else:
-            views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device)
+            views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
             with torch.no_grad():
                 anchors = embeddings_of(views, model.perturbed_regions(z_clean, index))
             attack = Evade(views, anchors, self.settings, preprocess=model.perturbed_regions)
             z = attack(z_clean, index)
             losses = torch.cat([attack.loss(z_clean, index, zs) for zs in (z_clean, z)])
         with torch.no_grad():
-            deltas = model.photo_delta(z, index).cpu()
+            deltas = model.saved_delta(z, index).cpu()
         clean_loss, crafted_loss = losses.split(len(faces))
         protected = self._apply(colour, regions, deltas)
         out = protected if alpha is None else np.concatenate(

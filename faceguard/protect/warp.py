@@ -144,16 +144,25 @@ class PhotoFaces(nn.Module):
     alignment losses), and the warp, which does not depend on θ, is differentiated once per step
     rather than in every pass of the crafting backend. ``colour`` holds the photo's colour channels
     only (1 = grayscale, fed to the surrogate as three equal channels).
+
+    ``work_scale`` < 1 crafts on the regions area-downscaled by that factor (:func:`work_matrix`
+    maps region pixels to work pixels; :attr:`to_work` holds it per face): everything a method
+    reads (:meth:`photo_delta`, :meth:`perturbed_regions`, :meth:`crops`) is then at the work scale,
+    while :meth:`saved_delta` gives Δ at full resolution for the photo that is saved. Evasion uses
+    it for large faces, whose views sample far fewer pixels than the region holds.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, photo: np.ndarray,
-                 regions: list[FaceRegion], labels: Tensor) -> None:
+                 regions: list[FaceRegion], labels: Tensor, work_scale: float = 1.0) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         size = regions[0].aligned.size
         height = max(r.box[3] - r.box[1] for r in regions)
         width = max(r.box[2] - r.box[0] for r in regions)
-        self.size, self.region_size = size, (height, width)
+        if not 0 < work_scale <= 1 or (work_scale < 1 and regions[0].resize is not None):
+            raise ValueError(f"work_scale must lie in (0, 1], and be 1 for pre-cropped faces; got {work_scale}")
+        self.size, self.full_size = size, (height, width)
+        self.region_size = (max(1, round(height * work_scale)), max(1, round(width * work_scale)))
         channels = as_channels_first(photo)
         self.channels = channels.shape[0]
         device = labels.device
@@ -167,8 +176,17 @@ class PhotoFaces(nn.Module):
             for r, p in zip(regions, pad)]).to(device))
         self.register_buffer("clean_crops", torch.stack([
             as_channels_first(r.aligned.crop) for r in regions]).to(device))
-        self.register_buffer("to_crop", self._matrices(regions, inverse=False).to(device))
-        self.register_buffer("to_region", self._matrices(regions, inverse=True).to(device))
+        to_work = torch.from_numpy(work_matrix(self.full_size, self.region_size)).float()
+        from_work = torch.linalg.inv(to_work)
+        to_crop, to_region = self._matrices(regions, inverse=False), self._matrices(regions, inverse=True)
+        self.register_buffer("to_work", to_work.expand(len(regions), 3, 3).clone().to(device))
+        self.register_buffer("full_to_region", to_region.to(device))
+        self.register_buffer("to_crop", (to_crop @ from_work).to(device))
+        self.register_buffer("to_region", (to_work[:2] @ _homogeneous(to_region)).to(device))
+        if self.region_size != self.full_size:
+            self.register_buffer("full_masks", self.masks)
+            self.regions = F.interpolate(self.regions, size=self.region_size, mode="area")
+            self.masks = F.interpolate(self.masks, size=self.region_size, mode="area")
         self.register_buffer("labels", labels)
         self.resized = regions[0].resize is not None
         if self.resized:  # pre-cropped faces: one per photo, so no padding to a common region size
@@ -194,10 +212,19 @@ class PhotoFaces(nn.Module):
         return torch.stack(out)
 
     def photo_delta(self, z: Tensor, index: Tensor) -> Tensor:
-        """Δ in region pixels [n, C, h, w] of crop-grid images ``z``: warped δ, zero off the mask."""
+        """Δ in (work-scale) region pixels [n, C, h, w] of crop-grid images ``z``: warped δ, zero off
+        the mask."""
         delta = warp_affine(z - self.clean_crops[index], self.to_region[index], self.region_size,
                             padding_mode="zeros")
         return delta * self.masks[index]
+
+    def saved_delta(self, z: Tensor, index: Tensor) -> Tensor:
+        """Δ in full-resolution region pixels: what is added to the photo that is saved."""
+        if self.region_size == self.full_size:
+            return self.photo_delta(z, index)
+        delta = warp_affine(z - self.clean_crops[index], self.full_to_region[index], self.full_size,
+                            padding_mode="zeros")
+        return delta * self.full_masks[index]
 
     def perturbed_regions(self, z: Tensor, index: Tensor) -> Tensor:
         """The faces' photo regions [n, C, h, w] with Δ pasted in, as saved: clamped, 8-bit."""
@@ -215,6 +242,19 @@ class PhotoFaces(nn.Module):
     def crop_loss(self, crops: Tensor, index: Tensor) -> Tensor:
         """Per-face CE of the surrogate on aligned crops [n, C, S, S] (C = 1 or 3)."""
         return stable_cross_entropy(self.head(self.backbone(as_rgb(crops)), self.labels[index]), self.labels[index])
+
+
+def work_matrix(full: tuple[int, int], work: tuple[int, int]) -> np.ndarray:
+    """3x3 map from pixels of an image of ``full`` (height, width) to the pixels of its area
+    resize to ``work`` (pixel centres at integers, as cv2 and kornia place them)."""
+    sy, sx = work[0] / full[0], work[1] / full[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+
+
+def _homogeneous(matrices: Tensor) -> Tensor:
+    """[n, 2, 3] affine maps as [n, 3, 3]."""
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=matrices.dtype).expand(len(matrices), 1, 3)
+    return torch.cat([matrices, bottom], dim=1)
 
 
 def quantize_straight_through(x: Tensor) -> Tensor:
