@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from benchmarks.defenses import DEFENSES
 from benchmarks.results import format_cell, markdown_table, mean_stderr, plot_metric_vs_eps, write_results
 
 METRIC = "accuracy"
@@ -50,8 +51,7 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
             lines.append([v, _cell(clean)] + [_cell(_find(rows, "alignment-joint", e, v)) for e in eps_values]
                          + [_ratio(_find(rows, "alignment-joint", 8, v), clean)])
         out.append(markdown_table(["victim", "clean"] + [f"ε={e}" for e in eps_values] + ["ε=8 × clean"], lines))
-    defenses = [d for d in ("none", "dpsgd", "noise", "smoothing", "jpeg")
-                if _find(rows, "alignment-joint", 8, grey, d)]
+    defenses = [d for d in DEFENSES if _find(rows, "alignment-joint", 8, grey, d)]
     if len(defenses) > 1:
         out.append("\n## Defenses against ε = 8 alignment (Table 6)\n")
         out.append(markdown_table(["defense", "clean data", "protected data"], [

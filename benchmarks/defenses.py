@@ -1,7 +1,9 @@
 """Defenses a victim may use against protected training data (the paper's Table 6).
 
 * ``smoothing`` — Gaussian smoothing of every training image, radius 2 (5×5 kernel), kornia.
-* ``jpeg`` — re-encode every training image as JPEG (quality 75 by default), Pillow.
+* ``jpeg`` — re-encode every training image as JPEG (the config's quality, 75 by default), Pillow;
+  ``jpeg10``, ``jpeg50``, ``jpeg75`` at that quality.
+* ``grayscale`` — every training image to its luma (ITU-R 601, kornia), repeated on three channels.
 * ``noise`` — fresh uniform ℓ∞ noise of the poison's ε added to every training view, every epoch.
 * ``dpsgd`` — DP-SGD with Opacus: per-sample gradient clipping and Gaussian noise (clip 0.1,
   σ = 0.01·clip). BatchNorm mixes samples, so Opacus' ModuleValidator replaces it by GroupNorm.
@@ -21,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from recognition.datasets import ImageTensorDataset
 from recognition.training import IndexedDataset, TrainConfig, augment_batch, keyed_words
 
-DEFENSES = ("none", "dpsgd", "noise", "smoothing", "jpeg")
+JPEG_QUALITIES = (10, 50, 75)
+DEFENSES = ("none", "dpsgd", "noise", "smoothing", "jpeg", *(f"jpeg{q}" for q in JPEG_QUALITIES), "grayscale")
 
 
 def gaussian_smoothing(images: Tensor, sigma: float = 1.0, radius: int = 2) -> Tensor:
@@ -44,6 +47,14 @@ def jpeg_reencode(images: Tensor, quality: int = 75) -> Tensor:
         with Image.open(buffer) as decoded:
             out[i] = torch.from_numpy(np.asarray(decoded.convert("RGB"))).permute(2, 0, 1)
     return out
+
+
+def grayscale(images: Tensor) -> Tensor:
+    """uint8 RGB images [N, 3, H, W] as their luma on three channels (what a colour net still reads)."""
+    import kornia.color
+
+    luma = kornia.color.rgb_to_grayscale(images.float() / 255)
+    return (luma * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
 
 
 class UniformNoiseDataset(Dataset):
@@ -73,8 +84,11 @@ def apply_data_defense(dataset: ImageTensorDataset, defense: str, eps: int, sigm
         raise ValueError(f"unknown defense {defense!r}; choose from {DEFENSES}")
     if defense == "smoothing":
         return ImageTensorDataset(gaussian_smoothing(dataset.images, sigma), dataset.labels, dataset.classes)
-    if defense == "jpeg":
+    if defense.startswith("jpeg"):
+        quality = int(defense[4:]) if defense != "jpeg" else quality
         return ImageTensorDataset(jpeg_reencode(dataset.images, quality), dataset.labels, dataset.classes)
+    if defense == "grayscale":
+        return ImageTensorDataset(grayscale(dataset.images), dataset.labels, dataset.classes)
     if defense == "noise":
         return UniformNoiseDataset(dataset, eps / 255)
     return dataset

@@ -1,11 +1,12 @@
 """``python -m benchmarks protect-speed``: seconds per photo of ``faceguard protect`` and where they go.
 
 Builds a folder of ``--photos`` photos (the bundle's 16 colour photos, cycled, under distinct names,
-in their identity folders), protects it at ε = 16 with the default profile and default settings
-exactly as the CLI does (``protect_folder``), and splits the wall time into detection (MTCNN on the
-full photo), crafting (alignment PGD through the photo warp, incl. its loss evaluations), the
-re-detection and loss of the saved photo, and the rest (decoding, encoding, hashing, SSIM, manifest
-writes). Writes ``benchmarks/results/protect-speed.{json,md}``.
+in their identity folders), protects it at ε = 16 with the default profile and the default settings
+of ``--method`` (and ``--ensemble`` for evade) exactly as the CLI does (``protect_folder``), and
+splits the wall time into detection (MTCNN on the full photo), crafting (PGD through the photo warp,
+incl. its loss evaluations), the re-detection and loss of the saved photo, and the rest (decoding,
+encoding, hashing, SSIM, manifest writes). Writes ``benchmarks/results/protect-speed.{json,md}``
+for alignment and ``protect-speed-<method>.{json,md}`` otherwise.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from faceguard.registry import ENSEMBLE
+from faceguard.settings import PROTECT_METHODS
 from recognition.cli import add_data_option, add_device_option
 
 STAGES = ("detect", "craft", "measure_saved")
@@ -25,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos", type=int, default=100, help="number of photos")
     parser.add_argument("--eps", type=float, default=16)
     parser.add_argument("--format", choices=("keep", "png"), default="keep")
+    parser.add_argument("--method", choices=PROTECT_METHODS, default="alignment", help="protect's --method")
+    parser.add_argument("--ensemble", nargs="+", choices=ENSEMBLE.names(),
+                        help="protect's --ensemble (evade; default: the product's)")
     add_device_option(parser, default="cpu")
     add_data_option(parser)
 
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     bundle = (args.data or default_data_dir()) / "photos"
     sources = find_photos(bundle)[0]
     stats: dict[str, float] = defaultdict(float)
-    protector = Protector(eps=args.eps, device=args.device)
+    changes = {"ensemble": args.ensemble} if args.ensemble else {}
+    protector = Protector(eps=args.eps, device=args.device, method=args.method, **changes)
     protector.detect = _timed(stats, "detect", protector.detect)
     protector.protect_pixels = _timed(stats, "craft", protector.protect_pixels)
     protector.measure_saved = _timed(stats, "measure_saved", protector.measure_saved)
@@ -69,23 +76,28 @@ def run(args: argparse.Namespace) -> int:
         total = time.perf_counter() - start
     n = args.photos
     rest = total - sum(stats[s] for s in STAGES)
-    row = {"method": f"protect-{'png' if args.format == 'png' else 'keep'}", "eps": int(args.eps),
+    name = "protect-speed" if args.method == "alignment" else f"protect-speed-{args.method}"
+    label = f"protect-{'png' if args.format == 'png' else 'keep'}"
+    row = {"method": label if args.method == "alignment" else f"{label}-{args.method}", "eps": int(args.eps),
            "victim": "none", "defense": "none", "seeds": [0], "photos": n, "faces": summary.faces,
            "errors": summary.counts["error"], "seconds_total": round(total, 2),
            "seconds_per_photo": round(total / n, 3),
            **{f"seconds_{s}_per_photo": round(stats[s] / n, 3) for s in STAGES},
            "seconds_other_per_photo": round(rest / n, 3)}
-    config = {"photos": n, "eps": args.eps, "steps": protector.settings.steps,
+    config = {"photos": n, "eps": args.eps, "method": args.method, "steps": protector.settings.steps,
               "restarts": protector.settings.restarts, "format": args.format,
+              "ensemble": list(protector.settings.ensemble) if args.method == "evade" else None,
               "device": args.device, "threads": torch.get_num_threads(),
               "profile": protector.profile.config["provenance"]["command"]}
-    write_results("protect-speed", config, args.command_line, [row])
+    write_results(name, config, args.command_line, [row])
     table = markdown_table(["stage", "s / photo", "share"], [
         [stage, f"{row[f'seconds_{stage}_per_photo']:.3f}", f"{100 * row[f'seconds_{stage}_per_photo'] / row['seconds_per_photo']:.0f} %"]
         for stage in (*STAGES, "other")] + [["total", f"{row['seconds_per_photo']:.3f}", "100 %"]])
+    settings = f"--method {args.method} defaults" + (f", ensemble {' + '.join(protector.settings.ensemble)}"
+                                                     if args.method == "evade" else "")
     text = (f"# faceguard protect speed\n\n`{args.command_line}`\n\n{n} photos ({summary.faces} faces), "
-            f"ε = {args.eps:g}, default settings, {torch.get_num_threads()} threads, device {args.device}: "
+            f"ε = {args.eps:g}, {settings}, {torch.get_num_threads()} threads, device {args.device}: "
             f"{total:.1f} s in all.\n\n{table}")
-    (Path(RESULTS_DIR) / "protect-speed.md").write_text(text)
+    (Path(RESULTS_DIR) / f"{name}.md").write_text(text)
     print(text)
     return 0 if summary.exit_code == 0 else 1

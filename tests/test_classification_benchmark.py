@@ -82,6 +82,12 @@ def test_data_defenses_change_the_images_as_documented():
     delta = x - dataset[0][0]
     assert delta.abs().max() <= 8 / 255 + 1e-6 and delta.abs().max() > 4 / 255
     assert apply_data_defense(dataset, "dpsgd", eps=8) is dataset
+    gray = apply_data_defense(dataset, "grayscale", eps=8).images
+    assert gray.shape == images.shape and torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    luma = (0.299 * images[:, 0].float() + 0.587 * images[:, 1].float() + 0.114 * images[:, 2].float())
+    assert (gray[:, 0].float() - luma).abs().max() <= 1
+    worse, better = (apply_data_defense(dataset, f"jpeg{q}", eps=8).images.float() for q in (10, 75))
+    assert (worse - images.float()).abs().mean() > (better - images.float()).abs().mean()
     with pytest.raises(ValueError, match="unknown defense"):
         apply_data_defense(dataset, "magic", eps=8)
 
