@@ -25,6 +25,8 @@ METHODS = Registry("method", {
     "tensorclog": "faceguard.attacks.baselines:TensorClog",
     "unlearnable": "faceguard.attacks.baselines:Unlearnable",
     "adversarial": "faceguard.attacks.poisons:AdversarialPoison",
+    "error-minimizing": "faceguard.attacks.poisons:ErrorMinimizing",
+    "error-minimizing-classwise": "faceguard.attacks.poisons:ClasswiseErrorMinimizing",
     "evade": "faceguard.attacks.evasion:Evade",
     "target": "faceguard.attacks.evasion:Target",
 })

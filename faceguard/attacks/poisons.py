@@ -5,13 +5,18 @@
   class y is pushed toward class (y + 1) mod C by minimising CE(F(x + Δ), (y + 1) mod C). A model
   trained on them learns the non-robust features of the wrong class, and generalises badly on clean
   data. Each image's objective is its own, so the best restart is kept per image.
+* :class:`ErrorMinimizing` (``error-minimizing``) and :class:`ClasswiseErrorMinimizing`
+  (``error-minimizing-classwise``) — Unlearnable Examples' bi-level min-min noise, sample-wise or
+  one Δ per class, crafted with a model trained alongside (the fixed-θ variant is
+  :class:`~faceguard.attacks.baselines.Unlearnable`). They need the whole corpus in one call.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from faceguard.attacks.base import PGDAttack
+from faceguard.attacks.base import Perturbation, PGDAttack
 from faceguard.settings import CraftSettings
 
 
@@ -47,3 +52,112 @@ class AdversarialPoison(PGDAttack):
     def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
             return self.loss_fn(self.model, x_in, self.target_classes(y))
+
+
+class ErrorMinimizing(Perturbation):
+    """Error-minimizing noise (Huang et al., "Unlearnable Examples", ICLR 2021): bi-level min-min.
+
+    ``ErrorMinimizing(model, eps=8)(x, y)`` takes a whole corpus (its images must all be given at
+    once: :attr:`corpus`) and alternates until a model trained on the perturbed corpus fits it:
+
+    1. train a copy of ``model`` for ``train_steps`` mini-batches (SGD, ``lr``, momentum 0.9,
+       weight decay 5e-4, the settings' ``augment`` as training augmentation) on x + Δ;
+    2. update Δ by ``settings.steps`` signed steps of ``settings.step_size`` · ε that *minimise*
+       CE(F(x + Δ), y) with the model fixed (eval mode), batch by batch;
+    3. stop when the model classifies ``stop_accuracy`` of x + Δ correctly, or after ``max_rounds``.
+
+    The perturbation then carries an easy shortcut to the label, so a victim trained on it learns
+    the shortcut instead of the images. ``classwise=True`` learns one Δ per class (per identity
+    for faces), its step the sign of the class's summed gradient. ``model`` itself is not changed
+    (a deep copy is trained); :attr:`rounds` and :attr:`train_accuracy` report how the last call ended.
+    """
+
+    name = "error-minimizing"
+    corpus = True
+    optimises = True
+
+    def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, classwise: bool = False,
+                 train_steps: int = 10, max_rounds: int = 20, stop_accuracy: float = 0.99, lr: float = 0.1,
+                 loss_fn: object = None, params: object = None, preprocess: object = None,
+                 **changes: object) -> None:
+        super().__init__(model, settings, **changes)
+        if loss_fn is not None or params is not None or preprocess is not None:
+            raise ValueError("error-minimizing noise trains its own copy of a classifier: no loss_fn, params "
+                             "or preprocess")
+        if train_steps < 1 or max_rounds < 1 or not 0 < stop_accuracy <= 1:
+            raise ValueError("need train_steps >= 1, max_rounds >= 1 and 0 < stop_accuracy <= 1")
+        self.classwise, self.train_steps, self.max_rounds = classwise, train_steps, max_rounds
+        self.stop_accuracy, self.lr = stop_accuracy, lr
+        self.rounds, self.train_accuracy = 0, 0.0
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        import copy
+
+        from faceguard.registry import AUGMENTATIONS, NO_AUGMENTATION
+
+        model = copy.deepcopy(self.model)
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        augment = None if self.settings.augment == NO_AUGMENTATION else AUGMENTATIONS.get(self.settings.augment)()
+        classes = int(y.max()) + 1
+        delta = torch.zeros((classes, *x.shape[1:]) if self.classwise else x.shape, device=x.device)
+        batch = self.settings.batch_size
+        order = iter(())
+        for self.rounds in range(1, self.max_rounds + 1):
+            model.train()
+            for _ in range(self.train_steps):
+                index = next(order, None)
+                if index is None:
+                    order = iter(torch.randperm(len(x), device=x.device).split(batch))
+                    index = next(order)
+                view = self._perturbed(x, y, delta, index)
+                loss = F.cross_entropy(model(view if augment is None else augment(view)), y[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            model.eval()
+            self._minimise(model, x, y, delta)
+            self.train_accuracy = self._accuracy(model, x, y, delta)
+            if self.train_accuracy >= self.stop_accuracy:
+                break
+        return self.project(x, (delta[y] if self.classwise else delta).clone())
+
+    def _perturbed(self, x: Tensor, y: Tensor, delta: Tensor, index: Tensor) -> Tensor:
+        own = delta[y[index]] if self.classwise else delta[index]
+        return (x[index] + own).clamp(0, 1)
+
+    def _minimise(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor) -> None:
+        """``settings.steps`` signed descent steps on Δ (in place), projected onto the ε-ball."""
+        step = self.settings.step_size * self.radius
+        batches = torch.arange(len(x), device=x.device).split(self.settings.batch_size)
+        for _ in range(self.settings.steps):
+            total = torch.zeros_like(delta) if self.classwise else None
+            for index in batches:
+                own = (delta[y[index]] if self.classwise else delta[index]).clone().requires_grad_(True)
+                loss = F.cross_entropy(model((x[index] + own).clamp(0, 1)), y[index], reduction="sum")
+                (grad,) = torch.autograd.grad(loss, own)
+                if self.classwise:
+                    total.index_add_(0, y[index], grad)
+                else:
+                    delta[index] = (delta[index] - step * grad.sign()).clamp(-self.radius, self.radius)
+            if self.classwise:
+                delta.sub_(step * total.sign()).clamp_(-self.radius, self.radius)
+        if not self.classwise:
+            delta.copy_(self.project(x, delta))
+
+    @torch.no_grad()
+    def _accuracy(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor) -> float:
+        correct = 0
+        for index in torch.arange(len(x), device=x.device).split(self.settings.batch_size):
+            correct += int((model(self._perturbed(x, y, delta, index)).argmax(1) == y[index]).sum())
+        return correct / len(x)
+
+
+class ClasswiseErrorMinimizing(ErrorMinimizing):
+    """:class:`ErrorMinimizing` with one Δ per class (``error-minimizing-classwise``)."""
+
+    name = "error-minimizing-classwise"
+
+    def __init__(self, model: nn.Module, settings: CraftSettings | None = None, **kwargs: object) -> None:
+        super().__init__(model, settings, classwise=True, **kwargs)

@@ -51,12 +51,15 @@ def batch_slices(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
 def craft_tensor_dataset(attack: Perturbation, images: Tensor, labels: Tensor, progress: bool = True,
                          desc: str = "craft") -> CraftOutcome:
     """Protect a whole uint8 dataset held in memory in batches of ``attack.settings.batch_size``,
-    batch k seeded with ``settings.seed + k`` (benchmarks and small corpora)."""
+    batch k seeded with ``settings.seed + k`` (benchmarks and small corpora). A method that needs
+    the whole corpus at once (``attack.corpus``, e.g. error-minimizing noise) gets it in one call,
+    seeded with ``settings.seed``."""
     settings = attack.settings
     start = time.perf_counter()
     out = torch.empty_like(images)
     losses = []
-    batches = list(batch_slices(len(images), settings.batch_size))
+    whole = getattr(attack, "corpus", False)
+    batches = [(0, slice(0, len(images)))] if whole else list(batch_slices(len(images), settings.batch_size))
     for k, part in tqdm(batches, desc=desc, disable=not progress):
         out[part], loss = craft_batch(attack, images[part], labels[part], seed=settings.seed + k)
         losses.append(loss)

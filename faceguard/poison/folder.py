@@ -122,6 +122,12 @@ class PoisonJob:
     target_fraction: float = 1.0
     size: int | None = None
 
+    def __post_init__(self) -> None:
+        if getattr(METHODS.get(self.settings.method), "corpus", False):
+            raise ValueError(f"method {self.settings.method!r} crafts a whole corpus in memory at once; faceguard "
+                             "poison streams folders in batches and does not run it yet (python -m benchmarks "
+                             "classification does)")
+
     def record(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": self.settings.to_dict()}
 
