@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_option(parser)
     parser.add_argument("--work", type=Path, help="cache folder (default: runs/protect-effect/CONFIG)")
     parser.add_argument("--eps", type=int, default=16, help="ε in 0-255 units for every protected row")
-    parser.add_argument("--steps", type=int, default=protect_settings().steps,
+    parser.add_argument("--steps", type=int, default=protect_settings("alignment").steps,
                         help="faceguard protect's crafting steps per photo")
     parser.add_argument("--detect", action="store_true",
                         help="let the product detect faces with MTCNN instead of protecting each photo as one "

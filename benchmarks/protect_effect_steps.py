@@ -139,7 +139,7 @@ def protect_trees(work: Path, profile: Profile, eps: int, steps: int, aligned: b
     from faceguard.protect.protector import Protector
     from faceguard.protect.folder import FolderOptions, protect_folder
 
-    protector = Protector(profile, eps=eps, steps=steps, device=str(device), aligned=aligned)
+    protector = Protector(profile, method="alignment", eps=eps, steps=steps, device=str(device), aligned=aligned)
     outcomes = {}
     for fmt, (folder, _) in TREES.items():
         out = work / f"protected-{fmt}"

@@ -14,15 +14,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 
-from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, DEFAULT_ENSEMBLE, ENSEMBLE, LEGACY_ENSEMBLE,
-                                METHODS, NO_AUGMENTATION, NO_REGULARIZER, OBJECTIVES, PROTECT_BACKEND, REGULARIZERS,
-                                VARIANTS)
+from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, DEFAULT_ENSEMBLE, ENSEMBLE, EVASION_METHODS,
+                                LEGACY_ENSEMBLE, METHODS, NO_AUGMENTATION, NO_REGULARIZER, OBJECTIVES,
+                                PROTECT_BACKEND, REGULARIZERS, VARIANTS)
 from faceguard.units import check_eps
 
 # version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``
 SETTINGS_VERSION = 3
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
 PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts through the photo warp
+# faceguard protect's default: the method that protected most in benchmarks/results/recognizers.md
+# (threat models 2 and 3); alignment was indistinguishable from random noise for threat model 1.
+DEFAULT_PROTECT_METHOD = "evade"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class CraftSettings:
       ``reg_weight``; without a regulariser the weight is stored as 0.
     * ``objective`` — the per-sample loss whose parameter gradient is crafted (``ce``).
     * ``ensemble`` — the recognizers ``faceguard protect``'s evasion methods craft against (names
-      of :data:`~faceguard.registry.ENSEMBLE`, at least one, no repeats; a list is stored as a tuple).
+      of :data:`~faceguard.registry.ENSEMBLE`, at least one, no repeats; a list is stored as a
+      tuple). Other methods use none, so theirs is stored empty.
     * ``seed`` — batch ``k`` of a corpus is crafted with ``seed + k``, so any batch can be redone
       alone (resume) with the same result; ``batch_size`` — images per crafting batch, also the set
       one joint cosine is taken over.
@@ -86,7 +90,9 @@ class CraftSettings:
         ensemble = (self.ensemble,) if isinstance(self.ensemble, str) else tuple(self.ensemble)
         for name in ensemble:
             ENSEMBLE.check(name)
-        if not ensemble or len(set(ensemble)) != len(ensemble):
+        if self.method not in EVASION_METHODS:
+            ensemble = ()
+        elif not ensemble or len(set(ensemble)) != len(ensemble):
             raise ValueError(f"the ensemble needs at least one recognizer and no repeats, got {list(ensemble)}")
         object.__setattr__(self, "ensemble", ensemble)
         if self.steps < 0 or self.restarts < 1:
@@ -141,7 +147,7 @@ PROTECT_DEFAULTS: dict[str, dict] = {
 }
 
 
-def protect_settings(method: str = "alignment", **changes: object) -> CraftSettings:
+def protect_settings(method: str = DEFAULT_PROTECT_METHOD, **changes: object) -> CraftSettings:
     """The defaults of ``faceguard protect`` for ``method`` (:data:`PROTECT_DEFAULTS`): ε = 16, one
     restart, the ``fd-frozen`` backend, and the method's steps, step size and augmentation;
     ``changes`` override them."""

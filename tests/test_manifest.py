@@ -79,7 +79,7 @@ def test_a_manifest_from_before_versioned_settings_resumes(tmp_path):
            "seed": 0, "backend": "fd-frozen", "format": "keep", "identities": "folders", "profile_sha256": "ab"}
     (tmp_path / MANIFEST).write_text(json.dumps({"version": 1, "command": "c", "settings": old,
                                                  "files": {"p0.jpg": entry(0)}, "centres": {}, "clusters": {}}))
-    current = {"crafting": protect_settings().to_dict(), "format": "keep", "identities": "folders",
+    current = {"crafting": protect_settings("alignment").to_dict(), "format": "keep", "identities": "folders",
                "profile_sha256": "ab", "aligned": False}
     assert sorted(Manifest(tmp_path / MANIFEST, current, "cmd", upgrade_settings).files) == ["p0.jpg"]
     assert json.loads((tmp_path / MANIFEST).read_text())["settings"] == current  # rewritten in today's layout

@@ -23,7 +23,7 @@ def profile_path(tmp_path_factory):
 def protector(profile_path):
     from faceguard.protect.protector import Protector
 
-    return Protector(profile_path, eps=16, steps=2, device="cpu")
+    return Protector(profile_path, method="alignment", eps=16, steps=2, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def png_run(tmp_path_factory, profile_path):
 
     src = copy_photos(tmp_path_factory.mktemp("in") / "photos")
     out = src.parent / "out"
-    code = main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "2",
+    code = main(["protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+                 "--steps", "2",
                  "--format", "png", "--device", "cpu", "--quiet", "--report"])
     return src, out, code
 
@@ -72,7 +73,8 @@ def test_rerun_does_nothing(png_run, profile_path, capsys):
 
     src, out, _ = png_run
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.png")}
-    code = main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "2",
+    code = main(["protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+                 "--steps", "2",
                  "--format", "png", "--device", "cpu", "--quiet"])
     assert code == 0
     assert "0 protected, 0 no face, 0 error, 3 skipped" in capsys.readouterr().out
@@ -106,7 +108,8 @@ def test_jpeg_stays_jpeg_with_its_metadata(tmp_path, profile_path):
     icc = b"\0" * 128  # any bytes: the ICC profile is carried over, not interpreted
     image.save(photo, quality=90, exif=exif, icc_profile=icc)
     out = tmp_path / "out"
-    assert main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "2",
+    assert main(["protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+                 "--steps", "2",
                  "--device", "cpu", "--quiet"]) == 0
     saved = Image.open(out / "kit_harington" / "john2.jpg")
     original = Image.open(photo)
@@ -138,7 +141,8 @@ def test_cluster_mode_groups_faces(tmp_path, profile_path, capsys):
 
     src = copy_photos(tmp_path / "in")
     out = tmp_path / "out"
-    assert main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "0",
+    assert main(["protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+                 "--steps", "0",
                  "--identities", "cluster", "--format", "png", "--device", "cpu", "--quiet"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     faces = sum(e["faces"] for e in manifest["files"].values())

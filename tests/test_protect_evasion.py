@@ -117,3 +117,25 @@ def test_evasion_crafts_against_the_chosen_ensemble():
     assert protector.settings.ensemble == ("sface",) and [m.name for m in protector.ensemble] == ["sface"]
     face = protector.protect(photo).faces[0]
     assert face.loss_crafted < 0.8 and face.loss_saved is not None and face.loss_saved < 0.8
+
+
+def test_protect_command_defaults_to_evasion_and_aligned_to_alignment(tmp_path, dlib_cache):
+    import json
+    import shutil
+
+    from faceguard.cli import main
+
+    src = tmp_path / "photos" / "kit"
+    src.mkdir(parents=True)
+    shutil.copyfile(require_data("photos") / "kit_harington" / "john1.jpg", src / "john1.jpg")
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGUARD_CACHE", str(dlib_cache))
+        assert main(["protect", str(src.parent), "--out", str(out), "--steps", "2", "--format", "png",
+                     "--device", "cpu", "--quiet"]) == 0
+    crafting = json.loads((out / "manifest.json").read_text())["settings"]["crafting"]
+    assert crafting["method"] == "evade" and crafting["ensemble"] == ["profile", "dlib-resnet", "sface"]
+    assert crafting["augment"] == "scraper" and crafting["steps"] == 2
+    from faceguard.protect.protector import Protector
+
+    assert Protector(aligned=True, steps=1, device="cpu").settings.method == "alignment"

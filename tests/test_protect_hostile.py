@@ -56,7 +56,8 @@ def test_hostile_inputs_one_line_each_and_the_run_goes_on(tmp_path, profile_path
 
     src = _hostile_folder(tmp_path / "photos")
     out = tmp_path / "out"
-    code = main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "1",
+    code = main(["protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+                 "--steps", "1",
                  "--device", "cpu", "--quiet"])
     assert code == 1  # some files could not be handled
     files = json.loads((out / "manifest.json").read_text())["files"]
@@ -98,7 +99,8 @@ def test_killed_run_resumes_without_broken_outputs(tmp_path, profile_path):
         (tmp_path / f"copy{k}" / FACE).rename(src / "kit" / f"photo{k}.jpg")
     out = tmp_path / "out"
     command = [sys.executable, "-c", "import sys; from faceguard.cli import main; sys.exit(main())",
-               "protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "3",
+               "protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+               "--steps", "3",
                "--format", "png", "--device", "cpu", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -113,7 +115,8 @@ def test_killed_run_resumes_without_broken_outputs(tmp_path, profile_path):
     done = len(read_manifest(out)["files"])
     assert 1 <= done < 4, "the kill should land mid-run"
 
-    assert main(["protect", str(src), "--out", str(out), "--profile", str(profile_path), "--steps", "3",
+    assert main(["protect", str(src), "--method", "alignment", "--out", str(out), "--profile", str(profile_path),
+                 "--steps", "3",
                  "--format", "png", "--device", "cpu", "--quiet"]) == 0
     files = json.loads(manifest.read_text())["files"]
     assert sorted(files) == [f"kit/photo{k}.jpg" for k in range(4)]

@@ -43,20 +43,22 @@ def test_settings_round_trip_and_refuse_other_versions_and_keys():
     assert stored["version"] == SETTINGS_VERSION and CraftSettings.from_dict(stored) == settings
     with pytest.raises(ValueError, match="version 1 are not supported"):
         CraftSettings.from_dict({**stored, "version": 1})
-    version2 = {key: value for key, value in stored.items() if key != "ensemble"} | {"version": 2}
-    assert CraftSettings.from_dict(version2) == settings.replace(ensemble=("profile", "dlib-resnet"))
+    evade = CraftSettings(method="evade", ensemble=("sface",))
+    version2 = {key: value for key, value in evade.to_dict().items() if key != "ensemble"} | {"version": 2}
+    assert CraftSettings.from_dict(version2) == evade.replace(ensemble=("profile", "dlib-resnet"))
+    assert settings.ensemble == () and stored["ensemble"] == []  # methods without an ensemble store none
     with pytest.raises(ValueError, match="unknown crafting settings: colour"):
         CraftSettings.from_dict({**stored, "colour": "red"})
     assert CraftSettings(regularizer="none", reg_weight=5).reg_weight == 0.0  # no penalty, no weight
     assert CraftSettings.from_label("alignment-independent").variant == "independent"
     assert CraftSettings.from_label("random").label == "random"
-    assert protect_settings(steps=3).eps == 16 and protect_settings().steps == 10
+    assert protect_settings(steps=3).eps == 16 and protect_settings("alignment").steps == 10
 
 
 @pytest.mark.parametrize("change", [{"method": "magic"}, {"backend": "magic"}, {"objective": "mse"},
                                     {"regularizer": "blur"}, {"variant": "sideways"}, {"steps": -1},
-                                    {"restarts": 0}, {"batch_size": 0}, {"eps": 0.03}, {"ensemble": ()},
-                                    {"ensemble": ("sface", "sface")}, {"ensemble": ("facenet",)}])
+                                    {"restarts": 0}, {"batch_size": 0}, {"eps": 0.03}, {"method": "evade", "ensemble": ()},
+                                    {"method": "evade", "ensemble": ("sface", "sface")}, {"ensemble": ("facenet",)}])
 def test_settings_refuse_unknown_names_and_bad_values(change):
     with pytest.raises(ValueError):
         CraftSettings(**change)
@@ -89,7 +91,12 @@ def test_protect_options_default_per_method():
     def settings(*argv: str) -> CraftSettings:
         return settings_from_args(parser.parse_args(["photos", *argv]), protect_settings)
 
-    assert settings() == protect_settings() and settings().steps == 10 and settings().augment == "none"
+    alignment = settings("--method", "alignment")
+    assert alignment == protect_settings("alignment") and alignment.steps == 10 and alignment.augment == "none"
+    assert alignment.ensemble == ()  # only evasion reads an ensemble
+    assert settings() == protect_settings() == protect_settings("evade")  # evade is protect's default
+    assert settings().ensemble == ("profile", "dlib-resnet", "sface")
+    assert settings("--method", "alignment", "--regularizer", "ssim").reg_weight == 0.1
     evade = settings("--method", "evade")
     assert (evade.steps, evade.step_size, evade.augment) == (20, 0.25, "scraper") and evade == protect_settings("evade")
     assert settings("--method", "evade", "--steps", "5", "--augment", "none").steps == 5

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from faceguard.registry import (AUGMENTATIONS, BACKENDS, ENSEMBLE, METHODS, NO_AUGMENTATION, NO_REGULARIZER,
-                                REGULARIZERS, VARIANTS)
+from faceguard.registry import (AUGMENTATIONS, BACKENDS, ENSEMBLE, EVASION_METHODS, METHODS, NO_AUGMENTATION,
+                                NO_REGULARIZER, REGULARIZERS, VARIANTS)
 from faceguard.settings import DEFAULT_REG_WEIGHT, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
@@ -33,16 +33,16 @@ def _default(defaults: Defaults, methods: list[str], field: str) -> tuple[object
 
 
 def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, methods: list[str] | None = None,
-                         ensemble: bool = False) -> None:
+                         ensemble: bool = False, method_help: str | None = None) -> None:
     """``--method --eps --steps --restarts --step-size --variant --backend --augment
     --regularizer --reg-weight --seed`` with their defaults shown; ``methods`` limits --method;
     ``ensemble`` adds ``--ensemble`` (the recognizers evasion crafts against). ``defaults`` is one
-    :class:`CraftSettings` or a function of the method giving that method's defaults."""
+    :class:`CraftSettings` or a function of the method giving that method's defaults; with a
+    function, ``--method`` defaults to None (the command resolves it) and ``method_help`` says how."""
     methods = methods or METHODS.names()
-    first = defaults if isinstance(defaults, CraftSettings) else defaults(methods[0])
 
-    def default(field: str) -> dict:
-        value, note = _default(defaults, methods, field)
+    def default(field: str, among: list[str] | None = None) -> dict:
+        value, note = _default(defaults, among or methods, field)
         return {"default": value, "note": note}
 
     def add(flag: str, help: str, **kwargs: object) -> None:
@@ -50,7 +50,10 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
         group.add_argument(flag, default=found["default"], help=help + found["note"], **kwargs)
 
     group = parser.add_argument_group("crafting")
-    group.add_argument("--method", choices=methods, default=first.method, help="crafting method")
+    if isinstance(defaults, CraftSettings):
+        group.add_argument("--method", choices=methods, default=defaults.method, help="crafting method")
+    else:
+        group.add_argument("--method", choices=methods, default=None, help=method_help or "crafting method")
     add("--eps", "perturbation bound in 0-255 pixel levels (16 means 16/255)", type=float)
     add("--steps", "signed-Adam steps", type=int)
     add("--restarts", "random restarts, the best kept", type=int)
@@ -60,10 +63,11 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
     add("--augment", "views drawn at every step: a victim's training augmentation (flip-translate) or what a "
         "scraper does to a photo (scraper)", choices=[NO_AUGMENTATION, *AUGMENTATIONS.names()])
     add("--regularizer", "visibility penalty added to the objective", choices=[NO_REGULARIZER, *REGULARIZERS.names()])
-    group.add_argument("--reg-weight", type=float, default=DEFAULT_REG_WEIGHT, help="weight of --regularizer")
+    group.add_argument("--reg-weight", type=float, help="weight of --regularizer (default: the method's, else "
+                       f"{DEFAULT_REG_WEIGHT})")
     add("--seed", "crafting seed", type=int)
     if ensemble:
-        found = default("ensemble")
+        found = default("ensemble", [m for m in methods if m in EVASION_METHODS] or None)
         group.add_argument("--ensemble", nargs="+", choices=ENSEMBLE.names(), metavar="RECOGNIZER",
                            default=None if found["default"] is None else list(found["default"]),
                            help=f"recognizers --method evade crafts against (choices: {', '.join(ENSEMBLE.names())}; "
@@ -73,6 +77,12 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
 def settings_from_args(args: argparse.Namespace, defaults: Defaults) -> CraftSettings:
     """The :class:`CraftSettings` the parsed options describe (the method's ``defaults`` for the
     rest and for options left at None)."""
-    base = defaults if isinstance(defaults, CraftSettings) else defaults(args.method)
+    if isinstance(defaults, CraftSettings):
+        base = defaults
+    else:  # a method left at None takes the defaults function's own default
+        base = defaults(args.method) if args.method else defaults()
     given = {field: getattr(args, field) for field in _FIELDS if getattr(args, field, None) is not None}
+    given["method"] = base.method
+    if given.get("regularizer", NO_REGULARIZER) != NO_REGULARIZER and "reg_weight" not in given:
+        given["reg_weight"] = base.reg_weight or DEFAULT_REG_WEIGHT  # a regulariser chosen without a weight
     return base.replace(**given)

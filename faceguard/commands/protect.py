@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from faceguard.commands.crafting import add_crafting_options, settings_from_args
-from faceguard.settings import PROTECT_METHODS, protect_settings
+from faceguard.settings import DEFAULT_PROTECT_METHOD, PROTECT_METHODS, protect_settings
 from recognition.cli import add_device_option, add_out_option
 
 IDENTITY_MODES = ("folders", "single", "cluster")  # kept in step with faceguard.protect.identities
@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "output folder (default: PHOTOS-protected beside PHOTOS)")
     parser.add_argument("--profile", type=Path,
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
-    add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True)
+    add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True,
+                         method_help=f"crafting method (default: {DEFAULT_PROTECT_METHOD}; alignment with --aligned, "
+                                     "which evasion does not handle)")
     parser.add_argument("--format", choices=("keep", "png"), default="keep",
                         help="keep each photo's format (JPEG stays JPEG) or write lossless PNG")
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.protect.folder import FolderOptions, protect_folder
     from faceguard.protect.protector import Protector
 
+    args.method = args.method or ("alignment" if args.aligned else DEFAULT_PROTECT_METHOD)
     settings = settings_from_args(args, protect_settings)
     protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)
     options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,

@@ -133,7 +133,8 @@ def upgrade_settings(stored: dict) -> dict:
     crafting = {key: stored[key] for key in keys if key in stored}
     crafting["regularizer"] = crafting.get("regularizer") or NO_REGULARIZER
     rest = {key: value for key, value in stored.items() if key not in keys}
-    return {"crafting": protect_settings(**crafting).to_dict(), **rest, "aligned": rest.get("aligned", False)}
+    return {"crafting": protect_settings("alignment", **crafting).to_dict(), **rest,
+            "aligned": rest.get("aligned", False)}
 
 
 def _mean(values: list[float | None]) -> float | None:

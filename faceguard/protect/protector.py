@@ -40,7 +40,7 @@ from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, w
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
                                     fit_box, fit_crop, fit_region)
 from faceguard.quantize import quantize_within
-from faceguard.settings import PROTECT_METHODS, CraftSettings, protect_settings
+from faceguard.settings import DEFAULT_PROTECT_METHOD, PROTECT_METHODS, CraftSettings, protect_settings
 from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
 from recognition.device import resolve_device
@@ -110,7 +110,9 @@ class Protector:
     fields of it, e.g. ``Protector(eps=8, steps=20)``. Without ``settings`` they override
     :func:`~faceguard.settings.protect_settings` of the method chosen (ε = 16 pixel levels, 1
     restart, the ``fd-frozen`` backend, the method's steps and augmentation), so
-    ``Protector(method="evade")`` gets evasion's defaults. Every photo is crafted on its own (the online setting: uploads can be protected
+    ``Protector(method="alignment")`` gets alignment's defaults. The method defaults to
+    :data:`~faceguard.settings.DEFAULT_PROTECT_METHOD` (evade), and to alignment for pre-cropped
+    faces (``aligned``), which evasion does not handle. Every photo is crafted on its own (the online setting: uploads can be protected
     one at a time). ``variant="joint"`` (default) gives the faces of a photo one exact cosine
     objective (for a one-face photo: that face's own cosine); ``"independent"`` detaches each
     face's gradient norm (weaker here: docs/methods.md). ``aligned``: every image is one
@@ -120,7 +122,11 @@ class Protector:
     def __init__(self, profile: Profile | str | Path | None = None, settings: CraftSettings | None = None, *,
                  device: str = "auto", detector: FaceDetector | None = None, aligned: bool = False,
                  **changes: object) -> None:
-        settings = protect_settings(**changes) if settings is None else settings.replace(**changes)
+        if settings is None:
+            changes.setdefault("method", Alignment.name if aligned else DEFAULT_PROTECT_METHOD)
+            settings = protect_settings(**changes)
+        else:
+            settings = settings.replace(**changes)
         if settings.method not in PROTECT_METHODS:
             raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {settings.method!r}")
         if aligned and settings.method != Alignment.name:
