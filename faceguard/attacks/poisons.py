@@ -104,7 +104,8 @@ class ErrorMinimizing(Perturbation):
         delta = torch.zeros((classes, *x.shape[1:]) if self.classwise else x.shape, device=x.device)
         batch = self.settings.batch_size
         order = iter(())
-        for self.rounds in range(1, self.max_rounds + 1):
+        for rounds in range(1, self.max_rounds + 1):
+            self.rounds = rounds
             model.train()
             for _ in range(self.train_steps):
                 index = next(order, None)
