@@ -34,13 +34,16 @@ if TYPE_CHECKING:
 
 NAME = "recognizers"
 # Protections compared, label -> (method, changes to the product's defaults for it): alignment as
-# shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out).
+# shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
+# without and with the SSIM regulariser (evade-sface-ssim0.3 is the product's default).
 PROTECTIONS = {
     "alignment": ("alignment", {}),
-    "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"]}),
-    "evade-sface": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"]}),
+    "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"], "regularizer": "none"}),
+    "evade-sface": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "none"}),
     "evade-sface-ssim": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
                                    "reg_weight": 1.0}),
+    "evade-sface-ssim0.3": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
+                                      "reg_weight": 0.3}),
 }
 SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
 METHODS = tuple(PROTECTIONS)
