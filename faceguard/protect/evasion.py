@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
-from faceguard.protect.warp import FaceRegion, as_channels_first, as_rgb
+from faceguard.protect.warp import FaceRegion, as_channels_first, as_rgb, rgb_view
 from recognition.alignment import align_face, estimate_similarity
 from recognition.face_chip import CHIP_SIZE, MTCNN_TEMPLATE, chip_to_image, mtcnn_face_chip
 
@@ -63,12 +63,8 @@ def arcface_view(size: int) -> ViewGeometry:
                         lambda pixels, points: align_face(pixels, points, size).crop)
 
 
-def _dlib_cut(pixels: np.ndarray, points: np.ndarray) -> np.ndarray:
-    rgb = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
-    return mtcnn_face_chip(rgb, points)
-
-
-DLIB_VIEW = ViewGeometry(CHIP_SIZE, lambda points: chip_to_image(points, MTCNN_TEMPLATE), _dlib_cut)
+DLIB_VIEW = ViewGeometry(CHIP_SIZE, lambda points: chip_to_image(points, MTCNN_TEMPLATE),
+                         lambda pixels, points: mtcnn_face_chip(rgb_view(pixels), points))
 
 
 @dataclass(frozen=True)

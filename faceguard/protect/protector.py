@@ -38,7 +38,7 @@ from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
 from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, work_scale
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
-                                    fit_box, fit_crop, fit_region)
+                                    fit_box, fit_crop, fit_region, rgb_view)
 from faceguard.quantize import quantize_within
 from faceguard.settings import DEFAULT_PROTECT_METHOD, PROTECT_METHODS, CraftSettings, protect_settings
 from recognition.alignment import align_face, template
@@ -96,11 +96,6 @@ def colour_and_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3):
         return pixels, None
     raise ValueError(f"unsupported pixel array of shape {pixels.shape}")
-
-
-def rgb_view(colour: np.ndarray) -> np.ndarray:
-    """HxWx3 RGB of colour pixels (grayscale repeated), what the detector reads."""
-    return np.repeat(colour[..., None], 3, axis=2) if colour.ndim == 2 else colour
 
 
 class Protector:

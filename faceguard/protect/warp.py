@@ -116,6 +116,11 @@ def as_channels_first(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
 
 
+def rgb_view(colour: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB of uint8 colour pixels (grayscale repeated), what the detector and dlib's chip read."""
+    return np.repeat(colour[..., None], 3, axis=2) if colour.ndim == 2 else colour
+
+
 def as_rgb(x: Tensor) -> Tensor:
     """[n, 1 or 3, H, W] images as three channels (gray repeated), what the recognizers read."""
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
