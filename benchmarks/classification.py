@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.classification_configs import CLEAN, ClassificationConfig, Net, Poison, Row, get_config
 from benchmarks.classification_report import write_report
-from benchmarks.defenses import apply_data_defense, train_dp_sgd
+from benchmarks.defenses import ADVTRAIN_STEPS, adversarial_training_loss, apply_data_defense, train_dp_sgd
 from benchmarks.results import RESULTS_DIR, summarize
 from faceguard.gradients import load_gradient, save_gradient, target_gradient
 from faceguard.attacks import build_attack
@@ -47,7 +47,7 @@ METRIC = "accuracy"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="cifar10-cpu or cifar10-paper")
+    parser.add_argument("--config", required=True, help="cifar10-cpu, cifar10-cpu-poisons, cifar10-gpu or cifar10-paper")
     parser.add_argument("--extras", action="store_true",
                         help="also run defenses, regularisers, target subsets and split surrogates")
     add_set_option(parser, "override scalar config fields")
@@ -103,11 +103,11 @@ def select_rows(rows: list[Row], only: Collection[str] | None, victims: Collecti
             and (kept_defenses is None or r.defense in kept_defenses)]
 
 
+DEFENSE_COST = {"dpsgd": 3.0, "advtrain": 3.0}  # training cost relative to a plain victim (balancing only)
 # Relative cost of one crafting step per image, in forward+backward passes (issue #8's measurements),
-# and of one DP-SGD epoch relative to a plain one: only used to balance the rows between workers.
+# only used to balance the rows between workers.
 CRAFT_PASSES = {"alignment-joint": 3.4, "alignment-independent": 2.3, "tensorclog": 4.4, "unlearnable": 1.0,
-                "random": 0.0}
-DP_COST = 3.0
+                "random": 0.0, "adversarial": 1.0, "error-minimizing": 12.0, "error-minimizing-classwise": 12.0}
 
 
 def fingerprint(settings: dict) -> str:
@@ -116,10 +116,18 @@ def fingerprint(settings: dict) -> str:
 
 
 def poison_steps(config: ClassificationConfig, poison: Poison) -> int:
-    """Crafting steps of a poison: its own, else the config's (baselines: ``baseline_steps`` if set)."""
+    """Crafting steps of a poison: its own, else its method's in the config, else the config's
+    (baselines: ``baseline_steps`` if set)."""
     if poison.steps:
         return poison.steps
+    if "steps" in config.method_settings.get(poison.method, {}):
+        return config.method_settings[poison.method]["steps"]
     return config.steps if poison.method.startswith("alignment") else (config.baseline_steps or config.steps)
+
+
+def poison_step_size(config: ClassificationConfig, poison: Poison) -> float:
+    """Crafting step size of a poison: its method's in the config, else the config's."""
+    return config.method_settings.get(poison.method, {}).get("step_size", config.step_size)
 
 
 def split_rows(config: ClassificationConfig, rows: list[Row], headline: set[Row], jobs: int) -> list[list[Row]]:
@@ -133,7 +141,7 @@ def split_rows(config: ClassificationConfig, rows: list[Row], headline: set[Row]
         total = CRAFT_PASSES.get(poison.method, 0.0) * poison_steps(config, poison) * config.restarts
         for row in by_poison[poison]:
             seeds = len(config.seeds if row in headline else config.extra_seeds)
-            total += seeds * config.victims[row.victim].epochs * (DP_COST if row.defense == "dpsgd" else 1.0)
+            total += seeds * config.victims[row.victim].epochs * DEFENSE_COST.get(row.defense, 1.0)
         return total
 
     groups: list[list[Row]] = [[] for _ in range(jobs)]
@@ -240,7 +248,7 @@ class ClassificationBenchmark:
         cfg = self.config
         steps = poison_steps(cfg, poison)
         settings = CraftSettings.from_label(
-            poison.method, eps=poison.eps, steps=steps, restarts=cfg.restarts, step_size=cfg.step_size,
+            poison.method, eps=poison.eps, steps=steps, restarts=cfg.restarts, step_size=poison_step_size(cfg, poison),
             augment=cfg.augment, backend=poison.backend or cfg.backend, regularizer=poison.regularizer or "none",
             reg_weight=poison.reg_weight, batch_size=cfg.craft_batch, seed=poison.seed)
         k = round(1 / poison.split_fraction)
@@ -268,7 +276,8 @@ class ClassificationBenchmark:
         """Fingerprint of everything a cached poison depends on besides its key (crafting settings,
         surrogate recipe, data size), so a changed config never reuses a stale copy."""
         cfg = self.config
-        settings = {"steps": poison_steps(cfg, poison), "restarts": cfg.restarts, "step_size": cfg.step_size,
+        settings = {"steps": poison_steps(cfg, poison), "restarts": cfg.restarts,
+                    "step_size": poison_step_size(cfg, poison),
                     "augment": cfg.augment, "backend": poison.backend or cfg.backend, "batch": cfg.craft_batch,
                     "surrogate": asdict(cfg.surrogate), "images": len(self.train)}
         return fingerprint(settings)
@@ -283,6 +292,8 @@ class ClassificationBenchmark:
         if row.defense != "none":
             settings["defense"] = {"eps": cfg.defense_eps, "sigma": cfg.smoothing_sigma, "jpeg": cfg.jpeg_quality,
                                    "clip": cfg.dp_clip, "noise": cfg.dp_noise}
+            if row.defense == "advtrain":
+                settings["defense"]["pgd_steps"] = ADVTRAIN_STEPS
         return fingerprint(settings)
 
     # ---- victims -------------------------------------------------------------------------------
@@ -313,22 +324,25 @@ class ClassificationBenchmark:
         data = apply_data_defense(self.poisoned(row.poison), row.defense, self.config.defense_eps,
                                   self.config.smoothing_sigma, self.config.jpeg_quality)
         start = time.perf_counter()
-        model = self._train(net, data, seed, dp=row.defense == "dpsgd")
+        model = self._train(net, data, seed, defense=row.defense)
         result = {METRIC: evaluate_accuracy(model, self.test, device=self.device),
                   "seconds": round(time.perf_counter() - start, 1)}
         if row.poison != CLEAN:
             result["craft_loss"] = self.crafting[row.poison.key]["loss"]
         return result
 
-    def _train(self, net: Net, data, seed: int, dp: bool = False) -> torch.nn.Module:
+    def _train(self, net: Net, data, seed: int, defense: str = "none") -> torch.nn.Module:
+        """A fresh ``net`` trained on ``data``; the training-time defenses change how (DP-SGD, or
+        adversarial training at ``defense_eps``)."""
         torch.manual_seed(seed)
         model = create_model(net.model, num_classes=10, width=net.width)
         epochs = max(1, round(net.epochs * self.config.epoch_scale))
         config = TrainConfig(epochs=epochs, batch_size=net.batch_size, lr=net.lr, schedule=net.schedule,
                              seed=seed)
-        if dp:
+        if defense == "dpsgd":
             return train_dp_sgd(model, data, config, self.config.dp_clip, self.config.dp_noise, self.device)
-        train_classifier(model, data, config, device=self.device, progress=False)
+        loss_fn = adversarial_training_loss(self.config.defense_eps / 255) if defense == "advtrain" else None
+        train_classifier(model, data, config, device=self.device, progress=False, loss_fn=loss_fn)
         return model.eval()
 
     def describe(self, overrides: dict[str, str], rows: list[Row]) -> dict:

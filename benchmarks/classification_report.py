@@ -9,6 +9,9 @@ from benchmarks.results import format_cell, markdown_table, mean_stderr, plot_me
 
 METRIC = "accuracy"
 CRAFT_SEED = re.compile(r"^(?P<family>.+)-c(?P<seed>\d+)$")  # alignment-joint-c3: crafting seed 3
+CLASSIC_METHODS = ("clean", "random", "tensorclog", "unlearnable", "alignment-independent", "alignment-joint")
+OTHER_FAMILIES = ("adversarial", "error-minimizing", "error-minimizing-classwise")  # issue #18's poisons
+METHOD_ORDER = CLASSIC_METHODS + OTHER_FAMILIES
 
 
 def _find(rows: list[dict], method: str, eps: int, victim: str, defense: str = "none") -> dict | None:
@@ -35,15 +38,15 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
            f"training / {config.get('test_images')} test images; surrogate test accuracy "
            f"{config.get('surrogate_test_acc')}%. Mean ± standard error over victim seeds; poisons crafted once.\n"]
     clean_grey = _find(rows, "clean", 0, grey)
-    methods = [m for m in ("clean", "random", "tensorclog", "unlearnable", "alignment-independent", "alignment-joint")
-               if _find(rows, m, 0 if m == "clean" else 8, grey)]
+    methods = [m for m in METHOD_ORDER if _find(rows, m, 0 if m == "clean" else 8, grey)]
     if methods:
         out.append(f"\n## Methods at ε = 8, grey-box {grey} victim (Tables 2 and 4)\n")
         out.append(markdown_table(["method", "accuracy", "× clean"], [
             [m, _cell(_find(rows, m, 0 if m == "clean" else 8, grey)),
              _ratio(_find(rows, m, 0 if m == "clean" else 8, grey), clean_grey)] for m in methods]))
+    out += _methods_by_eps(rows, grey, methods) + _methods_by_victim(rows, victims, methods)
     eps_values = sorted({r["eps"] for r in rows if r["method"] == "alignment-joint" and r["defense"] == "none"})
-    if eps_values:
+    if eps_values and len(methods) <= len(CLASSIC_METHODS):
         out.append("\n## Alignment (joint) against each victim (Table 3; ResNet-18 is grey-box)\n")
         lines = []
         for v in victims:
@@ -51,12 +54,7 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
             lines.append([v, _cell(clean)] + [_cell(_find(rows, "alignment-joint", e, v)) for e in eps_values]
                          + [_ratio(_find(rows, "alignment-joint", 8, v), clean)])
         out.append(markdown_table(["victim", "clean"] + [f"ε={e}" for e in eps_values] + ["ε=8 × clean"], lines))
-    defenses = [d for d in DEFENSES if _find(rows, "alignment-joint", 8, grey, d)]
-    if len(defenses) > 1:
-        out.append("\n## Defenses against ε = 8 alignment (Table 6)\n")
-        out.append(markdown_table(["defense", "clean data", "protected data"], [
-            [d, _cell(_find(rows, "clean", 0, grey, d)), _cell(_find(rows, "alignment-joint", 8, grey, d))]
-            for d in defenses]))
+    out += _defenses(rows, grey, methods)
     regs = [m for m in ("alignment-joint", "alignment-joint-l2", "alignment-joint-ssim", "alignment-joint-tv")
             if _find(rows, m, 8, grey)]
     if len(regs) > 1:
@@ -83,6 +81,86 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
     if config.get("timings"):
         out.append("\n" + ", ".join(f"{k}: {v}" for k, v in config["timings"].items()) + "\n")
     return "\n".join(out)
+
+
+def _methods_by_eps(rows: list[dict], grey: str, methods: list[str]) -> list[str]:
+    """Every method (beyond alignment) at every ε it was crafted with, on the grey-box victim."""
+    poisons = [m for m in methods if m != "clean" and len({r["eps"] for r in rows if r["method"] == m}) > 1]
+    if len(poisons) < 2:
+        return []
+    eps_values = sorted({r["eps"] for r in rows if r["method"] in poisons and r["defense"] == "none"})
+    clean = _find(rows, "clean", 0, grey)
+    return [f"\n## Every method against ε, grey-box {grey} victim\n",
+            markdown_table(["method", "clean"] + [f"ε={e}" for e in eps_values] + [f"ε={e} × clean" for e in eps_values],
+                           [[m, _cell(clean)] + [_cell(_find(rows, m, e, grey)) for e in eps_values]
+                            + [_ratio(_find(rows, m, e, grey), clean) for e in eps_values] for m in poisons])]
+
+
+def _methods_by_victim(rows: list[dict], victims: list[str], methods: list[str]) -> list[str]:
+    """Every method at ε = 8 against every victim (black-box transfer), as × clean of that victim."""
+    poisons = [m for m in methods if m != "clean" and sum(bool(_find(rows, m, 8, v)) for v in victims) > 1]
+    if len(poisons) < 2:
+        return []
+    lines = [["clean"] + [_cell(_find(rows, "clean", 0, v)) for v in victims]]
+    lines += [[m] + [f"{_cell(_find(rows, m, 8, v))} ({_ratio(_find(rows, m, 8, v), _find(rows, 'clean', 0, v))})"
+                     for v in victims] for m in poisons]
+    return [f"\n## Every method at ε = 8 against each victim ({victims[0]} is grey-box; × clean in brackets)\n",
+            markdown_table(["method", *victims], lines)]
+
+
+def defense_table(rows: list[dict], grey: str, methods: list[str]) -> tuple[list[str], list[str], list[list]]:
+    """(defenses, poisons, accuracies): each ε = 8 poison's and clean data's grey-box accuracy under
+    every defense that was run on at least one poison (``none`` first); None where not run."""
+    defenses = [d for d in DEFENSES if any(_find(rows, m, 8, grey, d) for m in methods if m != "clean")]
+    poisons = [m for m in methods if m != "clean" and any(_find(rows, m, 8, grey, d) for d in defenses[1:])]
+    table = [[(_find(rows, "clean", 0, grey, d) if m == "clean" else _find(rows, m, 8, grey, d))
+              for d in defenses] for m in ["clean", *poisons]]
+    return defenses, poisons, [[r[METRIC] if r else None for r in line] for line in table]
+
+
+def _defenses(rows: list[dict], grey: str, methods: list[str]) -> list[str]:
+    """Table 6 for every method: defense × (clean data, each ε = 8 poison), and each poison's mean
+    accuracy over no defense and the defenses (what the default is chosen by)."""
+    defenses, poisons, table = defense_table(rows, grey, methods)
+    if len(defenses) < 2:
+        return []
+    title = "Defenses against ε = 8 alignment (Table 6)" if poisons == ["alignment-joint"] else \
+        f"Defenses against every ε = 8 poison, grey-box {grey} victim (Table 6 for every method)"
+    lines = [[d] + [_cell(_find(rows, "clean", 0, grey, d))]
+             + [_cell(_find(rows, m, 8, grey, d)) for m in poisons] for d in defenses]
+    if len(poisons) > 1:
+        means = [(sum(v for v in line if v is not None) / len([v for v in line if v is not None]))
+                 if any(v is not None for v in line) else None for line in table]
+        complete = [all(v is not None for v in line) for line in table]
+        lines.append(["mean over the rows above"] + [f"{m:.2f}" + ("" if ok else " (incomplete)") if m is not None
+                                                     else "–" for m, ok in zip(means, complete)])
+    return [f"\n## {title}\n", markdown_table(["defense", "clean data", *poisons], lines)]
+
+
+def plot_defenses(rows: list[dict], grey: str, path: Path, title: str) -> Path | None:
+    """Grouped bars: accuracy of the grey-box victim per defense, one bar per poison (and clean)."""
+    defenses, poisons, table = defense_table(rows, grey, [m for m in METHOD_ORDER if m != "clean"])
+    if len(defenses) < 2 or len(poisons) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / len(table)
+    for i, (label, line) in enumerate(zip(["clean", *poisons], table)):
+        xs = [j + i * width for j, v in enumerate(line) if v is not None]
+        ax.bar(xs, [v for v in line if v is not None], width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(defenses))], defenses)
+    ax.set_ylabel(f"{METRIC} (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _mean_se(values: list[float]) -> str:
@@ -127,7 +205,15 @@ def write_report(name: str, config: dict, command: str, rows: list[dict], out_di
     findings = out_dir / f"{name}.findings.md"   # hand-written notes on what was tried, appended
     md.write_text(markdown(name, config, command, rows) + ("\n" + findings.read_text() if findings.exists() else ""))
     paths.append(md)
-    if any(r["method"].startswith("alignment") for r in rows):
+    methods = {r["method"] for r in rows}
+    if any(m.startswith("alignment") for m in methods) and not methods & set(OTHER_FAMILIES):
         paths.append(plot_metric_vs_eps(rows, METRIC, out_dir / f"{name}.png",
                                         f"{name}: victim test accuracy vs ε"))
+    elif methods - {"clean"}:  # several families: one line per method on the grey-box victim, and the defenses
+        grey = [r for r in rows if r["victim"] == "resnet18"]
+        paths.append(plot_metric_vs_eps(grey, METRIC, out_dir / f"{name}.png",
+                                        f"{name}: grey-box resnet18 accuracy vs ε", method_prefix=""))
+        defended = plot_defenses(rows, "resnet18", out_dir / f"{name}-defenses.png",
+                                 f"{name}: ε = 8 poisons under each defense (resnet18)")
+        paths += [defended] if defended else []
     return paths

@@ -5,6 +5,8 @@
   ``jpeg10``, ``jpeg50``, ``jpeg75`` at that quality.
 * ``grayscale`` — every training image to its luma (ITU-R 601, kornia), repeated on three channels.
 * ``noise`` — fresh uniform ℓ∞ noise of the poison's ε added to every training view, every epoch.
+* ``advtrain`` — adversarial training (Madry et al.) with 2 PGD steps at the poison's ε: the cheap
+  robust victim.
 * ``dpsgd`` — DP-SGD with Opacus: per-sample gradient clipping and Gaussian noise (clip 0.1,
   σ = 0.01·clip). BatchNorm mixes samples, so Opacus' ModuleValidator replaces it by GroupNorm.
 
@@ -13,6 +15,7 @@ Data defenses return a new uint8 dataset; the training-time ones change how the 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,7 +27,11 @@ from recognition.datasets import ImageTensorDataset
 from recognition.training import IndexedDataset, TrainConfig, augment_batch, keyed_words
 
 JPEG_QUALITIES = (10, 50, 75)
-DEFENSES = ("none", "dpsgd", "noise", "smoothing", "jpeg", *(f"jpeg{q}" for q in JPEG_QUALITIES), "grayscale")
+DEFENSES = ("none", "dpsgd", "noise", "smoothing", "jpeg", *(f"jpeg{q}" for q in JPEG_QUALITIES), "grayscale",
+            "advtrain")
+TRAINING_DEFENSES = ("dpsgd", "advtrain")  # change how the victim trains, not the images
+DATA_DEFENSES = tuple(d for d in DEFENSES if d not in ("none", *TRAINING_DEFENSES))
+ADVTRAIN_STEPS = 2  # PGD steps per batch of the cheap adversarial-training victim
 
 
 def gaussian_smoothing(images: Tensor, sigma: float = 1.0, radius: int = 2) -> Tensor:
@@ -38,20 +45,27 @@ def gaussian_smoothing(images: Tensor, sigma: float = 1.0, radius: int = 2) -> T
 
 
 def jpeg_reencode(images: Tensor, quality: int = 75) -> Tensor:
-    """Encode every uint8 image [N, C, H, W] as JPEG at ``quality`` and decode it again (Pillow)."""
+    """Encode every uint8 image [N, C, H, W] (C = 3, or 1 for gray) as JPEG at ``quality`` and
+    decode it again (Pillow)."""
     out = torch.empty_like(images)
+    mode = "L" if images.shape[1] == 1 else "RGB"
     for i, image in enumerate(images):
         buffer = io.BytesIO()
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+        Image.fromarray(image.permute(1, 2, 0).numpy().squeeze(2) if mode == "L" else image.permute(1, 2, 0).numpy(),
+                        mode=mode).save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)
         with Image.open(buffer) as decoded:
-            out[i] = torch.from_numpy(np.asarray(decoded.convert("RGB"))).permute(2, 0, 1)
+            out[i] = torch.from_numpy(np.array(decoded.convert(mode))).reshape(*images.shape[2:], -1).permute(2, 0, 1)
     return out
 
 
 def grayscale(images: Tensor) -> Tensor:
-    """uint8 RGB images [N, 3, H, W] as their luma on three channels (what a colour net still reads)."""
+    """uint8 RGB images [N, 3, H, W] as their luma on three channels (what a colour net still reads);
+    gray images [N, 1, H, W] are returned as they are."""
     import kornia.color
+
+    if images.shape[1] == 1:
+        return images
 
     luma = kornia.color.rgb_to_grayscale(images.float() / 255)
     return (luma * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
@@ -76,9 +90,31 @@ class UniformNoiseDataset(Dataset):
         return (image + noise).clamp_(0, 1), label
 
 
+def adversarial_training_loss(eps: float, steps: int = ADVTRAIN_STEPS) -> Callable:
+    """A training loss (``recognition.losses.TrainingLoss``) that trains on adversarial examples
+    (Madry et al.): each batch is first moved by ``steps`` signed ℓ∞ PGD steps of 2.5·ε/steps from
+    a random start in the ε-ball (``eps`` in [0, 1] units) to maximise the model's CE, in eval mode
+    so batch statistics are not updated by the attack. The cheap robust victim of issue #18:
+    availability poisons live in non-robust features, which adversarial training ignores."""
+    def loss(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        was_training = model.training
+        model.eval()
+        delta = (torch.rand_like(images) * 2 - 1) * eps
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            attack = nn.functional.cross_entropy(model((images + delta).clamp(0, 1)), labels)
+            (grad,) = torch.autograd.grad(attack, delta)
+            delta = (delta.detach() + 2.5 * eps / steps * grad.sign()).clamp(-eps, eps)
+        model.train(was_training)
+        logits = model((images + delta).clamp(0, 1))
+        return nn.functional.cross_entropy(logits, labels, reduction="none"), logits
+    return loss
+
+
 def apply_data_defense(dataset: ImageTensorDataset, defense: str, eps: int, sigma: float = 1.0,
                        quality: int = 75) -> Dataset:
-    """The training set the victim sees under ``defense`` (``dpsgd`` changes training, not data);
+    """The training set the victim sees under ``defense`` (the ``TRAINING_DEFENSES`` change training,
+    not data);
     ``eps`` (pixel units) is the size of the ``noise`` defense."""
     if defense not in DEFENSES:
         raise ValueError(f"unknown defense {defense!r}; choose from {DEFENSES}")

@@ -4,7 +4,7 @@ Every field is recorded in the results JSON, so a result says exactly how it was
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from recognition.cli import parse_set
 
@@ -23,7 +23,11 @@ class FacesConfig:
     training loss) and on margin-free cosine logits otherwise. ``seeds`` run every row,
     ``extra_seeds`` only the headline rows (clean, alignment-joint and random at ``headline_eps``).
     Verification: ``orl_pairs`` genuine + impostor ORL pairs written to ``orl.bin`` (0 = none),
-    plus every ``*.bin`` of ``--bin-dir``.
+    plus every ``*.bin`` of ``--bin-dir``. ``methods`` are further crafting methods of the
+    registry (``adversarial``, ``error-minimizing``, ...) crafted at every ε of ``method_eps``,
+    with ``method_settings`` (method → CraftSettings fields) where they differ from the config's;
+    every set (clean included) is also trained on under each data defense of ``defenses``
+    (``benchmarks.defenses``: ``smoothing``, ``jpeg10`` ..., ``grayscale``, ``noise``).
     """
 
     name: str
@@ -60,6 +64,10 @@ class FacesConfig:
     orl_pairs: int = 300
     flip_fusion: bool = True
     eval_batch: int = 256
+    methods: tuple[str, ...] = ()
+    method_eps: tuple[int, ...] = (16,)
+    method_settings: dict[str, dict] = field(default_factory=dict)
+    defenses: tuple[str, ...] = ()
 
 
 CONFIGS: dict[str, FacesConfig] = {
@@ -67,6 +75,14 @@ CONFIGS: dict[str, FacesConfig] = {
     # face setting); ORL as verification. With 10 test identities the clean kNN top-1 saturates
     # (98.6-99.5 %) and hides differences; see benchmarks/results/faces-cpu.findings.md.
     "faces-cpu": FacesConfig(name="faces-cpu", num_test=19, steps=50, extra_seeds=(1, 2)),
+    # Issue #18: every availability poison beside alignment at ε = 16 on the faces-cpu split, and
+    # the data defenses (Yale B is gray, so grayscale would change nothing). Error-minimizing noise
+    # takes Unlearnable Examples' small inner steps (10 signed steps of 0.1 ε a round).
+    "faces-cpu-poisons": FacesConfig(
+        name="faces-cpu-poisons", num_test=19, steps=50, eps=(16,), variants=("joint",), random_eps=(16,),
+        methods=("adversarial", "error-minimizing", "error-minimizing-classwise"), method_eps=(16,),
+        method_settings={m: {"steps": 10, "step_size": 0.1} for m in ("error-minimizing", "error-minimizing-classwise")},
+        defenses=("jpeg10", "jpeg75", "smoothing")),
     # The paper's setting (Table 7): CelebA, 1,000 test identities, IR-18 + CosFace, 125 epochs,
     # 50 crafting steps, 1 restart, 112x112 RGB, verification on the insightface .bin files.
     "celeba-paper": FacesConfig(
@@ -88,4 +104,4 @@ def resolve_config(name: str, **overrides) -> FacesConfig:
 
 def set_overrides(name: str, pairs: list[str]) -> dict:
     """``--set`` ``KEY=VALUE`` pairs -> typed changes of the named config's fields (its name stays)."""
-    return parse_set(pairs, resolve_config(name), frozen=("name",))
+    return parse_set(pairs, resolve_config(name), frozen=("name", "method_settings"))

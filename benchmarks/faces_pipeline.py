@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.defenses import DATA_DEFENSES, apply_data_defense
 from benchmarks.faces_configs import FacesConfig
 from faceguard.attacks import build_attack
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
 from faceguard.quantize import quantize_within
+from faceguard.registry import METHODS
 from faceguard.settings import CraftSettings
 from recognition.datasets import ImageTensorDataset, decode_image
 from recognition.embeddings import extract_embeddings
@@ -143,17 +145,25 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
           data: ImageTensorDataset, eps: int, seed: int) -> tuple[ImageTensorDataset, dict]:
     """The protected copy of ``data`` (uint8, ``max|Δ| <= eps`` exactly) and crafting statistics.
 
-    ``method`` is "random" (±ε noise) or "alignment-joint" / "alignment-independent". Images are
+    ``method`` is any method label of the registry: "random" (±ε noise), "alignment-joint" /
+    "alignment-independent", "adversarial" (toward the next identity), "error-minimizing" /
+    "error-minimizing-classwise" (one Δ per identity), with ``config.method_settings``. Images are
     crafted in batches of ``config.craft_batch`` over a seeded permutation (the joint variant's
-    cosine is over a batch, so batches mix identities as a shuffled training batch does).
+    cosine is over a batch, so batches mix identities as a shuffled training batch does); methods
+    that need the whole corpus get it in one call.
     """
-    settings = CraftSettings.from_label(method, eps=eps, steps=config.steps, restarts=config.restarts,
-                                        augment=config.craft_augment, backend=config.backend, seed=seed)
-    attack = build_attack(surrogate, settings, target, loss_fn=make_loss("ce", label_in_forward=config.margin_losses))
+    fields = {"steps": config.steps, "restarts": config.restarts, **config.method_settings.get(method, {})}
+    settings = CraftSettings.from_label(method, eps=eps, augment=config.craft_augment, backend=config.backend,
+                                        seed=seed, **fields)
+    corpus = getattr(METHODS.get(settings.method), "corpus", False)
+    needs = {} if corpus else {"loss_fn": make_loss("ce", label_in_forward=config.margin_losses)}
+    if settings.method == "adversarial":
+        needs["classes"] = len(data.classes)
+    attack = build_attack(surrogate, settings, target, **needs)
     protected = data.images.clone()
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     losses, start = [], time.perf_counter()
-    for number, batch in enumerate(order.split(config.craft_batch)):
+    for number, batch in enumerate([order] if corpus else order.split(config.craft_batch)):
         clean = data.images[batch].float() / 255
         crafted = attack(clean, data.labels[batch], seed=seed * 100_003 + number)
         protected[batch] = quantize_within(crafted, clean, eps).cpu()
@@ -161,7 +171,8 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
             losses.append(float(attack.report.best_loss.float().mean()) * len(batch))
     stats = {"craft_seconds": round(time.perf_counter() - start, 1)}
     if losses:
-        stats["alignment_loss"] = round(sum(losses) / len(data), 4)
+        stats["craft_loss" if corpus or not settings.method.startswith("alignment") else "alignment_loss"] = round(
+            sum(losses) / len(data), 4)
     return ImageTensorDataset(protected, data.labels, data.classes), stats
 
 
@@ -185,6 +196,9 @@ def run_seed(config: FacesConfig, data: FaceData, seed: int, device: torch.devic
     Victims of one seed share their initialisation and data order (seed ``1000 + seed``), so rows
     differ only in the training images. Returns one run dict per row (results-file keys).
     """
+    unknown = [d for d in config.defenses if d not in DATA_DEFENSES]
+    if unknown:
+        raise ValueError(f"the face benchmark runs data defenses only ({', '.join(DATA_DEFENSES)}); got {unknown}")
     classes = len(data.pretrain.classes)
     surrogate = build_face_model(config, config.surrogate, config.surrogate_width, classes, seed)
     surrogate_acc = train_face_model(surrogate, data.pretrain, config, config.surrogate_epochs, seed, device)
@@ -194,19 +208,21 @@ def run_seed(config: FacesConfig, data: FaceData, seed: int, device: torch.devic
     log(f"seed {seed}: surrogate {config.surrogate} trained (train acc {surrogate_acc:.1f} %)")
     jobs = [("clean", 0)] + [(f"alignment-{variant}", eps) for variant in config.variants for eps in config.eps]
     jobs += [("random", eps) for eps in config.random_eps]
+    jobs += [(method, eps) for method in config.methods for eps in config.method_eps]
     if headline_only:
         headline = ("alignment-joint", "random")
         jobs = [(m, e) for m, e in jobs if m == "clean" or (e == config.headline_eps and m in headline)]
     runs = []
     for method, eps in jobs:
-        train_set, stats = (data.pretrain, {}) if method == "clean" else craft(
+        crafted, stats = (data.pretrain, {}) if method == "clean" else craft(
             config, method, surrogate, target, data.pretrain, eps, seed)
-        victim = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
-        stats["victim_train_acc"] = round(train_face_model(victim, train_set, config, config.victim_epochs,
-                                                           1000 + seed, device), 4)
-        run = {"method": method, "eps": eps, "victim": config.victim, "defense": "none", "seed": seed,
-               **evaluate_victim(victim, data, config), **stats}
-        log(f"seed {seed} {method} eps {eps}: " + ", ".join(f"{k} {v}" for k, v in run.items()
-                                                           if isinstance(v, float)))
-        runs.append(run)
+        for defense in ("none", *(() if headline_only else config.defenses)):
+            train_set = apply_data_defense(crafted, defense, eps or config.headline_eps)
+            victim = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
+            accuracy = train_face_model(victim, train_set, config, config.victim_epochs, 1000 + seed, device)
+            run = {"method": method, "eps": eps, "victim": config.victim, "defense": defense, "seed": seed,
+                   **evaluate_victim(victim, data, config), **stats, "victim_train_acc": round(accuracy, 4)}
+            log(f"seed {seed} {method} eps {eps} defense {defense}: "
+                + ", ".join(f"{k} {v}" for k, v in run.items() if isinstance(v, float)))
+            runs.append(run)
     return runs

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Alignment": "faceguard.attacks", "RandomNoise": "faceguard.attacks", "TensorClog": "faceguard.attacks",
     "Unlearnable": "faceguard.attacks", "build_attack": "faceguard.attacks",
     "CraftSettings": "faceguard.settings", "protect_settings": "faceguard.settings",
+    "poison_settings": "faceguard.settings",
     "METHODS": "faceguard.registry", "BACKENDS": "faceguard.registry", "REGULARIZERS": "faceguard.registry",
     "OBJECTIVES": "faceguard.registry",
     "target_gradient": "faceguard.gradients",

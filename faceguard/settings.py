@@ -26,6 +26,8 @@ PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts
 # faceguard protect's default: the method that protected most in benchmarks/results/recognizers.md
 # (threat models 2 and 3); alignment was indistinguishable from random noise for threat model 1.
 DEFAULT_PROTECT_METHOD = "evade"
+# faceguard poison's default (dataset release, threat model 1): decided in benchmarks/results/cifar10-cpu-poisons.md
+DEFAULT_POISON_METHOD = "alignment"
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,23 @@ PROTECT_DEFAULTS: dict[str, dict] = {
     "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
     "evade": {"steps": 20, "step_size": 0.25, "augment": "scraper", "regularizer": "ssim", "reg_weight": 0.3},
 }
+
+
+# What faceguard poison crafts with when only the method is chosen: the paper's 240 steps × 8 restarts
+# for alignment and the baselines; one restart for the poisons that keep each image's best anyway or
+# train a model alongside; Unlearnable Examples' small inner steps (10 signed steps of 0.1 ε a round)
+# for error-minimizing noise, as cifar10-cpu-poisons ran it.
+POISON_DEFAULTS: dict[str, dict] = {
+    "adversarial": {"restarts": 1},
+    "error-minimizing": {"steps": 10, "step_size": 0.1, "restarts": 1},
+    "error-minimizing-classwise": {"steps": 10, "step_size": 0.1, "restarts": 1},
+}
+
+
+def poison_settings(method: str = DEFAULT_POISON_METHOD, **changes: object) -> CraftSettings:
+    """The defaults of ``faceguard poison`` for ``method`` (:data:`POISON_DEFAULTS` over the
+    paper's :class:`CraftSettings`); ``changes`` override them."""
+    return CraftSettings(**{"method": method, **POISON_DEFAULTS.get(method, {}), **changes})
 
 
 def protect_settings(method: str = DEFAULT_PROTECT_METHOD, **changes: object) -> CraftSettings:

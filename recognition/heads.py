@@ -27,6 +27,11 @@ class _CosineMarginHead(nn.Module):
         super().__init__()
         self.s = s
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Class centres drawn afresh (N(0, 0.01²)), as ``nn.Linear.reset_parameters`` does for
+        its weights: what a model re-initialised module by module expects."""
         nn.init.normal_(self.weight, std=0.01)
 
     def margin(self, cos_target: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,40 @@ def test_data_defenses_change_the_images_as_documented():
     assert (worse - images.float()).abs().mean() > (better - images.float()).abs().mean()
     with pytest.raises(ValueError, match="unknown defense"):
         apply_data_defense(dataset, "magic", eps=8)
+    # gray data (the face benchmark's Yale B): JPEG keeps one channel, grayscale changes nothing
+    gray_images = images[:, :1].contiguous()
+    assert torch.equal(apply_data_defense(ImageTensorDataset(gray_images, dataset.labels, dataset.classes),
+                                          "grayscale", eps=8).images, gray_images)
+    gray_jpeg = jpeg_reencode(gray_images, quality=50)
+    assert gray_jpeg.shape == gray_images.shape and 0 < (gray_jpeg.float() - gray_images.float()).abs().mean() < 60
+
+
+def test_adversarial_training_loss_trains_on_worst_case_views_within_eps():
+    """The loss is taken on PGD views: higher than the clean CE, within ε of the images, and the
+    attack leaves the model's mode (and batch-norm statistics) as they were."""
+    from benchmarks.defenses import adversarial_training_loss
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 10)).train()
+    seen, modes = [], []
+
+    def record(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        seen.append(inputs[0].detach())
+        modes.append(module.training)
+
+    model.register_forward_hook(record)
+    loss, logits = adversarial_training_loss(8 / 255)(model, images, labels)
+    assert model.training and logits.shape == (8, 10) and loss.shape == (8,)
+    assert modes == [False, False, True]  # 2 attack steps in eval mode (batch statistics untouched), 1 training pass
+    views = seen[-1]
+    assert (views - images).abs().max() <= 8 / 255 + 1e-6 and (views - images).abs().max() > 4 / 255
+    model.eval()
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(images), labels, reduction="none")
+        attacked = torch.nn.functional.cross_entropy(model(views), labels, reduction="none")
+    assert attacked.mean() > clean.mean()
 
 
 def test_dp_sgd_trains_with_opacus_and_clips():
@@ -172,3 +206,71 @@ def test_crafting_seed_section_pairs_poisons_by_crafting_seed():
     # differences 1, 0, 3 to the same crafting seed of alignment-joint: mean 1.33, s.e. 0.88
     assert "| alignment-joint-fd-frozen-lag-s48 | 0, 1, 2 | 31.00 / 32.00 / 34.00 | 32.33 ± 0.88 | – | 1.33 ± 0.88 |" in section
     assert "t10" not in section  # one crafting seed only: not a family
+
+
+def test_poisons_config_runs_every_method_and_defense_with_per_method_crafting():
+    from benchmarks.classification import poison_step_size, poison_steps
+
+    config = get_config("cifar10-cpu-poisons")
+    methods = {"random", "alignment-joint", "adversarial", "error-minimizing", "error-minimizing-classwise"}
+    grey = {(r.poison.label, r.poison.eps) for r in config.rows if r.victim == "resnet18"}
+    assert {(m, e) for m in methods for e in (4, 8, 16)} | {("clean", 0)} == grey
+    black = {(r.poison.label, r.victim) for r in config.rows if r.victim != "resnet18" and r.poison != CLEAN}
+    assert black == {(m, v) for m in methods for v in ("vgg19", "mobilenetv2")}
+    defended = {(r.poison.label, r.defense) for r in config.extra_rows}
+    assert {("clean", d) for d in ("grayscale", "jpeg10", "jpeg50", "jpeg75", "smoothing")} <= defended
+    assert ("error-minimizing", "advtrain") in defended
+    assert len(defended) == 6 * 6 and all(r.poison.eps in (0, 8) for r in config.extra_rows)
+    em, adversarial = Poison("error-minimizing", 8), Poison("adversarial", 8)
+    assert (poison_steps(config, em), poison_step_size(config, em)) == (10, 0.1)
+    assert (poison_steps(config, adversarial), poison_step_size(config, adversarial)) == (30, 0.5)
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        get_config("cifar10-cpu-poisons", ["method_settings=x"])
+
+
+def test_report_compares_every_method_across_eps_victims_and_defenses(tmp_path):
+    from benchmarks.classification_report import markdown, write_report
+
+    def row(method: str, eps: int, accuracy: float, victim: str = "resnet18", defense: str = "none") -> dict:
+        return {"method": method, "eps": eps, "victim": victim, "defense": defense, "seeds": [0],
+                "accuracy": accuracy}
+
+    rows = [row("clean", 0, 40.0), row("clean", 0, 30.0, defense="grayscale"), row("clean", 0, 38.0, "vgg19")]
+    for method, base in (("alignment-joint", 36.0), ("error-minimizing", 20.0)):
+        rows += [row(method, e, base - e / 4) for e in (4, 8, 16)]
+        rows += [row(method, 8, base + 1, "vgg19"), row(method, 8, base + 6, defense="grayscale")]
+    page = markdown("x", {}, "cmd", rows)
+    by_eps = page.split("## Every method against ε")[1].split("\n## ")[0]
+    assert "| error-minimizing | 40.00 | 19.00 | 18.00 | 16.00 | 0.47× | 0.45× | 0.40× |" in by_eps
+    victims = page.split("## Every method at ε = 8 against each victim")[1].split("\n## ")[0]
+    assert "| error-minimizing | 18.00 (0.45×) | 21.00 (0.55×) |" in victims
+    defenses = page.split("## Defenses against every ε = 8 poison")[1].split("\n## ")[0]
+    assert "| grayscale | 30.00 | 42.00 | 26.00 |" in defenses
+    # means over (none, grayscale): clean 35, alignment (34 + 42) / 2, error-minimizing (18 + 26) / 2
+    assert "| mean over the rows above | 35.00 | 38.00 | 22.00 |" in defenses
+    paths = write_report("x", {}, "cmd", rows, tmp_path, {})
+    assert {p.name for p in paths} == {"x.json", "x.md", "x.png", "x-defenses.png"}
+
+
+def test_gpu_config_is_the_paper_scale_and_runs_tiny_here(cifar_tar, tmp_path, monkeypatch):
+    """cifar10-gpu at full size is meant for a GPU; here its rows run on 20 images with 1/8-width nets."""
+    import dataclasses
+
+    from benchmarks import classification_configs
+    from benchmarks.classification_configs import CONFIGS, GPU_METHOD, Net
+
+    config = get_config("cifar10-gpu")
+    assert config.train_per_class is None and config.test_per_class is None
+    assert config.surrogate.width == 1.0 and config.victims["resnet18"].width == 1.0
+    assert [(r.poison.label, r.poison.eps) for r in config.rows] == [("clean", 0), ("alignment-joint", 8),
+                                                                     (GPU_METHOD, 8)]
+    tiny = Net("resnet18", width=0.125, epochs=1, batch_size=10)
+    monkeypatch.setitem(CONFIGS, "cifar10-gpu", lambda: dataclasses.replace(
+        classification_configs.cifar10_gpu(), surrogate=tiny, victims={"resnet18": tiny}))
+    out = tmp_path / "results"
+    assert benchmarks_main(["classification", "--config", "cifar10-gpu", "--set", "train_per_class=2",
+                            "--set", "test_per_class=2", "--set", "steps=1", "--set", "craft_batch=20",
+                            "--work", str(tmp_path / "work"), "--out", str(out), "--threads", "1"]) == 0
+    data = json.loads((out / "cifar10-gpu.json").read_text())
+    assert {(r["method"], r["eps"]) for r in data["rows"]} == {("clean", 0), ("alignment-joint", 8), (GPU_METHOD, 8)}
+    assert data["config"]["train_images"] == 20 and data["config"]["crafting"][f"{GPU_METHOD}-eps8"]["linf"] == 8

@@ -38,6 +38,27 @@ def test_faces_benchmark_smoke_run_writes_results(tmp_path, monkeypatch) -> None
     assert (tmp_path / "faces-cpu.png").stat().st_size > 1000
 
 
+def test_poisons_config_crafts_every_method_and_trains_under_each_defense(tmp_path, monkeypatch) -> None:
+    data_dir = require_data("yaleb_cropped.npz").parent
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["faces", "--config", "faces-cpu-poisons", "--data", str(data_dir), "--identities", "3", "--seeds", "0",
+            "--random-eps", "--steps", "1", "--surrogate-epochs", "1", "--victim-epochs", "1", "--orl-pairs", "0",
+            "--set", "defenses=jpeg10,smoothing", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "faces-cpu-poisons.json").read_text())
+    methods = ("clean", "alignment-joint", "adversarial", "error-minimizing", "error-minimizing-classwise")
+    rows = {(row["method"], row["defense"]): row for row in result["rows"]}
+    assert set(rows) == {(m, d) for m in methods for d in ("none", "jpeg10", "smoothing")}
+    assert all(row["eps"] == (0 if row["method"] == "clean" else 16) for row in rows.values())
+    assert "craft_loss" in rows[("adversarial", "none")] and "alignment_loss" in rows[("alignment-joint", "none")]
+    assert rows[("clean", "jpeg10")]["top1"] != rows[("clean", "none")]["top1"] or \
+        rows[("clean", "jpeg10")]["clean_train_acc"] != rows[("clean", "none")]["clean_train_acc"]
+    markdown = (tmp_path / "faces-cpu-poisons.md").read_text()
+    assert "| error-minimizing-classwise | 16 | smoothing | ir18 | 0 |" in markdown
+    with pytest.raises(ValueError, match="data defenses only"):
+        main([*argv[:-2], "--set", "defenses=dpsgd", "--out", str(tmp_path)])
+
+
 def test_configs_hold_the_paper_setting() -> None:
     paper = CONFIGS["celeba-paper"]
     assert (paper.data, paper.num_test, paper.victim, paper.surrogate_epochs, paper.victim_epochs) == \

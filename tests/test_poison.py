@@ -163,6 +163,38 @@ def test_poison_trains_its_own_surrogate_when_none_is_given(cifar_tree, tmp_path
     assert summary["images"] == 12 and summary["job"]["settings"]["variant"] == "independent"
 
 
+def test_poison_crafts_error_minimizing_noise_chunk_by_chunk_without_a_surrogate(cifar_tree, tmp_path):
+    """A corpus method crafts each chunk whole (no surrogate trained), writes every file within ε,
+    and an interrupted chunk is crafted again to the same files."""
+    out = tmp_path / "out"
+    argv = ["poison", str(cifar_tree), "--eps", "8", "--out", str(out), "--width", "0.125", "--steps", "2",
+            "--batch-size", "6", "--chunk-size", "7", "--method", "error-minimizing-classwise", "--quiet"]
+    assert main(argv) == 0
+    assert not (out / STATE_DIR / "surrogate.safetensors").exists()
+    summary = json.loads((out / STATE_DIR / "summary.json").read_text())
+    stored = summary["job"]["settings"]
+    assert stored["method"] == "error-minimizing-classwise"  # the method's own defaults, not alignment's
+    assert (stored["steps"], stored["restarts"], stored["step_size"]) == (2, 1, 0.1)
+    index = FolderIndex.scan(cifar_tree / "train")
+    outputs = [out / rel.with_suffix(".png") for rel in index.files]
+    diffs = [_pixels(p) - _pixels(cifar_tree / "train" / rel) for p, rel in zip(outputs, index.files)]
+    assert max(np.abs(d).max() for d in diffs) == 8
+    # class-wise: the images of one class (in one chunk, unclipped pixels) share their noise
+    same = [(diffs[i] == diffs[0]) | (_pixels(outputs[i]) % 255 == 0) for i in range(1, 4)]
+    assert all(s.mean() > 0.8 for s in same)
+    before = [p.read_bytes() for p in outputs]
+    outputs[-1].unlink()
+    sorted((out / STATE_DIR).glob("chunk-*.json"))[1].unlink()
+    assert main(argv) == 0
+    assert [p.read_bytes() for p in outputs] == before
+    with pytest.raises(ValueError, match="without torchrun"):
+        from recognition.distributed import DistributedContext
+
+        poison_folder(cifar_tree, tmp_path / "x", torch.nn.Linear(1, 1),
+                      PoisonJob(CraftSettings(method="error-minimizing")),
+                      context=DistributedContext(rank=0, world_size=2, device=torch.device("cpu")))
+
+
 @pytest.mark.parametrize("variant", ["independent", "joint"])
 def test_torchrun_two_processes_write_what_one_process_writes(cifar_tree, surrogate_file, tmp_path, variant):
     """Batches, their seeds and the (float64-summed) target gradient do not depend on the process count."""

@@ -100,9 +100,24 @@ def test_error_minimizing_noise_makes_training_easy(small_corpus, classwise):
     assert poisoned < (0.7 if classwise else 0.85) * clean, (poisoned, clean)
 
 
-def test_faceguard_poison_refuses_corpus_methods_with_a_reason():
-    from faceguard.poison.folder import PoisonJob
+def test_error_minimizing_trains_a_fresh_copy_whatever_the_weights_given(small_corpus):
+    """The model trained alongside the noise starts from seeded fresh weights (heads included): two
+    differently initialised nets of one architecture give the same noise, another seed another."""
+    from faceguard.attacks import build_attack
+    from recognition.heads import MarginClassifier, create_head
+    from recognition.models import create_model
 
-    with pytest.raises(ValueError, match="whole corpus in memory"):
-        PoisonJob(CraftSettings(method="error-minimizing"))
-    assert PoisonJob(CraftSettings(method="adversarial")).settings.method == "adversarial"
+    x, y = small_corpus[0][:30], small_corpus[1][:30]
+
+    def noise(init_seed: int, seed: int = 0) -> torch.Tensor:
+        torch.manual_seed(init_seed)
+        model = MarginClassifier(create_model("resnet18", num_classes=16, width=0.125),
+                                 create_head("cosface", 16, 10, s=16.0, m=0.2))
+        settings = CraftSettings(method="error-minimizing", eps=8, steps=2, step_size=0.2, augment="none",
+                                 batch_size=15, seed=seed)
+        attack = build_attack(model, settings)
+        attack.max_rounds, attack.train_steps = 1, 2
+        return attack(x, y) - x
+
+    first = noise(0)
+    assert torch.equal(first, noise(1)) and not torch.equal(first, noise(0, seed=1))

@@ -72,8 +72,37 @@ def test_command_line_choices_are_the_registries():
     parser = argparse.ArgumentParser()
     importlib.import_module(COMMANDS["poison"][0]).add_arguments(parser)
     choices = {a.dest: a.choices for a in parser._actions if a.choices}
-    assert list(choices["method"]) == METHODS.names() and list(choices["backend"]) == BACKENDS.names()
+    from faceguard.registry import EVASION_METHODS
+
+    # every method but evasion (which protects photos against pretrained recognizers, not datasets)
+    assert list(choices["method"]) == [m for m in METHODS.names() if m not in EVASION_METHODS]
+    assert list(choices["backend"]) == BACKENDS.names()
     assert set(choices["regularizer"]) == {"none", *REGULARIZERS.names()}
+
+
+def test_poison_options_default_per_method():
+    """``faceguard poison`` takes the paper's settings for alignment and each other method's own
+    (``POISON_DEFAULTS``); options given always win."""
+    import argparse
+
+    from faceguard.commands import poison
+    from faceguard.commands.crafting import settings_from_args
+    from faceguard.settings import DEFAULT_POISON_METHOD, poison_settings
+
+    parser = argparse.ArgumentParser()
+    poison.add_arguments(parser)
+
+    def settings(*argv: str) -> CraftSettings:
+        args = parser.parse_args(["data", "--out", "x", *argv])
+        args.method = args.method or DEFAULT_POISON_METHOD
+        return settings_from_args(args, poison_settings)
+
+    paper = settings("--method", "alignment")
+    assert (paper.steps, paper.restarts, paper.step_size) == (240, 8, 0.1)
+    em = settings("--method", "error-minimizing-classwise")
+    assert (em.method, em.steps, em.restarts, em.step_size) == ("error-minimizing-classwise", 10, 1, 0.1)
+    assert settings("--method", "error-minimizing", "--steps", "3").steps == 3
+    assert settings("--method", "random").method == "random" and settings().method == DEFAULT_POISON_METHOD
 
 
 def test_protect_options_default_per_method():

@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,9 +60,12 @@ class ErrorMinimizing(Perturbation):
     """Error-minimizing noise (Huang et al., "Unlearnable Examples", ICLR 2021): bi-level min-min.
 
     ``ErrorMinimizing(model, eps=8)(x, y)`` takes a whole corpus (its images must all be given at
-    once: :attr:`corpus`) and alternates until a model trained on the perturbed corpus fits it:
+    once: :attr:`corpus`) and alternates until a model trained on the perturbed corpus fits it. The
+    model is a copy of ``model`` with freshly initialised weights (seeded by ``settings.seed``), as in
+    the paper: a trained surrogate already fits its training images, so it would stop the loop
+    before the noise carries anything.
 
-    1. train a copy of ``model`` for ``train_steps`` mini-batches (SGD, ``lr``, momentum 0.9,
+    1. train that model for ``train_steps`` mini-batches (SGD, ``lr``, momentum 0.9,
        weight decay 5e-4, the settings' ``augment`` as training augmentation) on x + Δ;
     2. update Δ by ``settings.steps`` signed steps of ``settings.step_size`` · ε that *minimise*
        CE(F(x + Δ), y) with the model fixed (eval mode), batch by batch;
@@ -77,7 +82,7 @@ class ErrorMinimizing(Perturbation):
     optimises = True
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, classwise: bool = False,
-                 train_steps: int = 10, max_rounds: int = 20, stop_accuracy: float = 0.99, lr: float = 0.1,
+                 train_steps: int = 10, max_rounds: int = 10, stop_accuracy: float = 0.99, lr: float = 0.1,
                  loss_fn: object = None, params: object = None, preprocess: object = None,
                  **changes: object) -> None:
         super().__init__(model, settings, **changes)
@@ -91,18 +96,20 @@ class ErrorMinimizing(Perturbation):
         self.rounds, self.train_accuracy = 0, 0.0
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        import copy
-
         from faceguard.registry import AUGMENTATIONS, NO_AUGMENTATION
 
         model = copy.deepcopy(self.model)
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(self.settings.seed)
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
         augment = None if self.settings.augment == NO_AUGMENTATION else AUGMENTATIONS.get(self.settings.augment)()
         classes = int(y.max()) + 1
         delta = torch.zeros((classes, *x.shape[1:]) if self.classwise else x.shape, device=x.device)
-        batch = self.settings.batch_size
         order = iter(())
         for rounds in range(1, self.max_rounds + 1):
             self.rounds = rounds
@@ -110,7 +117,7 @@ class ErrorMinimizing(Perturbation):
             for _ in range(self.train_steps):
                 index = next(order, None)
                 if index is None:
-                    order = iter(torch.randperm(len(x), device=x.device).split(batch))
+                    order = iter(self._batches(x, shuffle=True))
                     index = next(order)
                 view = self._perturbed(x, y, delta, index)
                 loss = F.cross_entropy(model(view if augment is None else augment(view)), y[index])
@@ -124,6 +131,11 @@ class ErrorMinimizing(Perturbation):
                 break
         return self.project(x, (delta[y] if self.classwise else delta).clone())
 
+    def _batches(self, x: Tensor, shuffle: bool = False) -> tuple[Tensor, ...]:
+        """Index batches of ``settings.batch_size`` over the corpus, in order or shuffled (global RNG)."""
+        order = torch.randperm(len(x), device=x.device) if shuffle else torch.arange(len(x), device=x.device)
+        return order.split(self.settings.batch_size)
+
     def _perturbed(self, x: Tensor, y: Tensor, delta: Tensor, index: Tensor) -> Tensor:
         own = delta[y[index]] if self.classwise else delta[index]
         return (x[index] + own).clamp(0, 1)
@@ -131,10 +143,9 @@ class ErrorMinimizing(Perturbation):
     def _minimise(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor) -> None:
         """``settings.steps`` signed descent steps on Δ (in place), projected onto the ε-ball."""
         step = self.settings.step_size * self.radius
-        batches = torch.arange(len(x), device=x.device).split(self.settings.batch_size)
         for _ in range(self.settings.steps):
             total = torch.zeros_like(delta) if self.classwise else None
-            for index in batches:
+            for index in self._batches(x):
                 own = (delta[y[index]] if self.classwise else delta[index]).clone().requires_grad_(True)
                 loss = F.cross_entropy(model((x[index] + own).clamp(0, 1)), y[index], reduction="sum")
                 (grad,) = torch.autograd.grad(loss, own)
@@ -150,7 +161,7 @@ class ErrorMinimizing(Perturbation):
     @torch.no_grad()
     def _accuracy(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor) -> float:
         correct = 0
-        for index in torch.arange(len(x), device=x.device).split(self.settings.batch_size):
+        for index in self._batches(x):
             correct += int((model(self._perturbed(x, y, delta, index)).argmax(1) == y[index]).sum())
         return correct / len(x)
 

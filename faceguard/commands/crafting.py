@@ -23,13 +23,21 @@ Defaults = CraftSettings | Callable[[str], CraftSettings]
 
 def _default(defaults: Defaults, methods: list[str], field: str) -> tuple[object, str]:
     """An option's argparse default and help suffix: the value itself when every method shares it;
-    otherwise None (filled in from the chosen method) and the per-method values."""
+    otherwise None (filled in from the chosen method) and the values: the most common one, then
+    the methods that differ from it."""
     if isinstance(defaults, CraftSettings):
         return getattr(defaults, field), ""
     values = {method: getattr(defaults(method), field) for method in methods}
-    if len(set(map(str, values.values()))) == 1:
+    texts = list(map(str, values.values()))
+    if len(set(texts)) == 1:
         return next(iter(values.values())), ""
-    return None, " (default: " + ", ".join(f"{value} for {method}" for method, value in values.items()) + ")"
+    common = max(texts, key=texts.count)
+    others: dict[str, list[str]] = {}
+    for method, value in values.items():
+        if str(value) != common:
+            others.setdefault(str(value), []).append(method)
+    return None, f" (default: {common}" + "".join(f"; {value} for {', '.join(names)}"
+                                                   for value, names in others.items()) + ")"
 
 
 def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, methods: list[str] | None = None,
@@ -82,7 +90,7 @@ def settings_from_args(args: argparse.Namespace, defaults: Defaults) -> CraftSet
     else:  # a method left at None takes the defaults function's own default
         base = defaults(args.method) if args.method else defaults()
     given = {field: getattr(args, field) for field in _FIELDS if getattr(args, field, None) is not None}
-    given["method"] = base.method
+    given.setdefault("method", base.method)
     if given.get("regularizer", NO_REGULARIZER) != NO_REGULARIZER and "reg_weight" not in given:
         given["reg_weight"] = base.reg_weight or DEFAULT_REG_WEIGHT  # a regulariser chosen without a weight
     return base.replace(**given)

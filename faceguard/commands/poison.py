@@ -1,7 +1,8 @@
 """``faceguard poison DATA_DIR --eps 8 --out OUT_DIR``: protect a classification dataset on disk.
 
 Without ``--surrogate`` a ResNet-18 surrogate is trained on DATA_DIR first (the paper's CIFAR-10
-setting) and kept in OUT_DIR/.faceguard-poison/ so a resumed run does not train it again.
+setting) and kept in OUT_DIR/.faceguard-poison/ so a resumed run does not train it again. Methods
+that train their own net alongside the noise (error-minimizing) take ``--model`` untrained instead.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import argparse
 from pathlib import Path
 
 from faceguard.commands.crafting import add_crafting_options, settings_from_args
-from faceguard.settings import CraftSettings
+from faceguard.registry import EVASION_METHODS, METHODS
+from faceguard.settings import DEFAULT_POISON_METHOD, CraftSettings, poison_settings
 from recognition.cli import add_device_option, add_out_option
 
 
@@ -19,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surrogate", default=None, help="surrogate weights (.safetensors checkpoint, or with "
                         "--arch torchvision:NAME a torchvision state dict .pth/.safetensors)")
     parser.add_argument("--arch", default=None, help="e.g. torchvision:resnet18 for plain torchvision weights")
-    add_crafting_options(parser, CraftSettings())
+    add_crafting_options(parser, poison_settings, methods=[m for m in METHODS.names() if m not in EVASION_METHODS],
+                         method_help=f"crafting method (default: {DEFAULT_POISON_METHOD}; docs/poison.md says which "
+                                     "to pick)")
     parser.add_argument("--batch-size", type=int, default=CraftSettings.batch_size,
                         help="images per crafting batch (one joint cosine); also the surrogate's training batch")
     parser.add_argument("--chunk-size", type=int, default=25_000,
@@ -51,13 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = settings_from_args(args, CraftSettings(batch_size=args.batch_size))
+    args.method = args.method or DEFAULT_POISON_METHOD
+    settings = settings_from_args(args, poison_settings).replace(batch_size=args.batch_size)
     context = init_distributed(args.device)   # torchrun: each process crafts its share of the batches
     device = context.device
     data_dir, out = Path(args.data_dir), args.out
     index = FolderIndex.scan(resolve_root(data_dir))
+    job = PoisonJob(settings=settings, chunk_size=args.chunk_size, target=args.target,
+                    target_fraction=args.target_fraction, size=args.size)
     if args.surrogate:
         model = load_surrogate(args.surrogate, args.arch, device=device)
+    elif job.corpus:  # error-minimizing noise trains a fresh copy of the net alongside: nothing to pre-train
+        torch.manual_seed(args.seed)
+        model = create_model(args.model, num_classes=len(index.classes), width=args.width).to(device)
     else:
         path = out / STATE_DIR / "surrogate.safetensors"
         if path.exists():
@@ -72,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
                 save_checkpoint(model, path, {"model": args.model, "num_classes": len(index.classes),
                                               "width": args.width, "classes": index.classes})
             barrier(context)
-    job = PoisonJob(settings=settings, chunk_size=args.chunk_size, target=args.target,
-                    target_fraction=args.target_fraction, size=args.size)
     summary = poison_folder(data_dir, out, model.eval(), job, progress=not args.quiet, context=context)
     if not context.is_main:
         return 0

@@ -122,11 +122,11 @@ class PoisonJob:
     target_fraction: float = 1.0
     size: int | None = None
 
-    def __post_init__(self) -> None:
-        if getattr(METHODS.get(self.settings.method), "corpus", False):
-            raise ValueError(f"method {self.settings.method!r} crafts a whole corpus in memory at once; faceguard "
-                             "poison streams folders in batches and does not run it yet (python -m benchmarks "
-                             "classification does)")
+    @property
+    def corpus(self) -> bool:
+        """The method crafts a whole chunk at once (e.g. error-minimizing noise): the chunk is held
+        in memory, crafted by one process and written when it is done."""
+        return bool(getattr(METHODS.get(self.settings.method), "corpus", False))
 
     def record(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": self.settings.to_dict()}
@@ -146,6 +146,9 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
         raise ValueError(f"target must be one of {TARGETS}, got {job.target!r}")
     if job.chunk_size < 1:
         raise ValueError("chunk_size must be positive")
+    if job.corpus and context.world_size > 1:
+        raise ValueError(f"method {job.settings.method!r} crafts each chunk as a whole in one process; "
+                         "run it without torchrun")
     root = resolve_root(Path(data_dir))
     index = FolderIndex.scan(root)
     state = Path(out_dir) / STATE_DIR
@@ -165,7 +168,9 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
             records.append(json.loads(marker.read_text()))
             bar.update(len(chunk))
         else:
-            records.append(_poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar, context))
+            records.append(_poison_corpus_chunk(model, images, batches, batch_counter, job, out_dir, bar)
+                           if job.corpus else
+                           _poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar, context))
             barrier(context)
             if context.is_main:
                 write_json_atomic(marker, records[-1])
@@ -208,6 +213,26 @@ def _poison_chunk(model: nn.Module, images: FolderImages, batches: list[list[int
     loss_sum, with_loss, written = all_reduce_sum(totals, context).tolist()
     return {"images": len(images), "written": int(written), "seconds": round(time.perf_counter() - start, 1),
             "mean_loss": loss_sum / with_loss if with_loss else None}
+
+
+def _poison_corpus_chunk(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
+                         job: PoisonJob, out_dir: Path, bar: tqdm) -> dict:
+    """Craft the whole chunk in one call (seeded with ``seed`` + the chunk's first batch number) and
+    write every file; an interrupted chunk is crafted again whole, to the same files."""
+    shapes = {tuple(images.uint8(batch[0]).shape) for batch in batches}
+    if len(shapes) > 1:
+        raise ValueError(f"{images.index.root}: method {job.settings.method!r} crafts the chunk as one tensor, "
+                         f"but its images have {len(shapes)} sizes; pass --size")
+    start = time.perf_counter()
+    x = torch.stack([images.uint8(i) for i in range(len(images))])
+    y = torch.tensor([images.index.labels[k] for k in images.indices])
+    attack = build_attack(model, job.settings)
+    protected, loss = craft_batch(attack, x, y, seed=job.settings.seed + first_batch)
+    for i, image in enumerate(protected):
+        save_png_atomic(image.permute(1, 2, 0).numpy(), images.index.output(out_dir, images.indices[i]))
+    bar.update(len(images))
+    return {"images": len(images), "written": len(images), "seconds": round(time.perf_counter() - start, 1),
+            "mean_loss": None if loss != loss else loss}
 
 
 def _streamed_target(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
-from faceguard.protect.warp import FaceRegion, as_channels_first, as_rgb, rgb_view
+from faceguard.protect.warp import FaceRegion, as_channels_first, as_rgb, crop_corners, rgb_view
 from recognition.alignment import align_face, estimate_similarity
 from recognition.face_chip import CHIP_SIZE, MTCNN_TEMPLATE, chip_to_image, mtcnn_face_chip
 
@@ -46,9 +46,7 @@ class ViewGeometry:
 
     def corners(self, landmarks: np.ndarray) -> np.ndarray:
         """The photo points (4, 2) at the view's corners."""
-        edge = self.size - 1
-        corners = np.array([[0, 0, 1], [edge, 0, 1], [0, edge, 1], [edge, edge, 1]], dtype=np.float64)
-        return corners @ self.to_photo(landmarks).T
+        return crop_corners(self.size, self.to_photo(landmarks))
 
     def from_region(self, landmarks: np.ndarray, region: FaceRegion) -> Tensor:
         """2x3 map from the face region's pixels to the view's pixels (float32)."""

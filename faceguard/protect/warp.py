@@ -51,13 +51,19 @@ class FaceRegion:
     resize: tuple[np.ndarray, np.ndarray] | None = None
 
 
+def crop_corners(size: int, to_photo: np.ndarray) -> np.ndarray:
+    """The photo points (4, 2) at the corner pixels of a ``size``² crop whose 2x3 map to the photo
+    is ``to_photo``."""
+    edge = size - 1
+    return transform_points(np.array([[0, 0], [edge, 0], [0, edge], [edge, edge]]), to_photo)
+
+
 def face_region(photo: np.ndarray, landmarks: np.ndarray, size: int, cover: np.ndarray | None = None) -> FaceRegion:
     """Align one face at ``size`` and find the photo box and mask its perturbation may touch; the
     box also holds the photo points ``cover`` (e.g. the corners of another recognizer's chip, which
     then reads the perturbed region), while the mask stays the crop's."""
     aligned = align_face(photo, landmarks, size)
-    edge = size - 1
-    corners = transform_points(np.array([[0, 0], [edge, 0], [0, edge], [edge, edge]]), aligned.inverse)
+    corners = crop_corners(size, aligned.inverse)
     if cover is not None:
         corners = np.concatenate([corners, cover])
     height, width = photo.shape[:2]
