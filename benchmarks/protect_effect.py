@@ -19,7 +19,8 @@ Rows: ``clean`` (the clean PNG photos read back; bit-identical to the ``faces-cp
 checked), ``clean-jpeg`` (the quality-95 JPEG originals: the JPEG arm's own baseline),
 ``protect-png``, ``protect-jpeg``, and the crop-level ``alignment-joint`` and ``random`` of the
 face benchmark (``faces_pipeline.craft``) with the profile's surrogate at the same ε, against the
-same victim seeds. ``top1_drop`` is relative to the matching clean row of the same seed. Expensive
+same victim seeds. ``--method adversarial`` protects with the class-targeted poison instead (its
+crop-level row is ``adversarial``; results ``protect-effect-adversarial``). ``top1_drop`` is relative to the matching clean row of the same seed. Expensive
 steps are cached in WORK (``runs/protect-effect/CONFIG``): photos, profile, protected trees (the
 product's own resumable manifest), crop-level sets and every victim's numbers, so a rerun resumes.
 """
@@ -35,22 +36,33 @@ from benchmarks.results import RESULTS_DIR
 from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
 
 NAME = "protect-effect"
-CROP_METHODS = ("alignment-joint", "random")
-BASELINE = {"clean": None, "clean-jpeg": None, "protect-png": "clean", "protect-jpeg": "clean-jpeg",
-            "alignment-joint": "clean", "random": "clean"}
+
+
+def crop_methods(method: str) -> tuple[str, str]:
+    """The crop-level rows beside the product's: its method as the face benchmark crafts it, and random."""
+    return ("alignment-joint" if method == "alignment" else method), "random"
+
+
+def baselines(method: str) -> dict[str, str | None]:
+    """Every row and the clean row its ``top1_drop`` is taken against."""
+    return {"clean": None, "clean-jpeg": None, "protect-png": "clean", "protect-jpeg": "clean-jpeg",
+            **{crop: "clean" for crop in crop_methods(method)}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Config, data and work folders, protection settings, seeds, smoke-run limits."""
-    from faceguard.settings import protect_settings
+    from faceguard.settings import PROTECT_CLASSIFIER_METHODS, protect_settings
 
     parser.add_argument("--config", choices=sorted(c for c in CONFIGS if CONFIGS[c].data == "yaleb"),
                         default="faces-cpu")
     add_data_option(parser)
     parser.add_argument("--work", type=Path, help="cache folder (default: runs/protect-effect/CONFIG)")
     parser.add_argument("--eps", type=int, default=16, help="ε in 0-255 units for every protected row")
-    parser.add_argument("--steps", type=int, default=protect_settings("alignment").steps,
-                        help="faceguard protect's crafting steps per photo")
+    parser.add_argument("--method", choices=PROTECT_CLASSIFIER_METHODS, default="alignment",
+                        help="faceguard protect's method (results NAME-METHOD beside alignment's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="faceguard protect's crafting steps per photo (default: the method's, "
+                             f"{protect_settings('alignment').steps} for alignment)")
     parser.add_argument("--detect", action="store_true",
                         help="let the product detect faces with MTCNN instead of protecting each photo as one "
                              "pre-cropped face (faceguard protect --aligned, the default here)")
@@ -76,12 +88,18 @@ def run(args: argparse.Namespace) -> int:
     from recognition.datasets import default_data_dir
     from recognition.device import resolve_device
 
+    from faceguard.settings import protect_settings
+
     config = resolve_config(args.config, **set_overrides(args.config, args.set))
-    work = args.work or Path("runs") / NAME / config.name
+    suffix = "" if args.method == "alignment" else f"-{args.method}"
+    name = NAME + suffix
+    work = args.work or Path("runs") / NAME / (config.name + suffix)
     device = resolve_device(args.device)
     data_dir = args.data or default_data_dir()
-    settings = {"config": dataclasses.asdict(config), "eps": args.eps, "steps": args.steps,
-                "aligned": not args.detect, "identities": args.identities, "images": args.images}
+    steps = args.steps or protect_settings(args.method).steps
+    settings = {"config": dataclasses.asdict(config), "eps": args.eps, "steps": steps,
+                "aligned": not args.detect, "identities": args.identities, "images": args.images,
+                **({"method": args.method} if suffix else {})}
     check_work(work, settings)
     start = time.perf_counter()
     log = lambda line: print(f"{NAME}: {line}", flush=True)  # noqa: E731
@@ -91,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
         f"images of {len(data.test.classes)}; work folder {work}")
     files = write_photos(native, work)
     profile = fit_surrogate(work, config, device, args.command_line, log)
-    outcomes = protect_trees(work, profile, args.eps, args.steps, not args.detect, device, args.quiet, log)
+    outcomes = protect_trees(work, profile, args.method, args.eps, steps, not args.detect, device, args.quiet, log)
     sets = read_back(work, files, native, config, data, outcomes)
-    crop_level_sets(work, config, profile, sets.photos["clean"], args.eps, args.baseline_seeds, sets, log)
-    plan = [(method, 0 if method.startswith("clean") else args.eps, seed) for method in BASELINE
-            for seed in (args.baseline_seeds if method in CROP_METHODS else args.seeds)]
+    crop_level_sets(work, config, profile, sets.photos["clean"], args.eps, crop_methods(args.method),
+                    args.baseline_seeds, sets, log)
+    plan = [(method, 0 if method.startswith("clean") else args.eps, seed) for method in baselines(args.method)
+            for seed in (args.baseline_seeds if method in crop_methods(args.method) else args.seeds)]
     runs = run_victims(work, config, data, sets, plan, device, log)
     extras = {f"protect-{fmt}": outcome.metrics() for fmt, outcome in outcomes.items()}
     record = {**settings, "data_sha256": data.checksums,
@@ -105,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
               "threads": torch.get_num_threads()}
     from benchmarks.protect_effect_report import write_report
 
-    path = write_report(NAME, record, args.command_line, runs, ["top1", "top5", *data.verification], extras,
-                        BASELINE, args.out)
+    path = write_report(name, record, args.command_line, runs, ["top1", "top5", *data.verification], extras,
+                        baselines(args.method), args.out)
     log(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - start:.0f} s")
     return 0
 

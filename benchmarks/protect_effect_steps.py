@@ -132,18 +132,18 @@ class TreeOutcome:
         return result
 
 
-def protect_trees(work: Path, profile: Profile, eps: int, steps: int, aligned: bool, device: torch.device,
-                  quiet: bool, log: Log) -> dict[str, TreeOutcome]:
+def protect_trees(work: Path, profile: Profile, method: str, eps: int, steps: int, aligned: bool,
+                  device: torch.device, quiet: bool, log: Log) -> dict[str, TreeOutcome]:
     """Both photo trees through the product's ``protect_folder`` (resumed by its manifest)."""
     from faceguard.protect.manifest import MANIFEST
     from faceguard.protect.protector import Protector
     from faceguard.protect.folder import FolderOptions, protect_folder
 
-    protector = Protector(profile, method="alignment", eps=eps, steps=steps, device=str(device), aligned=aligned)
+    protector = Protector(profile, method=method, eps=eps, steps=steps, device=str(device), aligned=aligned)
     outcomes = {}
     for fmt, (folder, _) in TREES.items():
         out = work / f"protected-{fmt}"
-        command = (f"faceguard protect {work / folder} --out {out} --eps {eps} --steps {steps} "
+        command = (f"faceguard protect {work / folder} --out {out} --method {method} --eps {eps} --steps {steps} "
                    f"--profile {work / 'profile.safetensors'}{' --aligned' if aligned else ''}")
         summary = protect_folder(work / folder, protector, FolderOptions(out=out, format="keep",
                                  identities="folders", progress=not quiet, command=command))
@@ -197,16 +197,16 @@ class ChannelsToRGB(nn.Module):
 
 
 def crop_level_sets(work: Path, config: FacesConfig, profile: Profile, clean: ImageTensorDataset, eps: int,
-                    seeds: list[int], sets: TrainingSets, log: Log) -> None:
-    """The face benchmark's crop-level ``alignment-joint`` and ``random`` sets, crafted with the
-    profile's surrogate on the clean crops (cached as ``crop-level/METHOD-epsE-seedS.npy``)."""
+                    methods: tuple[str, ...], seeds: list[int], sets: TrainingSets, log: Log) -> None:
+    """The face benchmark's crop-level sets of ``methods`` (e.g. ``alignment-joint`` and ``random``),
+    crafted with the profile's surrogate on the clean crops (cached as ``crop-level/METHOD-epsE-seedS.npy``)."""
     surrogate = ChannelsToRGB(profile.model).eval()
     target = None
-    for method in ("alignment-joint", "random"):
+    for method in methods:
         for seed in seeds:
             stem = work / "crop-level" / f"{method}-eps{eps}-seed{seed}"
             if not stem.with_suffix(".npy").is_file():
-                if target is None and method != "random":
+                if target is None and method.startswith("alignment"):
                     target = target_gradient(surrogate, clean, batch_size=config.eval_batch,
                                              loss_fn=make_loss("rce", label_in_forward=config.margin_losses))
                 crafted, stats = craft(config, method, surrogate, target, clean, eps, seed)

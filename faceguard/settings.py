@@ -22,7 +22,8 @@ from faceguard.units import check_eps
 # version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``
 SETTINGS_VERSION = 3
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
-PROTECT_METHODS = ("alignment", "evade")  # the methods faceguard protect crafts through the photo warp
+PROTECT_METHODS = ("alignment", "evade", "adversarial")  # the methods faceguard protect crafts through the photo warp
+PROTECT_CLASSIFIER_METHODS = ("alignment", "adversarial")  # those crafting on the profile's own classifier
 # faceguard protect's default: the method that protected most in benchmarks/results/recognizers.md
 # (threat models 2 and 3); alignment was indistinguishable from random noise for threat model 1.
 DEFAULT_PROTECT_METHOD = "evade"
@@ -141,12 +142,13 @@ class CraftSettings:
 
 
 # What faceguard protect crafts with when only the method is chosen: alignment as the paper's online
-# setting at few steps; evasion with scraper EOT, enough steps to cross the ε-ball and the SSIM
+# setting at few steps; the class-targeted adversarial poison with enough steps to cross the ε-ball; evasion with scraper EOT, enough steps to cross the ε-ball and the SSIM
 # regulariser at weight 0.3, which beat no regulariser on every recognizer and on quality
 # (benchmarks/results/recognizers.md, evade-sface-ssim0.3).
 PROTECT_DEFAULTS: dict[str, dict] = {
     "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
     "evade": {"steps": 20, "step_size": 0.25, "augment": "scraper", "regularizer": "ssim", "reg_weight": 0.3},
+    "adversarial": {"steps": 20, "step_size": 0.25, "augment": NO_AUGMENTATION},
 }
 
 

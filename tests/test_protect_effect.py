@@ -98,3 +98,21 @@ def test_rerun_resumes_from_the_work_folder_and_refuses_other_settings(tiny_run,
     assert _rows(root)["rows"] == before
     with pytest.raises(SystemExit, match="other settings"):
         main([*args, "--eps", "8"])
+
+
+def test_adversarial_method_protects_the_trees_with_it_and_names_its_results(tmp_path):
+    """``--method adversarial``: the product crafts the class-targeted poison, the crop-level row is
+    that method's, and the results and work folder carry the method's name."""
+    from benchmarks.__main__ import main
+
+    args = [*TINY, "--seeds", "0", "--method", "adversarial", "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "out" / "protect-effect-adversarial.json").read_text())
+    rows = {row["method"]: row for row in result["rows"]}
+    assert list(rows) == ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "adversarial", "random"]
+    assert result["config"]["method"] == "adversarial" and result["config"]["steps"] == 2
+    assert rows["protect-png"]["loss_crafted"] < rows["protect-png"]["loss_clean"]
+    assert rows["protect-png"]["linf_max"] == 16 and "craft_loss" in rows["adversarial"]
+    manifest = json.loads((tmp_path / "work" / "protected-png" / "manifest.json").read_text())
+    assert manifest["settings"]["crafting"]["method"] == "adversarial"

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,24 +27,26 @@ class AdversarialPoison(PGDAttack):
     """``AdversarialPoison(model, eps=8)(x, y)``: each image toward class ``(y + 1) mod C``.
 
     ``classes`` is C; without it C is read off the model's output width on the first image.
+    ``target_of`` replaces the map from ``y`` to the target class given to ``loss_fn`` (protect
+    passes face indices as ``y`` and maps them to the head row after each face's identity).
     """
 
     name = "adversarial"
     per_image = True
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, classes: int | None = None,
-                 **kwargs: object) -> None:
+                 target_of: Callable[[Tensor], Tensor] | None = None, **kwargs: object) -> None:
         super().__init__(model, settings, **kwargs)
         if classes is not None and classes < 2:
             raise ValueError(f"a class-targeted poison needs at least 2 classes, got {classes}")
-        self.classes = classes
+        self.classes, self.target_of = classes, target_of
 
     def target_classes(self, y: Tensor) -> Tensor:
-        """The class each image is pushed toward: the next one, cyclically."""
-        return (y + 1) % self.classes
+        """The class each image is pushed toward: the next one, cyclically (or ``target_of(y)``)."""
+        return self.target_of(y) if self.target_of is not None else (y + 1) % self.classes
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.classes is None:
+        if self.classes is None and self.target_of is None:
             with torch.no_grad():
                 self.classes = int(self.model(self.model_input(x[:1], y[:1])).shape[-1])
         return super().perturb(x, y)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceguard.attacks import Alignment, Evade
+from faceguard.attacks import AdversarialPoison, Alignment, Evade
 from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
@@ -40,7 +40,8 @@ from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, w
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
                                     fit_box, fit_crop, fit_region, rgb_view)
 from faceguard.quantize import quantize_within
-from faceguard.settings import DEFAULT_PROTECT_METHOD, PROTECT_METHODS, CraftSettings, protect_settings
+from faceguard.settings import (DEFAULT_PROTECT_METHOD, PROTECT_CLASSIFIER_METHODS, PROTECT_METHODS, CraftSettings,
+                                protect_settings)
 from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
 from recognition.device import resolve_device
@@ -124,8 +125,8 @@ class Protector:
             settings = settings.replace(**changes)
         if settings.method not in PROTECT_METHODS:
             raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {settings.method!r}")
-        if aligned and settings.method != Alignment.name:
-            raise ValueError("pre-cropped faces (aligned) are protected with the alignment method only")
+        if aligned and settings.method not in PROTECT_CLASSIFIER_METHODS:
+            raise ValueError(f"pre-cropped faces (aligned) are protected with {' or '.join(PROTECT_CLASSIFIER_METHODS)}")
         self.settings = settings
         self.eps = settings.eps
         self.device = resolve_device(device)
@@ -238,7 +239,7 @@ class Protector:
         index = torch.arange(len(faces), device=self.device)
         z_clean, anchors = model.clean_crops, None
         if not self.ensemble:
-            z, losses = self._align(model, z_clean, index)
+            z, losses = self._classify(model, z_clean, index)
         else:
             views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
             with torch.no_grad():
@@ -257,15 +258,28 @@ class Protector:
                    for face, identity, a, b in zip(faces, identities, clean_loss.tolist(), crafted_loss.tolist())]
         return Crafted(out, results, model, anchors)
 
-    def _align(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Alignment on the crop grid: (crafted z, per-face A of the clean then the crafted crops)."""
-        params, target = self.profile.target_params(), self.profile.target
-        attack = Alignment(model, target, self.settings, loss_fn=crop_loss, preprocess=model.crops, params=params)
+    def _classify(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alignment, or the class-targeted poison, on the crop grid with the profile's classifier:
+        (crafted z, per-face loss of the clean then the crafted crops)."""
+        if self.settings.method == AdversarialPoison.name:
+            attack = AdversarialPoison(model, self.settings, target_of=model.next_class, preprocess=model.crops,
+                                       loss_fn=lambda faces, crops, classes: faces.class_loss(crops, classes))
+        else:
+            attack = Alignment(model, self.profile.target, self.settings, loss_fn=crop_loss, preprocess=model.crops,
+                               params=self.profile.target_params())
         z = attack(z_clean, index)
         with torch.no_grad():
             crops = torch.cat([model.crops(z_clean, index), model.crops(z, index)])
-        return z, per_sample_alignment(model, params, crops, index.repeat(2), target, crop_loss)
+        return z, self._crop_losses(model, crops, index.repeat(2))
+
+    def _crop_losses(self, model: PhotoFaces, crops: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The classifier method's per-face loss of aligned crops: alignment's A = 1 − cos(T, ∇θ CE),
+        or the class-targeted poison's CE toward the next head row."""
+        if self.settings.method == AdversarialPoison.name:
+            with torch.no_grad():
+                return model.class_loss(crops, model.next_class(index))
+        return per_sample_alignment(model, self.profile.target_params(), crops, index, self.profile.target, crop_loss)
 
     def _apply(self, colour: np.ndarray, regions: list, deltas: torch.Tensor) -> np.ndarray:
         """Add each face's Δ to the photo, round within ε; pixels off every mask stay byte-identical."""
@@ -300,8 +314,7 @@ class Protector:
             losses = torch.stack([(e * a[kept]).sum(1) for e, a in zip(views, crafted.anchors)]).mean(0)
         else:
             crops = [as_channels_first(self._crop(colour, Face(faces[k].box, faces[k].score, found[k]))) for k in kept]
-            losses = per_sample_alignment(model, self.profile.target_params(), torch.stack(crops).to(self.device),
-                                          torch.tensor(kept, device=self.device), self.profile.target, crop_loss)
+            losses = self._crop_losses(model, torch.stack(crops).to(self.device), torch.tensor(kept, device=self.device))
         for k, loss in zip(kept, losses.tolist()):
             results[k].loss_saved = float(loss)
 

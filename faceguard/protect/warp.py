@@ -252,7 +252,15 @@ class PhotoFaces(nn.Module):
 
     def crop_loss(self, crops: Tensor, index: Tensor) -> Tensor:
         """Per-face CE of the surrogate on aligned crops [n, C, S, S] (C = 1 or 3)."""
-        return stable_cross_entropy(self.head(self.backbone(as_rgb(crops)), self.labels[index]), self.labels[index])
+        return self.class_loss(crops, self.labels[index])
+
+    def class_loss(self, crops: Tensor, classes: Tensor) -> Tensor:
+        """Per-face CE (margin head) of aligned crops toward the head rows ``classes``."""
+        return stable_cross_entropy(self.head(self.backbone(as_rgb(crops)), classes), classes)
+
+    def next_class(self, index: Tensor) -> Tensor:
+        """The head row after each face's own, cyclically: the class-targeted poison's target."""
+        return (self.labels[index] + 1) % self.head.weight.shape[0]
 
 
 def work_matrix(full: tuple[int, int], work: tuple[int, int]) -> np.ndarray:
