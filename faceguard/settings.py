@@ -174,6 +174,6 @@ def protect_settings(method: str = DEFAULT_PROTECT_METHOD, **changes: object) ->
     restart, the ``fd-frozen`` backend, and the method's steps, step size and augmentation;
     ``changes`` override them."""
     if method not in PROTECT_METHODS:
-        raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {method!r}")
+        raise ValueError(f"protect crafts with one of {', '.join(PROTECT_METHODS)}; got method {method!r}")
     return CraftSettings(**{"eps": 16.0, "restarts": 1, "backend": PROTECT_BACKEND, "method": method,
                             **PROTECT_DEFAULTS[method], **changes})

@@ -49,9 +49,9 @@ def test_crafted_and_saved_faces_move_away_from_their_clean_embeddings(evaded, d
 def test_evasion_refuses_what_it_does_not_support():
     from faceguard.protect.protector import Protector
 
-    with pytest.raises(ValueError, match="alignment or evade"):
+    with pytest.raises(ValueError, match="one of alignment, evade, adversarial"):
         Protector(method="tensorclog", device="cpu")
-    with pytest.raises(ValueError, match="alignment method only"):
+    with pytest.raises(ValueError, match="with alignment or adversarial"):
         Protector(method="evade", aligned=True, device="cpu")
 
 

@@ -124,7 +124,7 @@ class Protector:
         else:
             settings = settings.replace(**changes)
         if settings.method not in PROTECT_METHODS:
-            raise ValueError(f"protect crafts with {' or '.join(PROTECT_METHODS)}; got method {settings.method!r}")
+            raise ValueError(f"protect crafts with one of {', '.join(PROTECT_METHODS)}; got method {settings.method!r}")
         if aligned and settings.method not in PROTECT_CLASSIFIER_METHODS:
             raise ValueError(f"pre-cropped faces (aligned) are protected with {' or '.join(PROTECT_CLASSIFIER_METHODS)}")
         self.settings = settings
