@@ -241,7 +241,7 @@ def cifar10_gpu() -> ClassificationConfig:
 
 
 # The method beside alignment in cifar10-gpu: the one that protected most in cifar10-cpu-poisons
-GPU_METHOD = "adversarial"
+GPU_METHOD = "error-minimizing-classwise"
 
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu, "cifar10-cpu-poisons": cifar10_cpu_poisons,
            "cifar10-gpu": cifar10_gpu}

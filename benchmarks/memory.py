@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
             write_image_folder(archive, data, size)
             command = [sys.executable, "-m", "faceguard.cli", "poison", str(data), "--eps", "8", "--out",
                        str(tmp / f"out-{size}"), "--surrogate", str(surrogate), "--steps", str(args.steps),
-                       "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--backend",
-                       DEFAULT_BACKEND, "--quiet"]
+                       "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--method", "alignment",
+                       "--backend", DEFAULT_BACKEND, "--quiet"]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             start = time.perf_counter()
             result = subprocess.run([sys.executable, "-c", _CHILD, *command], env=env, capture_output=True,

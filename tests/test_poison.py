@@ -61,7 +61,8 @@ def _pixels(path: Path) -> np.ndarray:
 def test_poison_cli_writes_the_tree_within_eps_and_resumes(cifar_tree, surrogate_file, tmp_path):
     out = tmp_path / "out"
     argv = [str(cifar_tree), "--eps", "8", "--out", str(out), "--surrogate", str(surrogate_file), "--steps", "3",
-            "--restarts", "1", "--batch-size", "5", "--chunk-size", "7", "--quiet", "--backend", "fd-frozen"]
+            "--restarts", "1", "--batch-size", "5", "--chunk-size", "7", "--method", "alignment", "--quiet",
+            "--backend", "fd-frozen"]
     assert main(["poison", *argv]) == 0
     index = FolderIndex.scan(cifar_tree / "train")
     assert len(index.files) == 12 and index.classes == ["airplane", "cat", "ship"]
@@ -206,8 +207,8 @@ def test_torchrun_two_processes_write_what_one_process_writes(cifar_tree, surrog
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["poison", str(cifar_tree), "--eps", "8", "--surrogate", str(surrogate_file), "--steps", "2",
-            "--restarts", "1", "--batch-size", "3", "--chunk-size", "7", "--variant", variant, "--device", "cpu",
-            "--quiet"]
+            "--restarts", "1", "--batch-size", "3", "--chunk-size", "7", "--method", "alignment", "--variant", variant,
+            "--device", "cpu", "--quiet"]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
