@@ -171,8 +171,7 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
             losses.append(float(attack.report.best_loss.float().mean()) * len(batch))
     stats = {"craft_seconds": round(time.perf_counter() - start, 1)}
     if losses:
-        stats["craft_loss" if corpus or not settings.method.startswith("alignment") else "alignment_loss"] = round(
-            sum(losses) / len(data), 4)
+        stats["alignment_loss" if settings.method == "alignment" else "craft_loss"] = round(sum(losses) / len(data), 4)
     return ImageTensorDataset(protected, data.labels, data.classes), stats
 
 

@@ -9,7 +9,8 @@ the face a scraper gets from the 8-bit result by re-detecting and re-aligning it
 ``method="evade"`` crafts evasion instead (:mod:`faceguard.protect.evasion`): the perturbation
 lives on the same crop grid and is pasted the same way, but moves each face's embeddings in every
 recognizer of ``settings.ensemble`` away from its clean ones, through what a scraper does to the
-photo when ``augment="scraper"``.
+photo when ``augment="scraper"``. ``method="adversarial"`` crafts the class-targeted poison on the
+profile's classifier instead: each face toward the head row after its own identity's.
 
 Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
 image is one face whose crop is ``ImageOps.fit`` to the profile's size, as ``faceguard fit
@@ -55,8 +56,9 @@ MIN_FACE = 20  # MTCNN's default smallest face (pixels)
 @dataclass
 class FaceResult:
     """One protected face: detection, identity used, and the method's loss (lower = stronger):
-    alignment's A = 1 − cos(T, ∇θ CE), or for evasion the mean cosine between each recognizer's
-    embedding of the face and of its clean self.
+    alignment's A = 1 − cos(T, ∇θ CE), for evasion the mean cosine between each recognizer's
+    embedding of the face and of its clean self, for the class-targeted poison (``adversarial``)
+    the CE toward the head row after the face's own.
 
     ``loss_saved`` is measured on the face re-detected and re-aligned from the 8-bit output
     (None when re-detection missed it).
