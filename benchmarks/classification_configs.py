@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from faceguard.settings import ERROR_MINIMIZING_METHODS, ERROR_MINIMIZING_STEPS
 from recognition.cli import parse_set
 
 
@@ -198,7 +199,8 @@ def cifar10_cpu() -> ClassificationConfig:
                                         Poison("alignment-joint", 8, backend="fd-frozen-lag", steps=48)], (1, 2, 3, 4, 5)))
 
 
-POISON_METHODS = ("random", "alignment-joint", "adversarial", "error-minimizing", "error-minimizing-classwise")
+POISON_METHODS = ("random", "alignment-joint", "adversarial", *ERROR_MINIMIZING_METHODS)
+ERROR_MINIMIZING_SETTINGS = {m: dict(ERROR_MINIMIZING_STEPS) for m in ERROR_MINIMIZING_METHODS}
 POISON_DEFENSES = ("grayscale", "jpeg10", "jpeg50", "jpeg75", "smoothing")
 
 
@@ -219,7 +221,7 @@ def cifar10_cpu_poisons() -> ClassificationConfig:
         reduced=base.reduced + "; one victim seed per row; error-minimizing noise: 10 rounds of 10 training "
                                "steps and 10 signed steps of 0.1 ε (the paper: 20 steps, until 99 % training accuracy)",
         # Unlearnable Examples' inner minimisation: small signed steps (0.1 ε), few per round
-        method_settings={m: {"steps": 10, "step_size": 0.1} for m in ("error-minimizing", "error-minimizing-classwise")},
+        method_settings=ERROR_MINIMIZING_SETTINGS,
         seeds=(0,), extra_seeds=(0,), rows=rows, extra_rows=extra)
 
 
@@ -237,7 +239,7 @@ def cifar10_gpu() -> ClassificationConfig:
                  "one victim seed; only the grey-box ResNet-18 victim"),
         train_per_class=None, test_per_class=None, surrogate=net, victims={"resnet18": net},
         steps=10, restarts=1, step_size=0.5, craft_batch=512, backend="fd-frozen",
-        method_settings=cifar10_cpu_poisons().method_settings, seeds=(0,), extra_seeds=(0,), rows=rows)
+        method_settings=ERROR_MINIMIZING_SETTINGS, seeds=(0,), extra_seeds=(0,), rows=rows)
 
 
 # The method beside alignment in cifar10-gpu: the one that protected most in cifar10-cpu-poisons

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from benchmarks.defenses import DEFENSES
 from benchmarks.results import format_cell, markdown_table, mean_stderr, plot_metric_vs_eps, write_results
+from faceguard.settings import ERROR_MINIMIZING_METHODS
 
 METRIC = "accuracy"
 CRAFT_SEED = re.compile(r"^(?P<family>.+)-c(?P<seed>\d+)$")  # alignment-joint-c3: crafting seed 3
 CLASSIC_METHODS = ("clean", "random", "tensorclog", "unlearnable", "alignment-independent", "alignment-joint")
-OTHER_FAMILIES = ("adversarial", "error-minimizing", "error-minimizing-classwise")  # issue #18's poisons
+OTHER_FAMILIES = ("adversarial", *ERROR_MINIMIZING_METHODS)  # issue #18's poisons
 METHOD_ORDER = CLASSIC_METHODS + OTHER_FAMILIES
 
 
@@ -46,7 +47,7 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
              _ratio(_find(rows, m, 0 if m == "clean" else 8, grey), clean_grey)] for m in methods]))
     out += _methods_by_eps(rows, grey, methods) + _methods_by_victim(rows, victims, methods)
     eps_values = sorted({r["eps"] for r in rows if r["method"] == "alignment-joint" and r["defense"] == "none"})
-    if eps_values and len(methods) <= len(CLASSIC_METHODS):
+    if eps_values:
         out.append("\n## Alignment (joint) against each victim (Table 3; ResNet-18 is grey-box)\n")
         lines = []
         for v in victims:
@@ -129,11 +130,12 @@ def _defenses(rows: list[dict], grey: str, methods: list[str]) -> list[str]:
     lines = [[d] + [_cell(_find(rows, "clean", 0, grey, d))]
              + [_cell(_find(rows, m, 8, grey, d)) for m in poisons] for d in defenses]
     if len(poisons) > 1:
-        means = [(sum(v for v in line if v is not None) / len([v for v in line if v is not None]))
-                 if any(v is not None for v in line) else None for line in table]
-        complete = [all(v is not None for v in line) for line in table]
-        lines.append(["mean over the rows above"] + [f"{m:.2f}" + ("" if ok else " (incomplete)") if m is not None
-                                                     else "–" for m, ok in zip(means, complete)])
+        cells = []
+        for line in table:
+            present = [v for v in line if v is not None]
+            cells.append(f"{sum(present) / len(present):.2f}" + ("" if len(present) == len(line) else " (incomplete)")
+                         if present else "–")
+        lines.append(["mean over the rows above", *cells])
     return [f"\n## {title}\n", markdown_table(["defense", "clean data", *poisons], lines)]
 
 

@@ -51,8 +51,8 @@ def jpeg_reencode(images: Tensor, quality: int = 75) -> Tensor:
     mode = "L" if images.shape[1] == 1 else "RGB"
     for i, image in enumerate(images):
         buffer = io.BytesIO()
-        Image.fromarray(image.permute(1, 2, 0).numpy().squeeze(2) if mode == "L" else image.permute(1, 2, 0).numpy(),
-                        mode=mode).save(buffer, format="JPEG", quality=quality)
+        array = image.permute(1, 2, 0).numpy()
+        Image.fromarray(array[..., 0] if mode == "L" else array, mode=mode).save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)
         with Image.open(buffer) as decoded:
             out[i] = torch.from_numpy(np.array(decoded.convert(mode))).reshape(*images.shape[2:], -1).permute(2, 0, 1)

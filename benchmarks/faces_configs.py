@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from faceguard.settings import ERROR_MINIMIZING_METHODS, ERROR_MINIMIZING_STEPS
 from recognition.cli import parse_set
 
 
@@ -80,8 +81,8 @@ CONFIGS: dict[str, FacesConfig] = {
     # takes Unlearnable Examples' small inner steps (10 signed steps of 0.1 ε a round).
     "faces-cpu-poisons": FacesConfig(
         name="faces-cpu-poisons", num_test=19, steps=50, eps=(16,), variants=("joint",), random_eps=(16,),
-        methods=("adversarial", "error-minimizing", "error-minimizing-classwise"), method_eps=(16,),
-        method_settings={m: {"steps": 10, "step_size": 0.1} for m in ("error-minimizing", "error-minimizing-classwise")},
+        methods=("adversarial", *ERROR_MINIMIZING_METHODS), method_eps=(16,),
+        method_settings={m: dict(ERROR_MINIMIZING_STEPS) for m in ERROR_MINIMIZING_METHODS},
         defenses=("jpeg10", "jpeg75", "smoothing")),
     # The paper's setting (Table 7): CelebA, 1,000 test identities, IR-18 + CosFace, 125 epochs,
     # 50 crafting steps, 1 restart, 112x112 RGB, verification on the insightface .bin files.

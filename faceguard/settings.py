@@ -143,9 +143,10 @@ class CraftSettings:
 
 
 # What faceguard protect crafts with when only the method is chosen: alignment as the paper's online
-# setting at few steps; the class-targeted adversarial poison with enough steps to cross the ε-ball; evasion with scraper EOT, enough steps to cross the ε-ball and the SSIM
-# regulariser at weight 0.3, which beat no regulariser on every recognizer and on quality
-# (benchmarks/results/recognizers.md, evade-sface-ssim0.3).
+# setting at few steps; the class-targeted adversarial poison with enough steps to cross the ε-ball;
+# evasion with scraper EOT, enough steps to cross the ε-ball and the SSIM regulariser at weight 0.3,
+# which beat no regulariser on every recognizer and on quality (benchmarks/results/recognizers.md,
+# evade-sface-ssim0.3).
 PROTECT_DEFAULTS: dict[str, dict] = {
     "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
     "evade": {"steps": 20, "step_size": 0.25, "augment": "scraper", "regularizer": "ssim", "reg_weight": 0.3},
@@ -157,10 +158,11 @@ PROTECT_DEFAULTS: dict[str, dict] = {
 # for alignment and the baselines; one restart for the poisons that keep each image's best anyway or
 # train a model alongside; Unlearnable Examples' small inner steps (10 signed steps of 0.1 ε a round)
 # for error-minimizing noise, as cifar10-cpu-poisons ran it.
+ERROR_MINIMIZING_METHODS = ("error-minimizing", "error-minimizing-classwise")
+ERROR_MINIMIZING_STEPS = {"steps": 10, "step_size": 0.1}  # per round; the benchmarks craft with these too
 POISON_DEFAULTS: dict[str, dict] = {
     "adversarial": {"restarts": 1},
-    "error-minimizing": {"steps": 10, "step_size": 0.1, "restarts": 1},
-    "error-minimizing-classwise": {"steps": 10, "step_size": 0.1, "restarts": 1},
+    **{method: {**ERROR_MINIMIZING_STEPS, "restarts": 1} for method in ERROR_MINIMIZING_METHODS},
 }
 
 

@@ -94,7 +94,6 @@ def test_poison_options_default_per_method():
 
     def settings(*argv: str) -> CraftSettings:
         args = parser.parse_args(["data", "--out", "x", *argv])
-        args.method = args.method or DEFAULT_POISON_METHOD
         return settings_from_args(args, poison_settings)
 
     paper = settings("--method", "alignment")

@@ -55,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.method = args.method or DEFAULT_POISON_METHOD
     settings = settings_from_args(args, poison_settings).replace(batch_size=args.batch_size)
     context = init_distributed(args.device)   # torchrun: each process crafts its share of the batches
     device = context.device

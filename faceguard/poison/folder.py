@@ -168,7 +168,7 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
             records.append(json.loads(marker.read_text()))
             bar.update(len(chunk))
         else:
-            records.append(_poison_corpus_chunk(model, images, batches, batch_counter, job, out_dir, bar)
+            records.append(_poison_corpus_chunk(model, images, batch_counter, job, out_dir, bar)
                            if job.corpus else
                            _poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar, context))
             barrier(context)
@@ -215,16 +215,17 @@ def _poison_chunk(model: nn.Module, images: FolderImages, batches: list[list[int
             "mean_loss": loss_sum / with_loss if with_loss else None}
 
 
-def _poison_corpus_chunk(model: nn.Module, images: FolderImages, batches: list[list[int]], first_batch: int,
-                         job: PoisonJob, out_dir: Path, bar: tqdm) -> dict:
+def _poison_corpus_chunk(model: nn.Module, images: FolderImages, first_batch: int, job: PoisonJob, out_dir: Path,
+                         bar: tqdm) -> dict:
     """Craft the whole chunk in one call (seeded with ``seed`` + the chunk's first batch number) and
     write every file; an interrupted chunk is crafted again whole, to the same files."""
-    shapes = {tuple(images.uint8(batch[0]).shape) for batch in batches}
+    start = time.perf_counter()
+    pixels = [images.uint8(i) for i in range(len(images))]
+    shapes = {tuple(p.shape) for p in pixels}
     if len(shapes) > 1:
         raise ValueError(f"{images.index.root}: method {job.settings.method!r} crafts the chunk as one tensor, "
                          f"but its images have {len(shapes)} sizes; pass --size")
-    start = time.perf_counter()
-    x = torch.stack([images.uint8(i) for i in range(len(images))])
+    x = torch.stack(pixels)
     y = torch.tensor([images.index.labels[k] for k in images.indices])
     attack = build_attack(model, job.settings)
     protected, loss = craft_batch(attack, x, y, seed=job.settings.seed + first_batch)

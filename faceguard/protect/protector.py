@@ -266,7 +266,7 @@ class Protector:
         (crafted z, per-face loss of the clean then the crafted crops)."""
         if self.settings.method == AdversarialPoison.name:
             attack = AdversarialPoison(model, self.settings, target_of=model.next_class, preprocess=model.crops,
-                                       loss_fn=lambda faces, crops, classes: faces.class_loss(crops, classes))
+                                       loss_fn=PhotoFaces.class_loss)
         else:
             attack = Alignment(model, self.profile.target, self.settings, loss_fn=crop_loss, preprocess=model.crops,
                                params=self.profile.target_params())
