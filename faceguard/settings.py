@@ -22,8 +22,13 @@ from faceguard.units import check_eps
 # version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``
 SETTINGS_VERSION = 3
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
-PROTECT_METHODS = ("alignment", "evade", "adversarial")  # the methods faceguard protect crafts through the photo warp
-PROTECT_CLASSIFIER_METHODS = ("alignment", "adversarial")  # those crafting on the profile's own classifier
+# the methods faceguard protect crafts with; all paste Δ through the photo warp
+PROTECT_METHODS = ("alignment", "evade", "adversarial", "error-minimizing-classwise")
+# those crafting on the profile's network (its classifier, or a fresh copy for error-minimizing noise)
+# rather than on an ensemble of recognizers: the ones that handle pre-cropped faces
+PROTECT_CLASSIFIER_METHODS = ("alignment", "adversarial", "error-minimizing-classwise")
+# those learned over a whole folder at once (one Δ per person), not photo by photo
+PROTECT_CORPUS_METHODS = ("error-minimizing-classwise",)
 # faceguard protect's default: the method that protected most in benchmarks/results/recognizers.md
 # (threat models 2 and 3); alignment was indistinguishable from random noise for threat model 1.
 DEFAULT_PROTECT_METHOD = "evade"
@@ -142,24 +147,27 @@ class CraftSettings:
         return cls(method=label, **changes)
 
 
+ERROR_MINIMIZING_METHODS = ("error-minimizing", "error-minimizing-classwise")
+# Unlearnable Examples' inner minimisation: 10 signed steps of 0.1 ε a round (the benchmarks craft with these too)
+ERROR_MINIMIZING_STEPS = {"steps": 10, "step_size": 0.1}
+
 # What faceguard protect crafts with when only the method is chosen: alignment as the paper's online
 # setting at few steps; the class-targeted adversarial poison with enough steps to cross the ε-ball;
 # evasion with scraper EOT, enough steps to cross the ε-ball and the SSIM regulariser at weight 0.3,
 # which beat no regulariser on every recognizer and on quality (benchmarks/results/recognizers.md,
-# evade-sface-ssim0.3).
+# evade-sface-ssim0.3); class-wise error-minimizing noise with the poison's inner steps.
 PROTECT_DEFAULTS: dict[str, dict] = {
     "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
     "evade": {"steps": 20, "step_size": 0.25, "augment": "scraper", "regularizer": "ssim", "reg_weight": 0.3},
     "adversarial": {"steps": 20, "step_size": 0.25, "augment": NO_AUGMENTATION},
+    "error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, "augment": NO_AUGMENTATION},
 }
 
 
 # What faceguard poison crafts with when only the method is chosen: the paper's 240 steps × 8 restarts
 # for alignment and the baselines; one restart for the poisons that keep each image's best anyway or
-# train a model alongside; Unlearnable Examples' small inner steps (10 signed steps of 0.1 ε a round)
-# for error-minimizing noise, as cifar10-cpu-poisons ran it.
-ERROR_MINIMIZING_METHODS = ("error-minimizing", "error-minimizing-classwise")
-ERROR_MINIMIZING_STEPS = {"steps": 10, "step_size": 0.1}  # per round; the benchmarks craft with these too
+# train a model alongside; Unlearnable Examples' small inner steps (ERROR_MINIMIZING_STEPS) for
+# error-minimizing noise, as cifar10-cpu-poisons ran it.
 POISON_DEFAULTS: dict[str, dict] = {
     "adversarial": {"restarts": 1},
     **{method: {**ERROR_MINIMIZING_STEPS, "restarts": 1} for method in ERROR_MINIMIZING_METHODS},

@@ -77,7 +77,10 @@ class ErrorMinimizing(Perturbation):
     The perturbation then carries an easy shortcut to the label, so a victim trained on it learns
     the shortcut instead of the images. ``classwise=True`` learns one Δ per class (per identity
     for faces), its step the sign of the class's summed gradient. ``model`` itself is not changed
-    (a deep copy is trained); :attr:`rounds` and :attr:`train_accuracy` report how the last call ended.
+    (a deep copy is trained); :attr:`rounds` and :attr:`train_accuracy` report how the last call ended,
+    :attr:`noise` holds its raw Δ (one per class when class-wise, before the [0, 1] clamp of each
+    image) and :attr:`trained` the copy trained alongside (in eval mode), so the noise can be applied
+    to other images of the same classes and its effect measured.
     """
 
     name = "error-minimizing"
@@ -97,6 +100,8 @@ class ErrorMinimizing(Perturbation):
         self.classwise, self.train_steps, self.max_rounds = classwise, train_steps, max_rounds
         self.stop_accuracy, self.lr = stop_accuracy, lr
         self.rounds, self.train_accuracy = 0, 0.0
+        self.noise: Tensor | None = None
+        self.trained: nn.Module | None = None
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         from faceguard.registry import AUGMENTATIONS, NO_AUGMENTATION
@@ -132,6 +137,7 @@ class ErrorMinimizing(Perturbation):
             self.train_accuracy = self._accuracy(model, x, y, delta)
             if self.train_accuracy >= self.stop_accuracy:
                 break
+        self.noise, self.trained = delta, model.eval()
         return self.project(x, (delta[y] if self.classwise else delta).clone())
 
     def _batches(self, x: Tensor, shuffle: bool = False) -> tuple[Tensor, ...]:

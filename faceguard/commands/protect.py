@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
     add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True,
                          method_help=f"crafting method (default: {DEFAULT_PROTECT_METHOD}; alignment with --aligned, "
-                                     "which evasion does not handle)")
+                                     "which evasion does not handle; error-minimizing-classwise learns one "
+                                     "perturbation per person over the whole folder first)")
     parser.add_argument("--format", choices=("keep", "png"), default="keep",
                         help="keep each photo's format (JPEG stays JPEG) or write lossless PNG")
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",

@@ -5,6 +5,10 @@ PHOTOS are reported, not followed) gets one outcome: ``protected`` (written with
 format, or as PNG with ``fmt="png"``), ``no_face`` (copied unchanged) or ``error`` (one line; the
 run goes on). Originals are only read, and the output folder may not overlap PHOTOS.
 
+A method learned over the whole folder (``error-minimizing-classwise``: one Δ per person) first
+detects every photo's faces, the finished ones too, learns the noise from them and saves it as
+``OUT/identity-noise.safetensors`` (:func:`prepare_identity_noise`); then it protects as above.
+
 The manifest ``OUT/manifest.json`` records each photo as it finishes (through an append-only
 journal, :mod:`faceguard.protect.manifest`, so a large corpus does not rewrite it per photo). A rerun skips
 every photo whose entry is finished under the same settings, whose input still has the recorded
@@ -14,6 +18,8 @@ one (temporary files of a killed run are removed at the next start).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from collections import Counter
@@ -21,11 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from faceguard.protect.identities import centre_lists, cluster_names, identity_key, mean_centres
 from faceguard.protect.manifest import MANIFEST, Manifest
 from faceguard.protect.photo import is_lossless, photo_metrics, read_photo, write_photo
-from faceguard.protect.protector import Protector
+from faceguard.protect.identity_noise import NOISE_FILE, IdentityNoise
+from faceguard.protect.protector import Protector, colour_and_alpha
+from faceguard.protect.warp import as_rgb
 from faceguard.registry import NO_REGULARIZER
 from faceguard.settings import CraftSettings, protect_settings
 from recognition.files import PHOTO_EXTENSIONS, file_sha256, find_photos, one_line, write_bytes_atomic
@@ -112,10 +121,28 @@ def _remove_stale_temporaries(out: Path) -> None:
                 path.unlink()
 
 
-def _settings(protector: Protector, options: FolderOptions) -> dict:
-    """Everything that changes an output: a finished entry counts only under equal settings."""
-    return {"crafting": protector.settings.to_dict(), "format": options.format, "identities": options.identities,
-            "profile_sha256": protector.profile.sha256, "aligned": protector.aligned}
+def _settings(protector: Protector, options: FolderOptions, digests: dict[str, str]) -> dict:
+    """Everything that changes an output: a finished entry counts only under equal settings. For a
+    method learned over the whole folder that includes the folder itself (every photo's path and
+    SHA-256), so adding or changing a photo protects every photo again with the new noise."""
+    settings = {"crafting": protector.settings.to_dict(), "format": options.format,
+                "identities": options.identities, "profile_sha256": protector.profile.sha256,
+                "aligned": protector.aligned}
+    if protector.corpus:
+        listing = json.dumps(sorted(digests.items())).encode()
+        settings["corpus_sha256"] = hashlib.sha256(listing).hexdigest()
+    return settings
+
+
+def _digests(root: Path, rels: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
+    """SHA-256 per readable input, and an error entry per unreadable one."""
+    digests, errors = {}, {}
+    for rel in rels:
+        try:
+            digests[rel] = file_sha256(root / rel)
+        except OSError as exc:
+            errors[rel] = {"status": "error", "reason": one_line(exc)}
+    return digests, errors
 
 
 def upgrade_settings(stored: dict) -> dict:
@@ -171,8 +198,10 @@ def protect_folder(photos: Path, protector: Protector, options: FolderOptions) -
     root, rels, outside = _inputs(photos, out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    manifest = Manifest(out / MANIFEST, _settings(protector, options), options.command, upgrade_settings)
+    digests, unreadable = _digests(root, [rel.as_posix() for rel in rels])
+    manifest = Manifest(out / MANIFEST, _settings(protector, options, digests), options.command, upgrade_settings)
     run = _FolderRun(protector, manifest, root, out, options)
+    run.digests, run.unreadable = digests, unreadable
     try:
         run.protect_all(photos, rels, outside)
     finally:
@@ -193,7 +222,9 @@ class _FolderRun:
         self.protector, self.manifest, self.root, self.out, self.options = protector, manifest, root, out, options
         self.summary = Summary(out=out)
         self.targets: dict[str, Path] = {}  # output path per input
-        self.digests: dict[str, str] = {}  # input SHA-256 per input
+        self.digests: dict[str, str] = {}  # input SHA-256 per readable input
+        self.unreadable: dict[str, dict] = {}  # error entry per input that could not be read
+        self.crops: dict[str, torch.Tensor] = {}  # clean RGB crops per photo (methods learned over the folder)
         self.bar = None
 
     def record(self, rel: str, entry: dict) -> None:
@@ -220,34 +251,51 @@ class _FolderRun:
             self.record(rel, entry)
         todo = []
         for rel in self.targets:
-            try:
-                self.digests[rel] = file_sha256(self.root / rel)
-            except OSError as exc:
-                self.record(rel, {"status": "error", "reason": one_line(exc)})
-                continue
-            if self.manifest.finished(rel, self.digests[rel], self.out):
+            if rel in self.unreadable:
+                self.record(rel, self.unreadable[rel])
+            elif self.manifest.finished(rel, self.digests[rel], self.out):
                 self.summary.counts["skipped"] += 1
             else:
                 todo.append(rel)
+        corpus = self.protector.corpus and bool(todo)
         groups: dict[str | None, list[str]] = {}
-        for rel in todo:
+        for rel in [r for r in self.targets if r in self.digests] if corpus else todo:
             key = identity_key(Path(rel), options.identities, photos.name)
             groups.setdefault(None if options.identities == "cluster" else key, []).append(rel)
         with tqdm(total=len(todo), unit="photo", desc="protect", disable=not options.progress or None) as self.bar:
-            for key, group in groups.items():
-                self.protect_group(key, group)
+            if corpus:  # every photo's faces first (finished ones too: the noise is learned from all)
+                detected = [self.detect_group(key, group, set(todo)) for key, group in groups.items()]
+                prepare_identity_noise(self.protector, detected, self.crops, self.out, self.manifest.settings)
+                for faces, names in detected:
+                    self.protect_detected({rel: faces[rel] for rel in faces if rel in todo}, names)
+            else:
+                for key, group in groups.items():
+                    self.protect_detected(*self.detect_group(key, group, set(group)))
 
-    def protect_group(self, key: str | None, group: list[str]) -> None:
-        """Detect and embed every photo of one identity group, name its faces, then protect each photo."""
+    def detect_group(self, key: str | None, group: list[str], todo: set[str]) -> tuple[dict, dict]:
+        """Detect and embed every photo of one identity group and name its faces: (faces and
+        embeddings per photo, names per photo). A photo that fails is recorded as an error if it
+        is to be protected in this run, and left out."""
         protector, detected = self.protector, {}
-        for rel in group:  # pass 1: faces and embeddings, so identity centres exist before crafting
+        for rel in group:  # faces and embeddings, so identity centres exist before crafting
             try:
                 pixels = read_photo(self.root / rel).pixels
                 faces = protector.detect(pixels)
                 detected[rel] = (faces, protector.embed_pixels(pixels, faces))
+                if protector.corpus and faces:
+                    self.crops[rel] = protector.clean_crops(colour_and_alpha(pixels)[0], faces).cpu()
             except Exception as exc:  # one bad photo must not stop the run
-                self.record(rel, {"status": "error", "reason": one_line(exc)})
+                if rel in todo:
+                    self.record(rel, {"status": "error", "reason": one_line(exc)})
         names = _assign_names(detected, key, self.options.identities, self.manifest, protector)
+        if protector.corpus:  # a face of no named person is a class of its own
+            names = {rel: [n if n is not None else f"{rel}#{k}" for k, n in enumerate(faces)]
+                     for rel, faces in names.items()}
+        return detected, names
+
+    def protect_detected(self, detected: dict[str, tuple], names: dict[str, list[str | None]]) -> None:
+        """Protect, write and record each detected photo."""
+        protector = self.protector
         for rel, (faces, _) in detected.items():
             start, target = time.perf_counter(), self.out / self.targets[rel]
             try:
@@ -259,11 +307,26 @@ class _FolderRun:
             self.record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)})
 
 
+def prepare_identity_noise(protector: Protector, detected: list[tuple[dict, dict]], crops: dict[str, torch.Tensor],
+                           out: Path, settings: dict) -> None:
+    """Give ``protector`` its per-person noise: read ``OUT/identity-noise.safetensors`` if it was
+    learned under the same settings (the folder's digest included), else learn it from the clean
+    crops of every detected face and save it there."""
+    path = out / NOISE_FILE
+    meta = json.loads(json.dumps({"settings": settings}))
+    if path.exists() and IdentityNoise.stored_meta(path) == meta:
+        protector.identity_noise = IdentityNoise.load(path, protector.profile.backbone, protector.device)
+        return
+    rels = [rel for faces, _ in detected for rel in faces if rel in crops]
+    names = [name for faces, people in detected for rel in faces if rel in crops for name in people[rel]]
+    gray = all(crops[rel].shape[1] == 1 for rel in rels)  # gray noise for gray photos, else colour
+    faces = torch.cat([crops[rel] if gray else as_rgb(crops[rel]) for rel in rels])
+    protector.learn_identity_noise(faces, names).save(path, meta)
+
+
 def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manifest: Manifest,
                   protector: Protector) -> dict[str, list[str | None]]:
     """Identity name per face of each detected photo; updates centres (and clusters) in the manifest."""
-    import torch
-
     rels = [rel for rel, (faces, _) in detected.items() for _ in faces]
     embeddings = [e for _, (faces, e) in detected.items() if faces]
     if not rels:

@@ -11,6 +11,9 @@ lives on the same crop grid and is pasted the same way, but moves each face's em
 recognizer of ``settings.ensemble`` away from its clean ones, through what a scraper does to the
 photo when ``augment="scraper"``. ``method="adversarial"`` crafts the class-targeted poison on the
 profile's classifier instead: each face toward the head row after its own identity's.
+``method="error-minimizing-classwise"`` pastes one perturbation per person, learned beforehand over
+all of a folder's faces (:meth:`Protector.learn_identity_noise`,
+:mod:`faceguard.protect.identity_noise`); ``faceguard protect`` on a folder does that first.
 
 Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
 image is one face whose crop is ``ImageOps.fit`` to the profile's size, as ``faceguard fit
@@ -38,11 +41,12 @@ from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
 from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, work_scale
+from faceguard.protect.identity_noise import IdentityNoise, learn_identity_noise
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
                                     fit_box, fit_crop, fit_region, rgb_view)
 from faceguard.quantize import quantize_within
-from faceguard.settings import (DEFAULT_PROTECT_METHOD, PROTECT_CLASSIFIER_METHODS, PROTECT_METHODS, CraftSettings,
-                                protect_settings)
+from faceguard.settings import (DEFAULT_PROTECT_METHOD, PROTECT_CLASSIFIER_METHODS, PROTECT_CORPUS_METHODS,
+                                PROTECT_METHODS, CraftSettings, protect_settings)
 from recognition.alignment import align_face, template
 from recognition.detection import Face, FaceDetector
 from recognition.device import resolve_device
@@ -102,7 +106,8 @@ def colour_and_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
 
 
 class Protector:
-    """Craft protection (alignment or evasion) for the faces of photos with one profile.
+    """Craft protection (alignment, evasion, the class-targeted poison or per-person
+    error-minimizing noise) for the faces of photos with one profile.
 
     ``settings`` is a :class:`~faceguard.settings.CraftSettings`; keyword ``changes`` override
     fields of it, e.g. ``Protector(eps=8, steps=20)``. Without ``settings`` they override
@@ -138,15 +143,24 @@ class Protector:
         self.aligned = aligned
         self.detector = None if aligned else detector or FaceDetector(device=self.device)
         self.centres: dict[str, torch.Tensor] = {}
+        self.identity_noise: IdentityNoise | None = None
         self.ensemble = load_ensemble(settings.ensemble, self.profile, self.device) if settings.method == Evade.name else []
 
     # ----- identities -----
+    @property
+    def corpus(self) -> bool:
+        """Whether the method is learned over a whole folder first (:meth:`learn_identity_noise`)."""
+        return self.settings.method in PROTECT_CORPUS_METHODS
+
+    def clean_crops(self, colour: np.ndarray, faces: list[Face]) -> torch.Tensor:
+        """The faces' clean aligned crops [N, C, S, S] in [0, 1] (C = the photo's 1 or 3 colour
+        channels), on the device."""
+        return torch.stack([as_channels_first(self._crop(colour, f)) for f in faces]).to(self.device)
+
     def embed(self, colour: np.ndarray, faces: list[Face]) -> torch.Tensor:
         """Normalised surrogate embeddings [N, D] of the faces' clean aligned crops (CPU)."""
-        crops = torch.stack([as_channels_first(self._crop(colour, f)) for f in faces])
         with torch.no_grad():
-            crops = crops.to(self.device)
-            embedding = self.profile.backbone(as_rgb(crops))
+            embedding = self.profile.backbone(as_rgb(self.clean_crops(colour, faces)))
         return F.normalize(embedding, dim=1).cpu()
 
     def embed_pixels(self, pixels: np.ndarray, faces: list[Face]) -> torch.Tensor:
@@ -168,6 +182,15 @@ class Protector:
             return fit_region(colour, size)
         cover = [member.view.corners(face.landmarks) for member in self.ensemble]
         return face_region(colour, face.landmarks, size, np.concatenate(cover) if cover else None)
+
+    def learn_identity_noise(self, crops: torch.Tensor, names: list[str]) -> IdentityNoise:
+        """Learn (and keep) class-wise error-minimizing noise for the named people from the clean
+        crops [N, C, S, S] of all their faces (:meth:`clean_crops`; gray when C = 1); needs the
+        corpus method."""
+        if not self.corpus:
+            raise ValueError(f"identity noise belongs to {', '.join(PROTECT_CORPUS_METHODS)}, not {self.settings.method}")
+        self.identity_noise = learn_identity_noise(self.profile.backbone, crops.to(self.device), names, self.settings)
+        return self.identity_noise
 
     def add_identity(self, name: str, embeddings: torch.Tensor) -> None:
         """Register (or replace) a person by embeddings of their faces: the head row is their mean."""
@@ -234,13 +257,24 @@ class Protector:
             return Crafted(pixels.copy(), [])
         colour, alpha = colour_and_alpha(pixels)
         regions = [self._region(colour, face) for face in faces]
-        embeddings = self.embed(colour, faces)
-        head, labels = self._head(identities, embeddings)
-        scale = work_scale(self.ensemble, [face.landmarks for face in faces]) if self.ensemble else 1.0
-        model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale).eval()
+        if self.corpus:  # the noise's own classifier, each face labelled with its person's row
+            if self.identity_noise is None:
+                raise ValueError("no identity noise learned yet: faceguard protect learns it over the whole folder "
+                                 "(Python: Protector.learn_identity_noise)")
+            noise = self.identity_noise
+            model = PhotoFaces(noise.model.backbone, noise.model.head, colour, regions, noise.rows(identities)).eval()
+        else:
+            head, labels = self._head(identities, self.embed(colour, faces))
+            scale = work_scale(self.ensemble, [face.landmarks for face in faces]) if self.ensemble else 1.0
+            model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale).eval()
         index = torch.arange(len(faces), device=self.device)
         z_clean, anchors = model.clean_crops, None
-        if not self.ensemble:
+        if self.corpus:
+            z = z_clean + self.identity_noise.deltas(identities, model.channels)
+            with torch.no_grad():
+                losses = self._crop_losses(model, torch.cat([model.crops(z_clean, index), model.crops(z, index)]),
+                                           index.repeat(2))
+        elif not self.ensemble:
             z, losses = self._classify(model, z_clean, index)
         else:
             views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
@@ -277,7 +311,11 @@ class Protector:
 
     def _crop_losses(self, model: PhotoFaces, crops: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The classifier method's per-face loss of aligned crops: alignment's A = 1 − cos(T, ∇θ CE),
-        or the class-targeted poison's CE toward the next head row."""
+        the class-targeted poison's CE toward the next head row, or for identity noise the CE of
+        the classifier trained alongside it toward the face's own person (low: the shortcut is there)."""
+        if self.corpus:
+            with torch.no_grad():
+                return model.crop_loss(crops, index)
         if self.settings.method == AdversarialPoison.name:
             with torch.no_grad():
                 return model.class_loss(crops, model.next_class(index))

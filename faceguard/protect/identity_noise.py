@@ -1,0 +1,119 @@
+"""Class-wise error-minimizing noise per person for ``faceguard protect`` (one Δ per identity).
+
+Unlearnable Examples' class-wise noise (:class:`~faceguard.attacks.ClasswiseErrorMinimizing`)
+needs every person's faces at once: it trains a fresh copy of the profile's backbone (with a plain
+softmax head, one row per person) to recognise the people of the folder while it learns one
+perturbation per person on the aligned crop grid that makes them trivially easy to tell apart. A
+recognizer later trained on the protected photos learns that shortcut instead of the faces.
+
+:func:`learn_identity_noise` learns it from the clean aligned crops of every face of a folder;
+:class:`IdentityNoise` holds the result (Δ per person, within ε, and the copy trained alongside,
+whose cross-entropy measures how well a face still carries its person's shortcut) and is saved
+with safetensors beside the outputs, so a resumed run pastes exactly the same noise.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load, save
+from torch import Tensor, nn
+
+from faceguard.attacks.poisons import ClasswiseErrorMinimizing
+from faceguard.protect.warp import as_rgb
+from faceguard.settings import CraftSettings
+from recognition.files import write_bytes_atomic
+from recognition.heads import MarginClassifier, SoftmaxHead
+
+NOISE_FILE = "identity-noise.safetensors"
+
+
+@dataclass
+class IdentityNoise:
+    """Δ per person [K, 3, S, S] on the aligned crop grid (|Δ| ≤ ε), the people's names in row
+    order, and the classifier trained alongside the noise (eval mode)."""
+
+    names: list[str]
+    noise: Tensor
+    model: nn.Module
+
+    def rows(self, names: list[str | None]) -> Tensor:
+        """Each face's row; a name without noise is an error that says which."""
+        index = {name: k for k, name in enumerate(self.names)}
+        missing = sorted({str(n) for n in names if n not in index})
+        if missing:
+            raise ValueError(f"no identity noise was learned for {', '.join(missing)}: learn it over the whole "
+                             "folder (faceguard protect FOLDER, or Protector.learn_identity_noise)")
+        return torch.tensor([index[n] for n in names], device=self.noise.device)
+
+    def deltas(self, names: list[str | None], channels: int) -> Tensor:
+        """Each face's Δ [n, channels, S, S]. Noise learned on gray faces is repeated on colour
+        photos; colour noise on a gray photo is the mean of its three channels (within ε, but
+        weaker: a folder of gray photos learns gray noise)."""
+        delta = self.noise[self.rows(names)]
+        if delta.shape[1] == channels:
+            return delta
+        return delta.mean(1, keepdim=True) if channels == 1 else delta.expand(-1, channels, -1, -1)
+
+    def save(self, path: Path, meta: dict) -> None:
+        """Write noise, classifier and names (plus ``meta``, JSON-able) atomically with safetensors."""
+        tensors = {"noise": self.noise.detach().cpu().contiguous()}
+        tensors |= {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        header = {"names": json.dumps(self.names), "meta": json.dumps(meta, sort_keys=True)}
+        write_bytes_atomic(path, save(tensors, metadata=header))
+
+    @staticmethod
+    def stored_meta(path: Path) -> dict | None:
+        """The ``meta`` a noise file was saved with (None if it is absent or unreadable)."""
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as handle:
+                return json.loads(handle.metadata()["meta"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+
+    @classmethod
+    def load(cls, path: Path, backbone: nn.Module, device: torch.device) -> IdentityNoise:
+        """Read a noise file written by :meth:`save` for a profile with this ``backbone`` (no code runs)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            names = json.loads(handle.metadata()["names"])
+        tensors = load(path.read_bytes())
+        width = tensors["model.head.linear.weight"].shape[1]
+        model = _classifier(backbone, width, len(names))
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        return cls(names, tensors["noise"].to(device), model.to(device).eval())
+
+
+class _AsRGB(nn.Module):
+    """Gray crops [n, 1, S, S] as three equal channels (colour ones pass), before the backbone."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return as_rgb(x)
+
+
+def _classifier(backbone: nn.Module, width: int, classes: int) -> MarginClassifier:
+    """A copy of ``backbone`` (embeddings of ``width``) with a softmax head of ``classes`` rows."""
+    return MarginClassifier(nn.Sequential(_AsRGB(), copy.deepcopy(backbone)), SoftmaxHead(width, classes))
+
+
+def learn_identity_noise(backbone: nn.Module, crops: Tensor, names: list[str], settings: CraftSettings
+                         ) -> IdentityNoise:
+    """Class-wise error-minimizing noise for aligned crops [N, C, S, S] in [0, 1] (C = 1: gray
+    noise) of the named people (at least two), with ``settings`` (ε, inner steps and step size,
+    batch size, seed). ``backbone`` is not changed: a seeded fresh copy is trained."""
+    people = sorted(set(names))
+    if len(people) < 2:
+        raise ValueError("class-wise error-minimizing noise tells people apart, so it needs faces of at least "
+                         f"two people; found {len(people)}")
+    labels = torch.tensor([people.index(n) for n in names], device=crops.device)
+    with torch.no_grad():
+        width = int(backbone(as_rgb(crops[:1])).shape[1])
+    attack = ClasswiseErrorMinimizing(_classifier(backbone, width, len(people)), settings)
+    attack(crops, labels)
+    return IdentityNoise(people, attack.noise.detach(), attack.trained)
