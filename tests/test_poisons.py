@@ -72,17 +72,20 @@ def small_corpus(cifar_tar):
     return data.images.float() / 255, data.labels
 
 
-@pytest.mark.parametrize("classwise", [False, True], ids=["sample-wise", "class-wise"])
-def test_error_minimizing_noise_makes_training_easy(small_corpus, classwise):
-    """A fresh net trained on the noise fits it much faster than the clean images (the shortcut)."""
+@pytest.fixture(scope="module")
+def clean_training_loss(small_corpus):
+    return _training_loss(*small_corpus, epochs=8)
+
+
+def _error_minimizing(x: torch.Tensor, y: torch.Tensor, classwise: bool, seed: int):
+    """The noise attack on a tiny ResNet (seeded), and its output on the corpus."""
     from faceguard.attacks import build_attack
     from recognition.models import create_model
 
-    x, y = small_corpus
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model("resnet18", num_classes=10, width=0.125)
     settings = CraftSettings(method="error-minimizing-classwise" if classwise else "error-minimizing", eps=8,
-                             steps=10, step_size=0.2, augment="none", batch_size=50)
+                             steps=10, step_size=0.2, augment="none", batch_size=50, seed=seed)
     attack = build_attack(model, settings)
     # 3 training steps a round: with the default 10 the crafting model memorises 200 images within
     # 6 rounds and stops at 99 % before the noise carries the labels (measured: victim loss 1.89 vs 1.83)
@@ -91,13 +94,32 @@ def test_error_minimizing_noise_makes_training_easy(small_corpus, classwise):
     x_adv = attack(x, y)
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     assert attack.rounds >= 1 and (x_adv - x).abs().max() <= 8 / 255 + 1e-6
-    if classwise:  # one Δ per class, except where the [0, 1] clamp cut it
-        delta = x_adv - x
-        same = (delta[y == 3] - delta[y == 3][:1]).abs() < 1e-6
-        assert same.float().mean() > 0.8
-    # measured after 8 epochs: clean 1.20, sample-wise 0.92, class-wise 0.73
-    poisoned, clean = _training_loss(x_adv, y, epochs=8), _training_loss(x, y, epochs=8)
-    assert poisoned < (0.7 if classwise else 0.85) * clean, (poisoned, clean)
+    return attack, x_adv
+
+
+@pytest.mark.parametrize("classwise", [False, True], ids=["sample-wise", "class-wise"])
+def test_error_minimizing_noise_makes_training_easy(small_corpus, clean_training_loss, classwise):
+    """A fresh net trained on the noise fits it much faster than the clean images (the shortcut).
+
+    Victim loss after 8 epochs over the clean one, measured for crafting seeds 0-3 on one and two
+    threads: sample-wise 0.50-0.77; class-wise 0.39-0.96, its seed 0 alone 0.60 (one thread) and
+    0.73 (two). How far a 200-image run goes depends on the arithmetic as much as on the seed, so
+    class-wise noise is judged by the mean of two crafting seeds (0.56-0.75 over the pairs measured)."""
+    x, y = small_corpus
+    ratios = []
+    for seed in (0, 1) if classwise else (0,):
+        attack, x_adv = _error_minimizing(x, y, classwise, seed)
+        if classwise:  # one Δ per class, except where the [0, 1] clamp cut it
+            delta = x_adv - x
+            same = (delta[y == 3] - delta[y == 3][:1]).abs() < 1e-6
+            assert same.float().mean() > 0.8
+            # attack.noise is the raw Δ per class, which each image got wherever [0, 1] did not clamp it
+            assert attack.noise.shape == (10, *x.shape[1:])
+            raw = x[y == 3] + attack.noise[3]
+            kept = (raw >= 0) & (raw <= 1)
+            assert (delta[y == 3] - attack.noise[3]).abs()[kept].max() < 1e-6
+        ratios.append(_training_loss(x_adv, y, epochs=8) / clean_training_loss)
+    assert sum(ratios) / len(ratios) < (0.8 if classwise else 0.85), ratios
 
 
 def test_error_minimizing_trains_a_fresh_copy_whatever_the_weights_given(small_corpus):
