@@ -62,7 +62,7 @@ def torch_equal_any(rows) -> bool:
 
 
 def test_a_resumed_run_pastes_the_same_noise(run, profile_path):
-    from faceguard.protect.identity_noise import NOISE_FILE
+    from faceguard.protect.identity_noise import NOISE_FILE, IdentityNoise
 
     src, out, _ = run
     noise_bytes = (out / NOISE_FILE).read_bytes()
@@ -74,6 +74,10 @@ def test_a_resumed_run_pastes_the_same_noise(run, profile_path):
     before = {p: p.read_bytes() for p in out.rglob("*.png")}
     assert _protect(src, out, profile_path) == 0  # nothing left to do
     assert {p: p.read_bytes() for p in out.rglob("*.png")} == before
+    (out / NOISE_FILE).write_bytes(b"not a safetensors file")  # damaged: learned again and replaced
+    (out / "obama/obama1.png").unlink()
+    assert _protect(src, out, profile_path) == 0
+    assert (out / "obama/obama1.png").exists() and IdentityNoise.stored_meta(out / NOISE_FILE) is not None
 
 
 def test_a_changed_folder_protects_everything_again(tmp_path, profile_path):

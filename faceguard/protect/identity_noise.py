@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
@@ -67,20 +68,17 @@ class IdentityNoise:
 
     @staticmethod
     def stored_meta(path: Path) -> dict | None:
-        """The ``meta`` a noise file was saved with (None if it is absent or unreadable)."""
+        """The ``meta`` a noise file was saved with (None if it is absent, damaged or not ours:
+        the noise is then learned again and the file replaced)."""
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as handle:
                 return json.loads(handle.metadata()["meta"])
-        except (OSError, KeyError, ValueError, TypeError):
+        except (OSError, KeyError, ValueError, TypeError, SafetensorError):
             return None
 
     @classmethod
     def load(cls, path: Path, backbone: nn.Module, device: torch.device) -> IdentityNoise:
         """Read a noise file written by :meth:`save` for a profile with this ``backbone`` (no code runs)."""
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as handle:
             names = json.loads(handle.metadata()["names"])
         tensors = load(path.read_bytes())
