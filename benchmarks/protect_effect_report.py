@@ -69,7 +69,8 @@ def write_report(name: str, record: dict, command: str, runs: list[dict], metric
             "top1/top5: leave-one-out kNN identification (%) on the clean test identities; orl: 10-fold "
             "verification accuracy (%); top1 drop: relative to the row named in *vs*, same seeds; A: the crafting "
             "loss, for alignment 1 − cos(T, ∇θ CE), for adversarial the CE toward the next identity's head row, "
-            "for error-minimizing the CE of the classifier trained alongside the noise (product: per photo, clean / crafted / re-read from the saved file, means "
+            "for error-minimizing the CE of the classifier trained alongside the noise (product: per photo, "
+            "clean / crafted / re-read from the saved file, means "
             "from its manifest; crop-level: the crafted batch loss); clean-train acc: the victim's accuracy on "
             "the clean pre-training crops.\n\n" + markdown_table(header, lines))
     findings = out_dir / f"{name}.findings.md"

@@ -224,7 +224,7 @@ class _FolderRun:
         self.targets: dict[str, Path] = {}  # output path per input
         self.digests: dict[str, str] = {}  # input SHA-256 per readable input
         self.unreadable: dict[str, dict] = {}  # error entry per input that could not be read
-        self.crops: dict[str, torch.Tensor] = {}  # clean RGB crops per photo (methods learned over the folder)
+        self.crops: dict[str, torch.Tensor] = {}  # clean crops per photo (methods learned over the folder)
         self.bar = None
 
     def record(self, rel: str, entry: dict) -> None:
@@ -320,8 +320,8 @@ def prepare_identity_noise(protector: Protector, detected: list[tuple[dict, dict
     rels = [rel for faces, _ in detected for rel in faces if rel in crops]
     names = [name for faces, people in detected for rel in faces if rel in crops for name in people[rel]]
     gray = all(crops[rel].shape[1] == 1 for rel in rels)  # gray noise for gray photos, else colour
-    faces = torch.cat([crops[rel] if gray else as_rgb(crops[rel]) for rel in rels])
-    protector.learn_identity_noise(faces, names).save(path, meta)
+    stacked = torch.cat([crops[rel] if gray else as_rgb(crops[rel]) for rel in rels])
+    protector.learn_identity_noise(stacked, names).save(path, meta)
 
 
 def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manifest: Manifest,

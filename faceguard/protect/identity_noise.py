@@ -34,8 +34,8 @@ NOISE_FILE = "identity-noise.safetensors"
 
 @dataclass
 class IdentityNoise:
-    """Δ per person [K, 3, S, S] on the aligned crop grid (|Δ| ≤ ε), the people's names in row
-    order, and the classifier trained alongside the noise (eval mode)."""
+    """Δ per person [K, C, S, S] on the aligned crop grid (|Δ| ≤ ε; C = 1 when learned on gray
+    faces), the people's names in row order, and the classifier trained alongside it (eval mode)."""
 
     names: list[str]
     noise: Tensor
@@ -50,11 +50,11 @@ class IdentityNoise:
                              "folder (faceguard protect FOLDER, or Protector.learn_identity_noise)")
         return torch.tensor([index[n] for n in names], device=self.noise.device)
 
-    def deltas(self, names: list[str | None], channels: int) -> Tensor:
-        """Each face's Δ [n, channels, S, S]. Noise learned on gray faces is repeated on colour
-        photos; colour noise on a gray photo is the mean of its three channels (within ε, but
-        weaker: a folder of gray photos learns gray noise)."""
-        delta = self.noise[self.rows(names)]
+    def deltas(self, rows: Tensor, channels: int) -> Tensor:
+        """The Δ of each face's row (:meth:`rows`) as [n, channels, S, S]. Noise learned on gray
+        faces is repeated on colour photos; colour noise on a gray photo is the mean of its three
+        channels (within ε, but weaker: a folder of gray photos learns gray noise)."""
+        delta = self.noise[rows]
         if delta.shape[1] == channels:
             return delta
         return delta.mean(1, keepdim=True) if channels == 1 else delta.expand(-1, channels, -1, -1)

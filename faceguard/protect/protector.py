@@ -269,12 +269,7 @@ class Protector:
             model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale).eval()
         index = torch.arange(len(faces), device=self.device)
         z_clean, anchors = model.clean_crops, None
-        if self.corpus:
-            z = z_clean + self.identity_noise.deltas(identities, model.channels)
-            with torch.no_grad():
-                losses = self._crop_losses(model, torch.cat([model.crops(z_clean, index), model.crops(z, index)]),
-                                           index.repeat(2))
-        elif not self.ensemble:
+        if not self.ensemble:
             z, losses = self._classify(model, z_clean, index)
         else:
             views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
@@ -296,15 +291,19 @@ class Protector:
 
     def _classify(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Alignment, or the class-targeted poison, on the crop grid with the profile's classifier:
-        (crafted z, per-face loss of the clean then the crafted crops)."""
-        if self.settings.method == AdversarialPoison.name:
-            attack = AdversarialPoison(model, self.settings, target_of=model.next_class, preprocess=model.crops,
-                                       loss_fn=PhotoFaces.class_loss)
+        """Alignment or the class-targeted poison on the crop grid with the profile's classifier, or
+        each face's person's identity noise (learned beforehand; ``model`` holds its classifier and
+        rows): (perturbed z, per-face loss of the clean then the perturbed crops)."""
+        if self.corpus:
+            z = z_clean + self.identity_noise.deltas(model.labels[index], model.channels)
         else:
-            attack = Alignment(model, self.profile.target, self.settings, loss_fn=crop_loss, preprocess=model.crops,
-                               params=self.profile.target_params())
-        z = attack(z_clean, index)
+            if self.settings.method == AdversarialPoison.name:
+                attack = AdversarialPoison(model, self.settings, target_of=model.next_class, preprocess=model.crops,
+                                           loss_fn=PhotoFaces.class_loss)
+            else:
+                attack = Alignment(model, self.profile.target, self.settings, loss_fn=crop_loss,
+                                   preprocess=model.crops, params=self.profile.target_params())
+            z = attack(z_clean, index)
         with torch.no_grad():
             crops = torch.cat([model.crops(z_clean, index), model.crops(z, index)])
         return z, self._crop_losses(model, crops, index.repeat(2))
