@@ -5,8 +5,10 @@ Split identities → train a CosFace surrogate on the pre-training identities �
 craft protected copies of the pre-training set (alignment, joint and independent, at every ε;
 random ±ε noise as the baseline; the config's other ``methods``) → train a fresh victim on each
 (and on the clean set; again under each of the config's data ``defenses``) →
-leave-one-out kNN identification on the test identities + verification on every available
-``.bin`` → ``benchmarks/results/{name}.{json,md,png}``. Rows are written after every seed, so an
+leave-one-out kNN identification on the test identities (on Yale B also across lighting: the
+frontally lit images as the gallery) + verification on every available ``.bin`` →
+``benchmarks/results/{name}.{json,md,png}``. Each seed also reports ``pixels`` and ``untrained``
+rows: the metrics of raw pixels and of the untrained victim, the floor a poison can push toward. Rows are written after every seed, so an
 interrupted run keeps what it measured. ``--surrogate ir50`` gives Table 10 (a larger surrogate
 crafting for the IR-18 victim). ``benchmarks/results/{name}.findings.md``, when present, is appended
 to the Markdown report (the hand-written account of what was tried).
@@ -25,6 +27,8 @@ from recognition.cli import add_data_option, add_device_option, add_out_option, 
 from recognition.files import write_atomic
 
 IDENTIFICATION = ("top1", "top5")
+CROSS_LIGHT = "cross_light_top1"
+DROPS = ("top1", CROSS_LIGHT)  # relative drops reported against the clean victim
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     """Run every seed, writing the results after each; returns 0."""
     import torch
 
-    from benchmarks.faces_pipeline import load_face_data, restrict_identities, run_seed
+    from benchmarks.faces_pipeline import cross_light_measurable, load_face_data, restrict_identities, run_seed
     from recognition.datasets import default_data_dir
     from recognition.device import resolve_device
 
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}: {len(data.pretrain)} pre-training images of {len(data.pretrain.classes)} identities, "
           f"{len(data.test)} test images of {len(data.test.classes)}, verification: {sorted(data.verification)}",
           flush=True)
-    metrics = [*IDENTIFICATION, *data.verification]
+    metrics = [*IDENTIFICATION, *([CROSS_LIGHT] if cross_light_measurable(data) else []), *data.verification]
     runs: list[dict] = []
     for seed in (*config.seeds, *config.extra_seeds):
         torch.manual_seed(seed)
@@ -114,21 +118,24 @@ def _write(name: str, config: FacesConfig, args: argparse.Namespace, checksums: 
 
 
 def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: list[str]) -> str:
-    """Table-7-style report: one line per row, relative top-1 drop against the clean victim."""
-    clean = {run["seed"]: run["top1"] for row in rows if (row["method"], row["defense"]) == ("clean", "none")
-             for run in row["runs"]}
+    """Table-7-style report: one line per row, relative top-1 drops against the clean victim."""
+    drops = [m for m in DROPS if m in metrics]
+    clean = {(run["seed"], m): run[m] for row in rows if (row["method"], row["defense"]) == ("clean", "none")
+             for run in row["runs"] for m in drops}
     defended = any(row["defense"] != "none" for row in rows)
-    header = ["method", "ε", *(["defense"] if defended else []), "victim", "seeds", *metrics, "top1 drop",
-              "crafting loss", "clean-train acc"]
+    header = ["method", "ε", *(["defense"] if defended else []), "victim", "seeds", *metrics,
+              *(f"{m.replace('_', ' ')} drop" for m in drops), "crafting loss", "clean-train acc"]
     lines = []
     for row in rows:
-        drop = "–"
-        if row["method"] != "clean" and all(seed in clean for seed in row["seeds"]):
-            reference = sum(clean[seed] for seed in row["seeds"]) / len(row["seeds"])
-            drop = f"{100 * (1 - row['top1'] / reference):.1f} %"
+        cells = []
+        for metric in drops:
+            cells.append("–")
+            if row["method"] != "clean" and all((seed, metric) in clean for seed in row["seeds"]):
+                reference = sum(clean[seed, metric] for seed in row["seeds"]) / len(row["seeds"])
+                cells[-1] = f"{100 * (1 - row[metric] / reference):.1f} %"
         loss = "alignment_loss" if "alignment_loss" in row else "craft_loss"
         lines.append([row["method"], row["eps"], *([row["defense"]] if defended else []), row["victim"],
-                      ",".join(map(str, row["seeds"])), *(format_cell(row, m) for m in metrics), drop,
+                      ",".join(map(str, row["seeds"])), *(format_cell(row, m) for m in metrics), *cells,
                       format_cell(row, loss), format_cell(row, "clean_train_acc")])
     summary = (f"surrogate {config['surrogate']} ×{config['surrogate_width']}, victim {config['victim']} "
                f"×{config['victim_width']}, {config['data']} {config['size']}² ({config['channels']} ch), CosFace "
@@ -136,7 +143,11 @@ def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: 
                f"epochs, {config['steps']} steps × {config['restarts']} restart(s), crafting augmentation "
                f"{config['craft_augment']}, backend {config['backend']}; {config['seconds']} s on {config['device']}")
     return (f"# Face benchmark: {name}\n\n`{command}`\n\n{summary}\n\n"
-            "top1/top5: leave-one-out kNN identification (%) on the test identities; verification sets: "
+            "top1/top5: leave-one-out kNN identification (%) on the test identities; cross_light_top1: "
+            "nearest-neighbour identification (%) of the test identities' images lit more than 12.5° off the "
+            "camera axis against their frontally lit ones (Yale B subset 1), where neighbouring lighting cannot "
+            "help; pixels / untrained: raw pixels and the untrained victim as embeddings (the floor); "
+            "verification sets: "
             "10-fold accuracy (%); top1 drop: relative to the clean victims of the same seeds (trained "
             "without a defense: what the defense wins back for whoever trains on the protected set); crafting "
             "loss: alignment's A, else the method's kept objective; "

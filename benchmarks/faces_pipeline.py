@@ -25,11 +25,12 @@ from faceguard.registry import METHODS
 from faceguard.settings import CraftSettings
 from recognition.datasets import ImageTensorDataset, decode_image
 from recognition.embeddings import extract_embeddings
-from recognition.face_datasets import (CELEBA_IDENTITY_FILE, find_in_layout, load_celeba_identities, load_npz_faces,
-                                       select_identities, split_identities)
+from recognition.face_datasets import (CELEBA_IDENTITY_FILE, YALEB_SUBSET_DEGREES, find_in_layout,
+                                       load_celeba_identities, load_npz_faces, select_identities, split_identities,
+                                       yaleb_light_angles)
 from recognition.files import file_sha256
 from recognition.heads import MarginClassifier, create_head
-from recognition.identification import knn_identification
+from recognition.identification import gallery_identification, knn_identification
 from recognition.losses import margin_cross_entropy_loss
 from recognition.models import create_model
 from recognition.training import TrainConfig, evaluate_accuracy, train_classifier
@@ -39,12 +40,23 @@ from recognition.verification_bin import PairSet, read_bin, sample_pairs, write_
 
 @dataclass
 class FaceData:
-    """Pre-training and test identities, verification sets (decoded once) and data checksums."""
+    """Pre-training and test identities, verification sets (decoded once) and data checksums.
+
+    ``test_gallery`` (Yale B only) marks the test images lit within 12.5° of the camera axis
+    (lighting subset 1): the gallery of the cross-lighting identification, whose probes are the
+    test identities' other images.
+    """
 
     pretrain: ImageTensorDataset
     test: ImageTensorDataset
     verification: dict[str, tuple[PairSet, np.ndarray]]
     checksums: dict[str, str]
+    test_gallery: torch.Tensor | None = None
+
+    def subset_test(self, keep: torch.Tensor) -> FaceData:
+        """The same data with only the test images at indices ``keep``."""
+        gallery = None if self.test_gallery is None else self.test_gallery[keep]
+        return dataclasses.replace(self, test=self.test.subset(keep), test_gallery=gallery)
 
 
 def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin_dir: Path | None,
@@ -56,10 +68,11 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
     into ``work_dir/orl.bin`` by the writer and read back through the restricted reader; every
     ``*.bin`` of ``bin_dir`` is added under its file name (``lfw``, ``cfp_fp``, ...).
     """
-    checksums = {}
+    checksums, gallery = {}, None
     if config.data == "yaleb":
         path = data_dir / "yaleb_cropped.npz"
         pretrain, test = load_yaleb_split(path, config, config.size)
+        gallery = yaleb_test_gallery(path, config)
         checksums[path.name] = file_sha256(path)
     elif config.data == "celeba":
         if celeba is None:
@@ -81,7 +94,7 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
         pairs = read_bin(path)
         checksums[path.name] = file_sha256(path)
         verification[pairs.name] = (pairs, pairs.decode(config.size, config.channels))
-    return FaceData(pretrain, test, verification, checksums)
+    return FaceData(pretrain, test, verification, checksums, gallery)
 
 
 def load_yaleb_split(path: Path, config: FacesConfig, size: int | None) -> tuple[ImageTensorDataset,
@@ -91,6 +104,18 @@ def load_yaleb_split(path: Path, config: FacesConfig, size: int | None) -> tuple
     faces = load_npz_faces(path, size=size, channels=config.channels)
     split = split_identities(faces.labels, config.min_images, config.num_test, config.split_seed)
     return select_identities(faces, split.pretrain), select_identities(faces, split.test)
+
+
+def yaleb_test_gallery(path: Path, config: FacesConfig) -> torch.Tensor:
+    """Which of the split's test images (in :func:`load_yaleb_split`'s order) are lit within Yale B's
+    subset-1 angle; needs the bundle's ``files`` array."""
+    with np.load(path, allow_pickle=False) as data:
+        if "files" not in data.files:
+            raise ValueError(f"{path} lacks the files array that names each image's lighting")
+        labels, files = data["labels"], data["files"]
+    split = split_identities(labels, config.min_images, config.num_test, config.split_seed)
+    angles = yaleb_light_angles(files[np.isin(labels, split.test)])
+    return torch.from_numpy(angles <= YALEB_SUBSET_DEGREES[0])
 
 
 def load_photo_faces(root: Path, files: list[str], labels: torch.Tensor, classes: list[str],
@@ -107,8 +132,9 @@ def restrict_identities(data: FaceData, count: int) -> FaceData:
     """Only the first ``count`` pre-training and test identities (quick smoke runs)."""
     if count < 2:
         raise ValueError(f"--identities must be at least 2, got {count}")
+    gallery = None if data.test_gallery is None else data.test_gallery[data.test.labels < count]
     return dataclasses.replace(data, pretrain=select_identities(data.pretrain, range(count)),
-                               test=select_identities(data.test, range(count)))
+                               test=select_identities(data.test, range(count)), test_gallery=gallery)
 
 
 def write_orl_bin(npz: Path, out: Path, pairs_per_kind: int, seed: int) -> Path:
@@ -175,17 +201,54 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
     return ImageTensorDataset(protected, data.labels, data.classes), stats
 
 
-def evaluate_victim(victim: MarginClassifier, data: FaceData, config: FacesConfig) -> dict[str, float]:
-    """kNN identification on the test identities (top1, top5) and every verification set
-    (accuracy, AUC, TAR@FAR=1e-3), plus the victim's accuracy on the clean pre-training images."""
-    embeddings = extract_embeddings(victim.backbone, data.test, batch_size=config.eval_batch)
+CROSS_LIGHT_KS = (1, 5)
+
+
+def cross_light_measurable(data: FaceData) -> bool:
+    """Whether the test images have a cross-lighting gallery of at least 5 images and a probe of a
+    gallery identity (runs restricted to a few images per person may have neither)."""
+    gallery = data.test_gallery
+    if gallery is None or int(gallery.sum()) < max(CROSS_LIGHT_KS):
+        return False
+    return bool(torch.isin(data.test.labels[~gallery], data.test.labels[gallery]).any())
+
+
+def evaluate_embedding(backbone: nn.Module, data: FaceData, config: FacesConfig,
+                       device: torch.device | None = None) -> dict[str, float]:
+    """kNN identification on the test identities (top1, top5; leave-one-out), the cross-lighting
+    identification where the data has a gallery (cross_light_top1, cross_light_top5), and every
+    verification set (accuracy, AUC, TAR@FAR=1e-3) of ``backbone``'s embeddings."""
+    embeddings = extract_embeddings(backbone, data.test, batch_size=config.eval_batch, device=device)
     metrics = knn_identification(embeddings, data.test.labels).metrics()
+    if cross_light_measurable(data):
+        cross = gallery_identification(embeddings, data.test.labels, data.test_gallery, ks=CROSS_LIGHT_KS)
+        metrics.update({f"cross_light_{name}": value for name, value in cross.metrics().items()})
     for name, (pairs, images) in data.verification.items():
-        result = evaluate_pair_set(victim.backbone, pairs, config.size, config.channels, flip=config.flip_fusion,
-                                   batch_size=config.eval_batch, images=images)
+        result = evaluate_pair_set(backbone, pairs, config.size, config.channels, flip=config.flip_fusion,
+                                   batch_size=config.eval_batch, device=device, images=images)
         metrics.update(result.metrics(name))
+    return metrics
+
+
+def evaluate_victim(victim: MarginClassifier, data: FaceData, config: FacesConfig) -> dict[str, float]:
+    """:func:`evaluate_embedding` of the victim's backbone, plus its accuracy on the clean
+    pre-training images."""
+    metrics = evaluate_embedding(victim.backbone, data, config)
     metrics["clean_train_acc"] = round(evaluate_accuracy(victim, data.pretrain, config.eval_batch), 4)
     return metrics
+
+
+def reference_runs(config: FacesConfig, data: FaceData, seed: int) -> list[dict]:
+    """What the headline metrics give without learning anything: the raw pixels as embeddings
+    (``pixels``) and the victim's backbone at its seed's initialisation (``untrained``). A poison
+    that leaves the victim no better than these has taken everything training added."""
+    classes = len(data.pretrain.classes)
+    untrained = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
+    rows = []
+    for method, backbone in (("pixels", nn.Flatten()), ("untrained", untrained.backbone)):
+        metrics = evaluate_embedding(backbone, data, config, device=torch.device("cpu"))
+        rows.append({"method": method, "eps": 0, "victim": config.victim, "defense": "none", "seed": seed, **metrics})
+    return rows
 
 
 def run_seed(config: FacesConfig, data: FaceData, seed: int, device: torch.device, headline_only: bool,
@@ -211,7 +274,7 @@ def run_seed(config: FacesConfig, data: FaceData, seed: int, device: torch.devic
     if headline_only:
         headline = ("alignment-joint", "random")
         jobs = [(m, e) for m, e in jobs if m == "clean" or (e == config.headline_eps and m in headline)]
-    runs = []
+    runs = reference_runs(config, data, seed)
     for method, eps in jobs:
         crafted, stats = (data.pretrain, {}) if method == "clean" else craft(
             config, method, surrogate, target, data.pretrain, eps, seed)

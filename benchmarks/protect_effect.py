@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     """Every step (cached in WORK), then the results files; returns 0."""
     import torch
 
-    from benchmarks.faces_pipeline import load_face_data
+    from benchmarks.faces_pipeline import cross_light_measurable, load_face_data
     from benchmarks.protect_effect_steps import (JPEG_QUALITY, check_work, crop_level_sets, fit_surrogate,
                                                  protect_trees, read_back, restrict, run_victims, write_photos)
     from recognition.datasets import default_data_dir
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                     args.baseline_seeds, sets, log)
     plan = [(method, 0 if method.startswith("clean") else args.eps, seed) for method in baselines(args.method)
             for seed in (args.baseline_seeds if method in crop_methods(args.method) else args.seeds)]
-    runs = run_victims(work, config, data, sets, plan, device, log)
+    metrics = ["top1", "top5", *(["cross_light_top1"] if cross_light_measurable(data) else []), *data.verification]
+    runs = run_victims(work, config, data, sets, plan, metrics, device, log)
     extras = {f"protect-{fmt}": outcome.metrics() for fmt, outcome in outcomes.items()}
     record = {**settings, "data_sha256": data.checksums,
               "jpeg_quality": JPEG_QUALITY, "profile": profile.config["training"]["settings"],
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
               "threads": torch.get_num_threads()}
     from benchmarks.protect_effect_report import write_report
 
-    path = write_report(name, record, args.command_line, runs, ["top1", "top5", *data.verification], extras,
+    path = write_report(name, record, args.command_line, runs, metrics, extras,
                         baselines(args.method), args.out)
     log(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - start:.0f} s")
     return 0

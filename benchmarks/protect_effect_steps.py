@@ -65,9 +65,8 @@ def restrict(data: FaceData, config: FacesConfig, data_dir: Path, identities: in
         data = restrict_identities(data, identities)
         native = select_identities(native, range(identities))
     if images:
-        pretrain, test = data.pretrain, data.test
-        keep = first_images(pretrain, images)
-        data = dataclasses.replace(data, pretrain=pretrain.subset(keep), test=test.subset(first_images(test, images)))
+        keep = first_images(data.pretrain, images)
+        data = dataclasses.replace(data.subset_test(first_images(data.test, images)), pretrain=data.pretrain.subset(keep))
         native = native.subset(keep)
     return data, native
 
@@ -226,13 +225,14 @@ def images_sha256(dataset: ImageTensorDataset) -> str:
 
 
 def run_victims(work: Path, config: FacesConfig, data: FaceData, sets: TrainingSets,
-                plan: list[tuple[str, int, int]], device: torch.device, log: Log) -> list[dict]:
-    """One fresh victim per (method, ε, seed), seed 1000 + seed as in ``faces``; cached per run."""
+                plan: list[tuple[str, int, int]], metrics: list[str], device: torch.device, log: Log) -> list[dict]:
+    """One fresh victim per (method, ε, seed), seed 1000 + seed as in ``faces``; cached per run (a
+    cached run lacking one of ``metrics``, measured before that metric existed, is trained again)."""
     runs = []
     classes = len(data.pretrain.classes)
     for method, eps, seed in plan:
         path = work / "victims" / f"{method}-seed{seed}.json"
-        if not path.is_file():
+        if not path.is_file() or not set(metrics) <= set(json.loads(path.read_text(encoding="utf-8"))):
             train_set = sets.get(method, seed)
             victim = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
             train_acc = train_face_model(victim, train_set, config, config.victim_epochs, 1000 + seed, device)

@@ -8,6 +8,7 @@ identity, not by image. Loading never executes code from the data: ``.npz`` file
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -31,6 +32,10 @@ CELEBA_IMAGE_DIR = "img_align_celeba"
 # consistent threshold. Inferred from public counts, not from the annotation file itself: the
 # returned ``dropped`` identities let a run on the real file check the 371.
 CELEBA_MIN_IMAGES = 3
+
+# Extended Yale B's lighting subsets (Georghiades et al.; Lee et al. 2005) by the angle between the
+# light source and the camera axis: subset 1 up to 12°, 2 up to 25°, 3 up to 50°, 4 up to 77°, 5 beyond.
+YALEB_SUBSET_DEGREES = (12.5, 25.5, 50.5, 77.5)
 
 
 def load_npz_faces(path: str | Path, size: int | None = None, channels: int = 1) -> ImageTensorDataset:
@@ -56,6 +61,19 @@ def load_npz_faces(path: str | Path, size: int | None = None, channels: int = 1)
     tensor = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
     return ImageTensorDataset(tensor.repeat(1, channels, 1, 1), torch.from_numpy(labels.astype(np.int64)),
                               [str(name) for name in names])
+
+
+def yaleb_light_angles(files: Sequence[str]) -> np.ndarray:
+    """Degrees between the light source and the camera axis of Yale B images, from their file names
+    (``yaleB01_P00A+035E+15.pgm``: azimuth +35°, elevation +15°): arccos(cos A · cos E)."""
+    angles = []
+    for name in files:
+        found = re.search(r"A([+-]\d+)E([+-]\d+)", str(name))
+        if found is None:
+            raise ValueError(f"{name}: not a Yale B file name with the light's azimuth and elevation (A+000E+00)")
+        azimuth, elevation = np.radians(float(found[1])), np.radians(float(found[2]))
+        angles.append(np.degrees(np.arccos(np.clip(np.cos(azimuth) * np.cos(elevation), -1.0, 1.0))))
+    return np.asarray(angles, dtype=np.float64)
 
 
 def _fit(image: np.ndarray, size: int) -> np.ndarray:

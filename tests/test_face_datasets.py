@@ -145,3 +145,15 @@ def test_celeba_official_layout_and_errors(tmp_path: Path) -> None:
         load_celeba_identities(tmp_path)
     with pytest.raises(FileNotFoundError, match="identity_CelebA.txt"):
         load_celeba_identities(tmp_path / "nowhere")
+
+
+def test_yaleb_light_angles_read_azimuth_and_elevation_from_file_names() -> None:
+    from recognition.face_datasets import yaleb_light_angles
+
+    angles = yaleb_light_angles(["yaleB01_P00A+000E+00.pgm", "yaleB02_P00A-035E+15.pgm", "yaleB03_P00A+130E+20.pgm"])
+    expected = np.degrees(np.arccos([1.0, np.cos(np.radians(35)) * np.cos(np.radians(15)),
+                                     np.cos(np.radians(130)) * np.cos(np.radians(20))]))
+    np.testing.assert_allclose(angles, expected, atol=1e-9)
+    with pytest.raises(ValueError, match="yaleB01_Ambient.pgm"):
+        yaleb_light_angles(["yaleB01_Ambient.pgm"])
+

@@ -25,16 +25,19 @@ def test_faces_benchmark_smoke_run_writes_results(tmp_path, monkeypatch) -> None
     assert set(result["config"]["data_sha256"]) == {"yaleb_cropped.npz", "orl_faces.npz", "orl.bin"}
     assert result["config"]["steps"] == 2 and result["config"]["eps"] == [16]
     rows = {(row["method"], row["eps"]): row for row in result["rows"]}
-    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("random", 16)}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("random", 16), ("pixels", 0), ("untrained", 0)}
     for row in rows.values():
         assert row["victim"] == "ir18" and row["defense"] == "none" and row["seeds"] == [0, 1]
-        for metric in ("top1", "top5", "orl", "orl_auc", "orl_tar", "clean_train_acc"):
+        for metric in ("top1", "top5", "cross_light_top1", "cross_light_top5", "orl", "orl_auc", "orl_tar"):
             assert 0 <= row[metric] <= 100 and row[f"{metric}_stderr"] >= 0
-        assert row["top1"] <= row["top5"]
+        assert row["top1"] <= row["top5"] and row["cross_light_top1"] <= row["cross_light_top5"]
         assert [run["seed"] for run in row["runs"]] == [0, 1]
+        assert ("clean_train_acc" in row) == (row["method"] not in ("pixels", "untrained"))
+    assert rows[("pixels", 0)]["top1_stderr"] == 0  # raw pixels do not depend on the seed
     assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2
     markdown = (tmp_path / "faces-cpu.md").read_text()
     assert "| alignment-joint | 16 | ir18 | 0,1 |" in markdown and result["command"] in markdown
+    assert "cross light top1 drop" in markdown
     assert (tmp_path / "faces-cpu.png").stat().st_size > 1000
 
 
@@ -48,8 +51,9 @@ def test_poisons_config_crafts_every_method_and_trains_under_each_defense(tmp_pa
     result = json.loads((tmp_path / "faces-cpu-poisons.json").read_text())
     methods = ("clean", "alignment-joint", "adversarial", "error-minimizing", "error-minimizing-classwise")
     rows = {(row["method"], row["defense"]): row for row in result["rows"]}
-    assert set(rows) == {(m, d) for m in methods for d in ("none", "jpeg10", "smoothing")}
-    assert all(row["eps"] == (0 if row["method"] == "clean" else 16) for row in rows.values())
+    references = {("pixels", "none"), ("untrained", "none")}
+    assert set(rows) == {(m, d) for m in methods for d in ("none", "jpeg10", "smoothing")} | references
+    assert all(row["eps"] == (0 if row["method"] in ("clean", "pixels", "untrained") else 16) for row in rows.values())
     assert "craft_loss" in rows[("adversarial", "none")] and "alignment_loss" in rows[("alignment-joint", "none")]
     assert rows[("clean", "jpeg10")]["top1"] != rows[("clean", "none")]["top1"] or \
         rows[("clean", "jpeg10")]["clean_train_acc"] != rows[("clean", "none")]["clean_train_acc"]
@@ -78,7 +82,7 @@ def test_table10_option_crafts_with_a_larger_surrogate_for_the_ir18_victim(tmp_p
     result = json.loads((tmp_path / "faces-cpu-sur-ir50.json").read_text())
     assert (result["config"]["surrogate"], result["config"]["victim"]) == ("ir50", "ir18")
     rows = {(row["method"], row["eps"]): row for row in result["rows"]}
-    assert set(rows) == {("clean", 0), ("alignment-joint", 16)}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("pixels", 0), ("untrained", 0)}
     assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2 and rows[("clean", 0)]["victim"] == "ir18"
 
 
@@ -89,3 +93,16 @@ def test_set_types_fields_from_the_config_and_keeps_the_name() -> None:
     assert changes == {"size": 64, "craft_augment": True, "eps": (4, 8), "lr": 0.05}
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         set_overrides("faces-cpu", ["name=x"])
+
+
+def test_yaleb_subset1_gallery_holds_seven_frontal_images_per_test_identity() -> None:
+    import torch
+
+    from benchmarks.faces_pipeline import load_yaleb_split, yaleb_test_gallery
+
+    path = require_data("yaleb_cropped.npz")
+    config = resolve_config("faces-cpu")
+    gallery = yaleb_test_gallery(path, config)
+    test = load_yaleb_split(path, config, 8)[1]
+    assert gallery.shape == test.labels.shape and gallery.dtype == torch.bool
+    assert torch.bincount(test.labels[gallery]).tolist() == [7] * len(test.classes)  # subset 1 of Yale B

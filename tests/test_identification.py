@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from recognition.identification import knn_identification
+from recognition.identification import gallery_identification, knn_identification
 
 
 def brute_force_topk(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -49,3 +49,32 @@ def test_rejects_bad_input() -> None:
         knn_identification(np.zeros((4, 2)), [0, 0, 1, 1])
     with pytest.raises(ValueError, match="no identity"):
         knn_identification(np.eye(3), [0, 1, 2], ks=(1,))
+
+
+def test_gallery_identification_matches_brute_force_and_skips_unmatched_probes() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(8, 16))
+    labels = rng.integers(0, 8, size=200)
+    embeddings = centres[labels] + 1.2 * rng.normal(size=(200, 16))
+    gallery = rng.random(200) < 0.3
+    gallery[labels == 7] = False  # identity 7 has no gallery image: its probes cannot be identified
+    result = gallery_identification(embeddings, labels, gallery)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    probes = ~gallery & (labels != 7)
+    similarity = unit[probes] @ unit[gallery].T
+    nearest = np.argsort(-similarity, axis=1, kind="stable")
+    for k in (1, 5):
+        expected = 100.0 * (labels[gallery][nearest[:, :k]] == labels[probes][:, None]).any(axis=1).mean()
+        assert result.accuracy[k] == pytest.approx(expected, abs=5e-5)  # reported to 4 decimals
+    assert result.probes == probes.sum() and result.singletons == (labels == 7).sum()
+    assert 10 < result.accuracy[1] < result.accuracy[5] < 100
+
+
+def test_gallery_identification_refuses_what_cannot_be_measured() -> None:
+    embeddings, labels = np.eye(4) + 0.1, np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="every k"):
+        gallery_identification(embeddings, labels, [True, False, True, False], ks=(3,))
+    with pytest.raises(ValueError, match="no probe"):
+        gallery_identification(embeddings, labels, [True, True, False, False], ks=(1,))
+    with pytest.raises(ValueError, match="mask"):
+        gallery_identification(embeddings, labels, [True, False], ks=(1,))

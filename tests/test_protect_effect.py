@@ -116,3 +116,31 @@ def test_adversarial_method_protects_the_trees_with_it_and_names_its_results(tmp
     assert rows["protect-png"]["linf_max"] == 16 and "craft_loss" in rows["adversarial"]
     manifest = json.loads((tmp_path / "work" / "protected-png" / "manifest.json").read_text())
     assert manifest["settings"]["crafting"]["method"] == "adversarial"
+
+
+def test_a_cached_victim_without_a_reported_metric_is_trained_again(tiny_run, capsys):
+    from benchmarks.__main__ import main
+
+    root, args = tiny_run
+    cached = root / "work" / "victims" / "random-seed0.json"
+    run = json.loads(cached.read_text())
+    del run["top5"]  # as measured before a metric existed
+    cached.write_text(json.dumps(run))
+    capsys.readouterr()
+    assert main(args) == 0
+    output = capsys.readouterr().out
+    assert "victim random seed 0" in output and output.count("victim ") == 1
+    assert "top5" in json.loads(cached.read_text())
+
+
+def test_drops_are_taken_per_seed_against_the_baseline_for_each_metric_present():
+    from benchmarks.protect_effect_report import add_drops
+
+    runs = [{"method": "clean", "seed": 0, "top1": 80.0, "cross_light_top1": 50.0},
+            {"method": "clean", "seed": 1, "top1": 90.0, "cross_light_top1": 60.0},
+            {"method": "protect-png", "seed": 1, "top1": 45.0, "cross_light_top1": 45.0},
+            {"method": "random", "seed": 0, "top1": 60.0}]
+    out = add_drops(runs, {"clean": None, "protect-png": "clean", "random": "clean"})
+    assert "top1_drop" not in out[0] and "top1_drop" not in out[1]
+    assert out[2]["top1_drop"] == 50.0 and out[2]["cross_light_top1_drop"] == 25.0
+    assert out[3]["top1_drop"] == 25.0 and "cross_light_top1_drop" not in out[3]
