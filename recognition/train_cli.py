@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from recognition.checkpoint import build_model
-    from recognition.distributed import close_distributed, init_distributed
+    from recognition.distributed import barrier, close_distributed, init_distributed
     from recognition.losses import margin_cross_entropy_loss
     from recognition.training import TrainConfig, train_classifier
 
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if context.is_main:
             print(json.dumps({"processes": context.world_size, "out": str(args.out), **history[-1]}))
+        barrier(context)  # every rank is done (rank 0 has saved) before the process group is torn down
     finally:
         close_distributed()
     return 0
