@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 NAME = "recognizers"
 # Protections compared, label -> (method, changes to the product's defaults for it): alignment as
 # shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
-# without and with the SSIM regulariser (evade-sface-ssim0.3 is the product's default).
+# without and with the SSIM regulariser (evade-sface-ssim0.3 is the product's default); targeted
+# evasion with the default's settings, toward ORL's people (recognizers_data.write_targets).
 PROTECTIONS = {
     "alignment": ("alignment", {}),
     "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"], "regularizer": "none"}),
@@ -44,7 +45,10 @@ PROTECTIONS = {
                                    "reg_weight": 1.0}),
     "evade-sface-ssim0.3": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
                                       "reg_weight": 0.3}),
+    "target-sface-ssim0.3": ("target", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
+                                        "reg_weight": 0.3}),
 }
+EVASION = ("evade", "target")  # the methods whose crafting uses an ensemble of recognizers
 SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
 METHODS = tuple(PROTECTIONS)
 DATASET_CHOICES = ("realfaces", "photos")  # kept in step with recognizers_data.DATASETS
@@ -107,7 +111,7 @@ def method_settings(label: str, steps: int | None) -> dict:
 
     method, changes = PROTECTIONS[label]
     settings = protect_settings(method, **changes, **({"steps": steps} if steps is not None else {}))
-    shown = SHOWN + (("ensemble",) if method == "evade" else ())
+    shown = SHOWN + (("ensemble",) if method in EVASION else ())
     return {key: list(value) if isinstance(value, tuple) else value
             for key, value in settings.to_dict().items() if key in shown}
 
@@ -116,7 +120,7 @@ def crafted_with(label: str) -> list[str]:
     """The recognizers a protection's crafting uses: the profile for alignment (its surrogate), the
     settings' ensemble for evasion."""
     method, settings = PROTECTIONS[label]
-    return list(settings["ensemble"]) if method == "evade" else ["profile"]
+    return list(settings["ensemble"]) if method in EVASION else ["profile"]
 
 
 def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:
@@ -213,9 +217,11 @@ def run(args: argparse.Namespace) -> int:
     trees = {("clean", 0.0): ("clean", {s.rel: root / s.rel for s in released}, {})}
     runs = protection_runs(args.methods, args.eps)
     labels = list(dict.fromkeys(label for label, _ in runs))
+    targeted = any(PROTECTIONS[label][0] == "target" for label in labels)
+    targets = data.write_targets(work, args.data or default_data_dir()) if targeted else None
     for method, eps in runs:
         tree = data.protect_released(work, root, samples, method, PROTECTIONS[method][0], eps,
-                                     method_settings(method, args.steps), args.device, args.quiet, log)
+                                     method_settings(method, args.steps), args.device, args.quiet, log, targets)
         trees[(method, eps)] = (tree.name, tree.files, tree.entries)
     embeddings = Embeddings(names, args.device, work / "embeddings.json")
     ref = reference(samples, embeddings, args.far)

@@ -14,7 +14,9 @@ Work folder layout (everything derived from the bundle is rebuilt or resumed, ne
   the input tree of ``protect_folder``;
 - ``<method>-eps<ε>-steps<n>/``: its output tree with the product's resumable manifest;
 - ``defended/<tree>/<defense>/<person>/<file>``: a defense applied to each released photo of a tree
-  (``clean`` or a protected one), rewritten only when missing.
+  (``clean`` or a protected one), rewritten only when missing;
+- ``targets/<person>/<n>.png``: the public identities targeted evasion pulls faces toward
+  (:func:`write_targets`: ORL's people, none of whom is in ``realfaces/`` or ``photos/``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from recognition.files import file_sha256, load_rgb, write_bytes_atomic
@@ -33,6 +36,8 @@ DATASETS = ("realfaces", "photos")
 SKIP_PEOPLE = {"photos": {"group"}}
 JPEG_QUALITY = 75
 RELEASED = "released"
+TARGETS = "targets"
+TARGET_PHOTOS = 3  # photos per ORL person in the target set
 
 
 @dataclass(frozen=True)
@@ -153,11 +158,30 @@ class ProtectedTree:
     entries: dict[str, dict]
 
 
+def write_targets(work: Path, data_dir: Path, per_person: int = TARGET_PHOTOS) -> Path:
+    """``work/targets/``: the first ``per_person`` photos of each of ORL's 39 people (the bundle's
+    ``orl_faces.npz``, 92x112 gray) as PNG files, one folder per person, rewritten only when
+    missing: a public identity set that nobody of the benchmark's photos belongs to."""
+    out = work / TARGETS
+    with np.load(data_dir / "orl_faces.npz", allow_pickle=False) as orl:
+        images, labels, names = orl["images"], orl["labels"], orl["names"]
+    for label, name in enumerate(names):
+        for n, index in enumerate(np.flatnonzero(labels == label)[:per_person]):
+            target = out / str(name) / f"{n}.png"
+            if not target.is_file():
+                buffer = io.BytesIO()
+                Image.fromarray(images[index]).save(buffer, format="PNG")
+                write_bytes_atomic(target, buffer.getvalue())
+    return out
+
+
 def protect_released(work: Path, released: Path, samples: list[Sample], label: str, method: str, eps: float,
-                     settings: dict, device: str, quiet: bool, log: Callable[[str], None]) -> ProtectedTree:
+                     settings: dict, device: str, quiet: bool, log: Callable[[str], None],
+                     targets: Path | None = None) -> ProtectedTree:
     """Protect ``released`` with the product (``Protector`` + ``protect_folder``, format kept,
-    identities from the person folders) by crafting ``method`` with ``settings``, in the tree of
-    the protection ``label``, resuming from the tree's manifest."""
+    identities from the person folders) by crafting ``method`` with ``settings`` (``targets``: the
+    target folder of targeted evasion), in the tree of the protection ``label``, resuming from the
+    tree's manifest."""
     from faceguard.protect.folder import FolderOptions, protect_folder
     from faceguard.protect.manifest import read_manifest
     from faceguard.protect.protector import Protector
@@ -168,6 +192,9 @@ def protect_released(work: Path, released: Path, samples: list[Sample], label: s
                        for key, value in settings.items())
     command = f"faceguard protect {released} --out {out} --method {method} --eps {eps:g} {options}"
     protector = Protector(method=method, eps=eps, device=device, **settings)
+    if method == "target":
+        protector.load_targets(targets)
+        command += f" --targets {targets}"
     summary = protect_folder(released, protector, FolderOptions(out=out, progress=not quiet, command=command))
     log(f"{name}: {summary.line()}")
     entries = read_manifest(out)["files"]

@@ -23,7 +23,7 @@ from faceguard.units import check_eps
 SETTINGS_VERSION = 3
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
 # the methods faceguard protect crafts with; all paste Δ through the photo warp
-PROTECT_METHODS = ("alignment", "evade", "adversarial", "error-minimizing-classwise")
+PROTECT_METHODS = ("alignment", "evade", "target", "adversarial", "error-minimizing-classwise")
 # those crafting on the profile's network (its classifier, or a fresh copy for error-minimizing noise)
 # rather than on an ensemble of recognizers: the ones that handle pre-cropped faces
 PROTECT_CLASSIFIER_METHODS = ("alignment", "adversarial", "error-minimizing-classwise")
@@ -155,10 +155,12 @@ ERROR_MINIMIZING_STEPS = {"steps": 10, "step_size": 0.1}
 # setting at few steps; the class-targeted adversarial poison with enough steps to cross the ε-ball;
 # evasion with scraper EOT, enough steps to cross the ε-ball and the SSIM regulariser at weight 0.3,
 # which beat no regulariser on every recognizer and on quality (benchmarks/results/recognizers.md,
-# evade-sface-ssim0.3); class-wise error-minimizing noise with the poison's inner steps.
+# evade-sface-ssim0.3), targeted evasion likewise; class-wise error-minimizing noise with the poison's inner steps.
+EVASION_DEFAULTS = {"steps": 20, "step_size": 0.25, "augment": "scraper", "regularizer": "ssim", "reg_weight": 0.3}
 PROTECT_DEFAULTS: dict[str, dict] = {
     "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
-    "evade": {"steps": 20, "step_size": 0.25, "augment": "scraper", "regularizer": "ssim", "reg_weight": 0.3},
+    "evade": EVASION_DEFAULTS,
+    "target": EVASION_DEFAULTS,
     "adversarial": {"steps": 20, "step_size": 0.25, "augment": NO_AUGMENTATION},
     "error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, "augment": NO_AUGMENTATION},
 }

@@ -49,7 +49,7 @@ def test_crafted_and_saved_faces_move_away_from_their_clean_embeddings(evaded, d
 def test_evasion_refuses_what_it_does_not_support():
     from faceguard.protect.protector import Protector
 
-    with pytest.raises(ValueError, match="one of alignment, evade, adversarial"):
+    with pytest.raises(ValueError, match="one of alignment, evade, target, adversarial"):
         Protector(method="tensorclog", device="cpu")
     with pytest.raises(ValueError, match="with alignment or adversarial"):
         Protector(method="evade", aligned=True, device="cpu")

@@ -129,7 +129,7 @@ def test_protect_options_default_per_method():
     assert (evade.steps, evade.step_size, evade.augment) == (20, 0.25, "scraper") and evade == protect_settings("evade")
     assert settings("--method", "evade", "--steps", "5", "--augment", "none").steps == 5
     assert settings("--method", "evade", "--ensemble", "sface", "dlib-resnet").ensemble == ("sface", "dlib-resnet")
-    with pytest.raises(ValueError, match="one of alignment, evade, adversarial"):
+    with pytest.raises(ValueError, match="one of alignment, evade, target, adversarial"):
         protect_settings("tensorclog")
 
 

@@ -18,8 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
     add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True,
                          method_help=f"crafting method (default: {DEFAULT_PROTECT_METHOD}; alignment with --aligned, "
-                                     "which evasion does not handle; error-minimizing-classwise learns one "
+                                     "which evasion does not handle; target pulls each face toward another "
+                                     "person of --targets; error-minimizing-classwise learns one "
                                      "perturbation per person over the whole folder first)")
+    parser.add_argument("--targets", type=Path, metavar="DIR",
+                        help="--method target: photos of other people, one sub-folder per person (e.g. public "
+                             "figures); each face is pulled toward the one least like it")
     parser.add_argument("--format", choices=("keep", "png"), default="keep",
                         help="keep each photo's format (JPEG stays JPEG) or write lossless PNG")
     parser.add_argument("--identities", choices=IDENTITY_MODES, default="folders",
@@ -38,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.protect.protector import Protector
 
     args.method = args.method or ("alignment" if args.aligned else DEFAULT_PROTECT_METHOD)
+    if (args.method == "target") != (args.targets is not None):
+        raise ValueError("--method target needs --targets DIR, and --targets only goes with --method target")
     settings = settings_from_args(args, protect_settings)
     protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)
+    if args.targets is not None:
+        protector.load_targets(args.targets)
     options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
                             progress=not args.quiet, command=args.command_line)
     summary = protect_folder(args.photos, protector, options)

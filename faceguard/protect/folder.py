@@ -31,9 +31,9 @@ import torch
 
 from faceguard.protect.identities import centre_lists, cluster_names, identity_key, mean_centres
 from faceguard.protect.manifest import MANIFEST, Manifest
-from faceguard.protect.photo import is_lossless, photo_metrics, read_photo, write_photo
+from faceguard.protect.photo import colour_and_alpha, is_lossless, photo_metrics, read_photo, write_photo
 from faceguard.protect.identity_noise import NOISE_FILE, IdentityNoise
-from faceguard.protect.protector import Protector, colour_and_alpha
+from faceguard.protect.protector import Protector
 from faceguard.protect.warp import as_rgb
 from faceguard.registry import NO_REGULARIZER
 from faceguard.settings import CraftSettings, protect_settings
@@ -124,13 +124,16 @@ def _remove_stale_temporaries(out: Path) -> None:
 def _settings(protector: Protector, options: FolderOptions, digests: dict[str, str]) -> dict:
     """Everything that changes an output: a finished entry counts only under equal settings. For a
     method learned over the whole folder that includes the folder itself (every photo's path and
-    SHA-256), so adding or changing a photo protects every photo again with the new noise."""
+    SHA-256), so adding or changing a photo protects every photo again with the new noise; for
+    targeted evasion, the target folder's listing (:attr:`TargetSet.sha256`)."""
     settings = {"crafting": protector.settings.to_dict(), "format": options.format,
                 "identities": options.identities, "profile_sha256": protector.profile.sha256,
                 "aligned": protector.aligned}
     if protector.corpus:
         listing = json.dumps(sorted(digests.items())).encode()
         settings["corpus_sha256"] = hashlib.sha256(listing).hexdigest()
+    if protector.targets is not None:
+        settings["targets_sha256"] = protector.targets.sha256
     return settings
 
 

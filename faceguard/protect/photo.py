@@ -193,3 +193,12 @@ def photo_metrics(original: np.ndarray, protected: np.ndarray) -> dict:
     centres = (height - 2 * pad) * (width - 2 * pad)
     ssim = float(np.mean((touched.sum(axis=0) + (centres - touched.shape[0])) / centres))
     return {"linf": linf, "psnr": round(psnr, 3), "ssim": round(ssim, 6)}
+
+
+def colour_and_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split HxW / HxWx2 (LA) / HxWx3 / HxWx4 (RGBA) uint8 pixels into colour and alpha."""
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        return pixels[..., :-1].squeeze(-1) if pixels.shape[2] == 2 else pixels[..., :3], pixels[..., -1]
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3):
+        return pixels, None
+    raise ValueError(f"unsupported pixel array of shape {pixels.shape}")

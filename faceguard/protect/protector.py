@@ -9,7 +9,9 @@ the face a scraper gets from the 8-bit result by re-detecting and re-aligning it
 ``method="evade"`` crafts evasion instead (:mod:`faceguard.protect.evasion`): the perturbation
 lives on the same crop grid and is pasted the same way, but moves each face's embeddings in every
 recognizer of ``settings.ensemble`` away from its clean ones, through what a scraper does to the
-photo when ``augment="scraper"``. ``method="adversarial"`` crafts the class-targeted poison on the
+photo when ``augment="scraper"``. ``method="target"`` pulls each face toward the farthest of
+a set of other people instead (:mod:`faceguard.protect.targets`; :meth:`Protector.load_targets`).
+``method="adversarial"`` crafts the class-targeted poison on the
 profile's classifier instead: each face toward the head row after its own identity's.
 ``method="error-minimizing-classwise"`` pastes one perturbation per person, learned beforehand over
 all of a folder's faces (:meth:`Protector.learn_identity_noise`,
@@ -36,15 +38,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceguard.attacks import AdversarialPoison, Alignment, Evade
+from faceguard.attacks import AdversarialPoison, Alignment, Evade, Target
 from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
 from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, work_scale
 from faceguard.protect.identity_noise import IdentityNoise, learn_identity_noise
+from faceguard.protect.photo import colour_and_alpha
+from faceguard.protect.targets import TargetSet, load_targets
 from faceguard.protect.warp import (FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_loss, face_region,
                                     fit_box, fit_crop, fit_region, rgb_view)
 from faceguard.quantize import quantize_within
+from faceguard.registry import EVASION_METHODS
 from faceguard.settings import (DEFAULT_PROTECT_METHOD, PROTECT_CLASSIFIER_METHODS, PROTECT_CORPUS_METHODS,
                                 PROTECT_METHODS, CraftSettings, protect_settings)
 from recognition.alignment import align_face, template
@@ -61,8 +66,9 @@ MIN_FACE = 20  # MTCNN's default smallest face (pixels)
 class FaceResult:
     """One protected face: detection, identity used, and the method's loss (lower = stronger):
     alignment's A = 1 − cos(T, ∇θ CE), for evasion the mean cosine between each recognizer's
-    embedding of the face and of its clean self, for the class-targeted poison (``adversarial``)
-    the CE toward the head row after the face's own.
+    embedding of the face and of its clean self (``target``: minus the mean cosine to the target
+    person's centre, named in ``target``), for the class-targeted poison (``adversarial``) the CE
+    toward the head row after the face's own.
 
     ``loss_saved`` is measured on the face re-detected and re-aligned from the 8-bit output
     (None when re-detection missed it).
@@ -74,18 +80,21 @@ class FaceResult:
     loss_clean: float
     loss_crafted: float
     loss_saved: float | None = None
+    target: str = ""
 
 
 @dataclass(eq=False)
 class Crafted:
     """What :meth:`Protector.protect_pixels` made: new pixels, per-face results, and the surrogate
     view of the photo's faces (head and labels) that :meth:`Protector.measure_saved` reuses; for
-    evasion also each recognizer's clean embeddings of the faces (``anchors``)."""
+    evasion also each recognizer's anchors of the faces (``anchors``: clean embeddings, or target
+    centres) and the sign of the cosine to them in the loss."""
 
     pixels: np.ndarray
     faces: list[FaceResult]
     model: PhotoFaces | None = None
     anchors: list[torch.Tensor] | None = None
+    sign: float = 1.0
 
 
 @dataclass
@@ -94,15 +103,6 @@ class ProtectResult:
 
     image: Image.Image | np.ndarray
     faces: list[FaceResult] = field(default_factory=list)
-
-
-def colour_and_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Split HxW / HxWx2 (LA) / HxWx3 / HxWx4 (RGBA) uint8 pixels into colour and alpha."""
-    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        return pixels[..., :-1].squeeze(-1) if pixels.shape[2] == 2 else pixels[..., :3], pixels[..., -1]
-    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3):
-        return pixels, None
-    raise ValueError(f"unsupported pixel array of shape {pixels.shape}")
 
 
 class Protector:
@@ -144,7 +144,9 @@ class Protector:
         self.detector = None if aligned else detector or FaceDetector(device=self.device)
         self.centres: dict[str, torch.Tensor] = {}
         self.identity_noise: IdentityNoise | None = None
-        self.ensemble = load_ensemble(settings.ensemble, self.profile, self.device) if settings.method == Evade.name else []
+        self.targets: TargetSet | None = None
+        evasion = settings.method in EVASION_METHODS
+        self.ensemble = load_ensemble(settings.ensemble, self.profile, self.device) if evasion else []
 
     # ----- identities -----
     @property
@@ -191,6 +193,14 @@ class Protector:
             raise ValueError(f"identity noise belongs to {', '.join(PROTECT_CORPUS_METHODS)}, not {self.settings.method}")
         self.identity_noise = learn_identity_noise(self.profile.backbone, crops.to(self.device), names, self.settings)
         return self.identity_noise
+
+    def load_targets(self, folder: str | Path) -> TargetSet:
+        """Read (and keep) the target people of ``folder`` (``DIR/<person>/<photos>``) for
+        ``method="target"`` (:func:`faceguard.protect.targets.load_targets`)."""
+        if self.settings.method != Target.name:
+            raise ValueError(f"target identities belong to the target method, not {self.settings.method}")
+        self.targets = load_targets(folder, self)
+        return self.targets
 
     def add_identity(self, name: str, embeddings: torch.Tensor) -> None:
         """Register (or replace) a person by embeddings of their faces: the head row is their mean."""
@@ -268,15 +278,21 @@ class Protector:
             scale = work_scale(self.ensemble, [face.landmarks for face in faces]) if self.ensemble else 1.0
             model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale).eval()
         index = torch.arange(len(faces), device=self.device)
-        z_clean, anchors = model.clean_crops, None
+        z_clean, anchors, targets, sign = model.clean_crops, None, [""] * len(faces), 1.0
         if not self.ensemble:
             z, losses = self._classify(model, z_clean, index)
         else:
             views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
             with torch.no_grad():
                 anchors = embeddings_of(views, model.perturbed_regions(z_clean, index))
-            attack = Evade(views, anchors, self.settings, preprocess=model.perturbed_regions)
-            z = attack(z_clean, index)
+            method = Target if self.settings.method == Target.name else Evade
+            if method is Target:
+                if self.targets is None:
+                    raise ValueError("no target identities: faceguard protect --method target needs --targets DIR "
+                                     "(Python: Protector.load_targets)")
+                anchors, targets = self.targets.choose(anchors)
+            attack = method(views, anchors, self.settings, preprocess=model.perturbed_regions)
+            z, sign = attack(z_clean, index), attack.sign
             losses = torch.cat([attack.loss(z_clean, index, zs) for zs in (z_clean, z)])
         with torch.no_grad():
             deltas = model.saved_delta(z, index).cpu()
@@ -285,9 +301,10 @@ class Protector:
         out = protected if alpha is None else np.concatenate(
             [protected.reshape(protected.shape[:2] + (-1,)), alpha[..., None]], axis=2)
         results = [FaceResult([round(float(v), 1) for v in face.box], round(face.score, 4),
-                              identity or "", float(a), float(b))
-                   for face, identity, a, b in zip(faces, identities, clean_loss.tolist(), crafted_loss.tolist())]
-        return Crafted(out, results, model, anchors)
+                              identity or "", float(a), float(b), target=target)
+                   for face, identity, a, b, target in zip(faces, identities, clean_loss.tolist(),
+                                                           crafted_loss.tolist(), targets)]
+        return Crafted(out, results, model, anchors, sign)
 
     def _classify(self, model: PhotoFaces, z_clean: torch.Tensor, index: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,7 +356,7 @@ class Protector:
         """Fill each ``crafted.faces[k].loss_saved``: re-detect face k near its box in the decoded
         ``saved`` pixels, re-align it as a scraper would (cv2; dlib's own chip extraction for
         dlib-resnet), evaluate the method's loss (alignment: A with the crafting head; evasion: the
-        mean cosine to the clean embeddings). When ``aligned`` the scraper's crop is the fitted
+        mean cosine to the clean embeddings, or minus that to the target's centres). When ``aligned`` the scraper's crop is the fitted
         saved image (nothing to re-detect)."""
         colour, _ = colour_and_alpha(np.asarray(saved))
         rgb = rgb_view(colour)
@@ -350,7 +367,7 @@ class Protector:
             return
         if crafted.anchors is not None:
             views = saved_views(colour, [found[k] for k in kept], self.ensemble, self.device)
-            losses = torch.stack([(e * a[kept]).sum(1) for e, a in zip(views, crafted.anchors)]).mean(0)
+            losses = crafted.sign * torch.stack([(e * a[kept]).sum(1) for e, a in zip(views, crafted.anchors)]).mean(0)
         else:
             crops = [as_channels_first(self._crop(colour, Face(faces[k].box, faces[k].score, found[k]))) for k in kept]
             losses = self._crop_losses(model, torch.stack(crops).to(self.device), torch.tensor(kept, device=self.device))
