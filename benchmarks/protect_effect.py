@@ -17,7 +17,8 @@ the product pasted back and re-encoded. This closes the loop on the ``faces-cpu`
 
 Rows: ``clean`` (the clean PNG photos read back; bit-identical to the ``faces-cpu`` crops, which is
 checked), ``clean-jpeg`` (the quality-95 JPEG originals: the JPEG arm's own baseline),
-``protect-png``, ``protect-jpeg``, and the crop-level ``alignment-joint`` and ``random`` of the
+``protect-png``, ``protect-jpeg``, ``protect-png-jpeg`` (the protected PNG photos re-saved as
+quality-95 JPEG: ``protect-png``'s noise through re-encoding alone), and the crop-level ``alignment-joint`` and ``random`` of the
 face benchmark (``faces_pipeline.craft``) with the profile's surrogate at the same ε, against the
 same victim seeds. ``--method adversarial`` protects with the class-targeted poison instead (its
 crop-level row is ``adversarial``; results ``protect-effect-adversarial``). ``top1_drop`` is relative to the matching clean row of the same seed. Expensive
@@ -46,7 +47,7 @@ def crop_methods(method: str) -> tuple[str, str]:
 def baselines(method: str) -> dict[str, str | None]:
     """Every row and the clean row its ``top1_drop`` is taken against."""
     return {"clean": None, "clean-jpeg": None, "protect-png": "clean", "protect-jpeg": "clean-jpeg",
-            **{crop: "clean" for crop in crop_methods(method)}}
+            "protect-png-jpeg": "clean-jpeg", **{crop: "clean" for crop in crop_methods(method)}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

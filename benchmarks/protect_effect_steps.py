@@ -33,6 +33,7 @@ from recognition.files import write_bytes_atomic
 
 JPEG_QUALITY = 95
 TREES = {"png": ("photos-png", ".png"), "jpeg": ("photos-jpeg", ".jpg")}
+REENCODED = "protected-png-jpeg"  # the PNG tree's protected photos re-saved as JPEG (JPEG_QUALITY)
 Log = Callable[[str], None]
 
 
@@ -166,7 +167,9 @@ class TrainingSets:
 
 def read_back(work: Path, stems: list[str], native: ImageTensorDataset, config: FacesConfig, data: FaceData,
               outcomes: dict[str, TreeOutcome]) -> TrainingSets:
-    """Read the clean and the saved protected photos back as the benchmark prepares Yale B.
+    """Read the clean and the saved protected photos back as the benchmark prepares Yale B, and the
+    protected PNG photos re-saved as JPEG (``protect-png-jpeg``: the same noise as ``protect-png``
+    through the JPEG arm's re-encoding, which tells re-encoding apart from the JPEG tree's own noise).
 
     A photo the product failed on has no output: it is left out of that set (and counted in the
     tree's ``error``). The clean PNG set must equal the benchmark's own crops bit for bit.
@@ -179,9 +182,28 @@ def read_back(work: Path, stems: list[str], native: ImageTensorDataset, config: 
         present = [k for k, name in enumerate(files) if (outcomes[fmt].out / name).is_file()]
         photos[f"protect-{fmt}"] = load_photo_faces(outcomes[fmt].out, [files[k] for k in present],
                                                     native.labels[present], native.classes, config)
+        if fmt == "png":
+            jpegs = reencode(outcomes[fmt].out, [files[k] for k in present], work / REENCODED)
+            photos["protect-png-jpeg"] = load_photo_faces(work / REENCODED, jpegs, native.labels[present],
+                                                          native.classes, config)
     if not torch.equal(photos["clean"].images, data.pretrain.images):
         raise RuntimeError("the clean PNG photos read back differ from the benchmark's crops")
     return TrainingSets(photos)
+
+
+def reencode(folder: Path, files: list[str], out: Path) -> list[str]:
+    """Each ``folder/<file>`` re-saved as ``out/<file>.jpg`` at :data:`JPEG_QUALITY` (rewritten when
+    missing or older than its source); returns the new names, in order."""
+    names = []
+    for name in files:
+        source, target = folder / name, (out / name).with_suffix(".jpg")
+        if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
+            buffer = io.BytesIO()
+            with Image.open(source) as image:
+                image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+            write_bytes_atomic(target, buffer.getvalue())
+        names.append(target.relative_to(out).as_posix())
+    return names
 
 
 class ChannelsToRGB(nn.Module):

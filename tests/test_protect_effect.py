@@ -17,7 +17,7 @@ from test_protect_support import one_thread  # noqa: F401 (autouse)
 TINY = ["protect-effect", "--identities", "3", "--images", "4", "--steps", "2", "--seeds", "0", "1",
         "--baseline-seeds", "0", "--set", "surrogate_epochs=1", "victim_epochs=1", "steps=1", "orl_pairs=20",
         "batch_size=8", "--device", "cpu", "--quiet"]
-METHODS = ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "alignment-joint", "random"]
+METHODS = ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "protect-png-jpeg", "alignment-joint", "random"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,8 @@ def test_victims_trained_on_the_saved_protected_photos(tiny_run):
         assert np.abs(saved - clean).max() <= 16
         changed += int((saved != clean).any())
         assert Image.open(work / "protected-jpeg" / name.replace(".png", ".jpg")).format == "JPEG"
+        reencoded = Image.open(work / "protected-png-jpeg" / name.replace(".png", ".jpg"))
+        assert reencoded.format == "JPEG" and np.abs(np.asarray(reencoded).astype(int) - saved).mean() < 3
     assert changed == 12
     classes = sorted({name.split("/")[0] for name in files})
     labels = torch.tensor([classes.index(name.split("/")[0]) for name in files])
@@ -84,6 +86,7 @@ def test_victims_trained_on_the_saved_protected_photos(tiny_run):
         digest = hashlib.sha256(crops.images.contiguous().numpy().tobytes()).hexdigest()
         assert runs[(method, 0)]["train_sha256"] == digest
     assert runs[("protect-png", 0)]["train_sha256"] != runs[("clean", 0)]["train_sha256"]
+    assert len({runs[(m, 0)]["train_sha256"] for m in ("protect-png", "protect-png-jpeg", "protect-jpeg")}) == 3
 
 
 def test_rerun_resumes_from_the_work_folder_and_refuses_other_settings(tiny_run, capsys):
@@ -110,7 +113,8 @@ def test_adversarial_method_protects_the_trees_with_it_and_names_its_results(tmp
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "protect-effect-adversarial.json").read_text())
     rows = {row["method"]: row for row in result["rows"]}
-    assert list(rows) == ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "adversarial", "random"]
+    assert list(rows) == ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "protect-png-jpeg", "adversarial",
+                          "random"]
     assert result["config"]["method"] == "adversarial" and result["config"]["steps"] == 2
     assert rows["protect-png"]["loss_crafted"] < rows["protect-png"]["loss_clean"]
     assert rows["protect-png"]["linf_max"] == 16 and "craft_loss" in rows["adversarial"]
