@@ -84,6 +84,14 @@ CONFIGS: dict[str, FacesConfig] = {
         methods=("adversarial", *ERROR_MINIMIZING_METHODS), method_eps=(16,),
         method_settings={m: dict(ERROR_MINIMIZING_STEPS) for m in ERROR_MINIMIZING_METHODS},
         defenses=("jpeg10", "jpeg75", "smoothing")),
+    # Issue #18: class-wise error-minimizing noise over three seeds, stopped as Unlearnable Examples
+    # stops it (its crafting model fits 99 % of the perturbed set, here often after one round) and
+    # after at least 10 rounds (min_rounds), beside random noise; no alignment.
+    **{name: FacesConfig(
+        name=name, num_test=19, steps=50, eps=(), variants=(), random_eps=(16,), seeds=(0, 1, 2),
+        methods=("error-minimizing-classwise",), method_eps=(16,),
+        method_settings={"error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, "min_rounds": rounds}})
+       for name, rounds in (("faces-cpu-em", 1), ("faces-cpu-em-rounds10", 10))},
     # The paper's setting (Table 7): CelebA, 1,000 test identities, IR-18 + CosFace, 125 epochs,
     # 50 crafting steps, 1 restart, 112x112 RGB, verification on the insightface .bin files.
     "celeba-paper": FacesConfig(

@@ -59,6 +59,9 @@ class CraftSettings:
     * ``ensemble`` — the recognizers ``faceguard protect``'s evasion methods craft against (names
       of :data:`~faceguard.registry.ENSEMBLE`, at least one, no repeats; a list is stored as a
       tuple). Other methods use none, so theirs is stored empty.
+    * ``min_rounds`` — error-minimizing noise: rounds of training and perturbing run before its
+      model fitting the perturbed images may end the loop (on small face sets that model fits
+      them after one round, leaving weak noise: benchmarks/results/faces-cpu-poisons.md).
     * ``seed`` — batch ``k`` of a corpus is crafted with ``seed + k``, so any batch can be redone
       alone (resume) with the same result; ``batch_size`` — images per crafting batch, also the set
       one joint cosine is taken over.
@@ -76,6 +79,7 @@ class CraftSettings:
     reg_weight: float = DEFAULT_REG_WEIGHT
     objective: str = "ce"
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
+    min_rounds: int = 1
     seed: int = 0
     batch_size: int = 128
     fd_step: float = 1e-5
@@ -106,8 +110,8 @@ class CraftSettings:
         object.__setattr__(self, "ensemble", ensemble)
         if self.steps < 0 or self.restarts < 1:
             raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={self.steps}, restarts={self.restarts}")
-        if self.batch_size < 1 or self.fd_refresh < 1 or self.step_size <= 0 or self.fd_step <= 0:
-            raise ValueError("batch_size and fd_refresh must be >= 1, step_size and fd_step > 0")
+        if self.batch_size < 1 or self.fd_refresh < 1 or self.min_rounds < 1 or self.step_size <= 0 or self.fd_step <= 0:
+            raise ValueError("batch_size, fd_refresh and min_rounds must be >= 1, step_size and fd_step > 0")
 
     def replace(self, **changes: object) -> CraftSettings:
         """A copy with some fields changed (checked like a new object)."""

@@ -143,3 +143,24 @@ def test_error_minimizing_trains_a_fresh_copy_whatever_the_weights_given(small_c
 
     first = noise(0)
     assert torch.equal(first, noise(1)) and not torch.equal(first, noise(0, seed=1))
+
+
+def test_error_minimizing_runs_at_least_min_rounds_before_its_stop_accuracy_ends_it(small_corpus):
+    """A stop accuracy met after the first round ends the loop there, unless ``min_rounds`` asks for
+    more; ``max_rounds`` below ``min_rounds`` does not cut them short."""
+    from faceguard.attacks.poisons import ClasswiseErrorMinimizing
+    from recognition.models import create_model
+
+    x, y = small_corpus[0][:30], small_corpus[1][:30]
+    settings = CraftSettings(method="error-minimizing-classwise", eps=8, steps=1, step_size=0.2, augment="none",
+                             batch_size=15)
+    rounds = []
+    for least in (1, 3):
+        net = create_model("resnet18", num_classes=10, width=0.125)
+        attack = ClasswiseErrorMinimizing(net, settings.replace(min_rounds=least), train_steps=1,
+                                          max_rounds=2, stop_accuracy=0.01)
+        attack(x, y)
+        rounds.append(attack.rounds)
+    assert rounds == [1, 3]
+    with pytest.raises(ValueError, match="min_rounds must be >= 1"):
+        settings.replace(min_rounds=0)

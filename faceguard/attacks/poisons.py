@@ -72,7 +72,8 @@ class ErrorMinimizing(Perturbation):
        weight decay 5e-4, the settings' ``augment`` as training augmentation) on x + Δ;
     2. update Δ by ``settings.steps`` signed steps of ``settings.step_size`` · ε that *minimise*
        CE(F(x + Δ), y) with the model fixed (eval mode), batch by batch;
-    3. stop when the model classifies ``stop_accuracy`` of x + Δ correctly, or after ``max_rounds``.
+    3. stop when the model classifies ``stop_accuracy`` of x + Δ correctly (not before
+       ``settings.min_rounds`` rounds), or after ``max_rounds`` (at least ``min_rounds``).
 
     The perturbation then carries an easy shortcut to the label, so a victim trained on it learns
     the shortcut instead of the images. ``classwise=True`` learns one Δ per class (per identity
@@ -119,7 +120,8 @@ class ErrorMinimizing(Perturbation):
         classes = int(y.max()) + 1
         delta = torch.zeros((classes, *x.shape[1:]) if self.classwise else x.shape, device=x.device)
         order = iter(())
-        for rounds in range(1, self.max_rounds + 1):
+        least = self.settings.min_rounds
+        for rounds in range(1, max(self.max_rounds, least) + 1):
             self.rounds = rounds
             model.train()
             for _ in range(self.train_steps):
@@ -135,7 +137,7 @@ class ErrorMinimizing(Perturbation):
             model.eval()
             self._minimise(model, x, y, delta)
             self.train_accuracy = self._accuracy(model, x, y, delta)
-            if self.train_accuracy >= self.stop_accuracy:
+            if rounds >= least and self.train_accuracy >= self.stop_accuracy:
                 break
         self.noise, self.trained = delta, model.eval()
         return self.project(x, (delta[y] if self.classwise else delta).clone())

@@ -15,7 +15,7 @@ from faceguard.settings import DEFAULT_REG_WEIGHT, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
 _FIELDS = ("method", "eps", "steps", "restarts", "step_size", "variant", "backend", "augment", "regularizer",
-           "reg_weight", "seed", "ensemble")
+           "reg_weight", "min_rounds", "seed", "ensemble")
 
 
 Defaults = CraftSettings | Callable[[str], CraftSettings]
@@ -73,6 +73,8 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
     add("--regularizer", "visibility penalty added to the objective", choices=[NO_REGULARIZER, *REGULARIZERS.names()])
     group.add_argument("--reg-weight", type=float, help="weight of --regularizer (default: the method's, else "
                        f"{DEFAULT_REG_WEIGHT})")
+    add("--min-rounds", "error-minimizing noise: rounds run before its model fitting the perturbed images "
+        "may stop it", type=int)
     add("--seed", "crafting seed", type=int)
     if ensemble:
         found = default("ensemble", [m for m in methods if m in EVASION_METHODS] or None)
