@@ -248,14 +248,17 @@ def images_sha256(dataset: ImageTensorDataset) -> str:
 
 def run_victims(work: Path, config: FacesConfig, data: FaceData, sets: TrainingSets,
                 plan: list[tuple[str, int, int]], metrics: list[str], device: torch.device, log: Log) -> list[dict]:
-    """One fresh victim per (method, ε, seed), seed 1000 + seed as in ``faces``; cached per run (a
-    cached run lacking one of ``metrics``, measured before that metric existed, is trained again)."""
+    """One fresh victim per (method, ε, seed), seed 1000 + seed as in ``faces``; cached per run. A
+    cached run is trained again when it lacks one of ``metrics`` (measured before that metric
+    existed) or was trained on other images (its ``train_sha256``: e.g. a tree protected again
+    under new settings)."""
     runs = []
     classes = len(data.pretrain.classes)
     for method, eps, seed in plan:
         path = work / "victims" / f"{method}-seed{seed}.json"
-        if not path.is_file() or not set(metrics) <= set(json.loads(path.read_text(encoding="utf-8"))):
-            train_set = sets.get(method, seed)
+        train_set = sets.get(method, seed)
+        cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not set(metrics) <= set(cached) or cached.get("train_sha256") != images_sha256(train_set):
             victim = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
             train_acc = train_face_model(victim, train_set, config, config.victim_epochs, 1000 + seed, device)
             run = {"method": method, "eps": eps, "victim": config.victim, "defense": "none", "seed": seed,

@@ -122,19 +122,26 @@ def test_adversarial_method_protects_the_trees_with_it_and_names_its_results(tmp
     assert manifest["settings"]["crafting"]["method"] == "adversarial"
 
 
-def test_a_cached_victim_without_a_reported_metric_is_trained_again(tiny_run, capsys):
+@pytest.mark.parametrize("stale", ["metric", "images"])
+def test_a_stale_cached_victim_is_trained_again(tiny_run, capsys, stale):
+    """A cached victim lacking a reported metric (measured before it existed), or trained on other
+    images (its set was protected again), is trained again; the others are kept."""
     from benchmarks.__main__ import main
 
     root, args = tiny_run
     cached = root / "work" / "victims" / "random-seed0.json"
     run = json.loads(cached.read_text())
-    del run["top5"]  # as measured before a metric existed
+    if stale == "metric":
+        del run["top5"]
+    else:
+        run["train_sha256"] = "0" * 64
     cached.write_text(json.dumps(run))
     capsys.readouterr()
     assert main(args) == 0
     output = capsys.readouterr().out
     assert "victim random seed 0" in output and output.count("victim ") == 1
-    assert "top5" in json.loads(cached.read_text())
+    again = json.loads(cached.read_text())
+    assert "top5" in again and again["train_sha256"] != "0" * 64
 
 
 def test_drops_are_taken_per_seed_against_the_baseline_for_each_metric_present():
