@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load, save
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from faceguard.attacks.poisons import ClasswiseErrorMinimizing
@@ -81,7 +81,7 @@ class IdentityNoise:
         """Read a noise file written by :meth:`save` for a profile with this ``backbone`` (no code runs)."""
         with safe_open(str(path), "pt") as handle:
             names = json.loads(handle.metadata()["names"])
-        tensors = load(path.read_bytes())
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         width = tensors["model.head.linear.weight"].shape[1]
         model = _classifier(backbone, width, len(names))
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
