@@ -85,13 +85,14 @@ CONFIGS: dict[str, FacesConfig] = {
         method_settings={m: dict(ERROR_MINIMIZING_STEPS) for m in ERROR_MINIMIZING_METHODS},
         defenses=("jpeg10", "jpeg75", "smoothing")),
     # Issue #18: class-wise error-minimizing noise over three seeds, stopped as Unlearnable Examples
-    # stops it (its crafting model fits 99 % of the perturbed set, here often after one round) and
-    # after at least 10 rounds (min_rounds), beside random noise; no alignment.
+    # stops it (its crafting model fits 99 % of the perturbed set, here often after one round), after
+    # at least 10 rounds (min_rounds), and so from a uniform start; beside random noise, no alignment.
     **{name: FacesConfig(
         name=name, num_test=19, steps=50, eps=(), variants=(), random_eps=(16,), seeds=(0, 1, 2),
         methods=("error-minimizing-classwise",), method_eps=(16,),
-        method_settings={"error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, "min_rounds": rounds}})
-       for name, rounds in (("faces-cpu-em", 1), ("faces-cpu-em-rounds10", 10))},
+        method_settings={"error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, **changes}})
+       for name, changes in (("faces-cpu-em", {}), ("faces-cpu-em-rounds10", {"min_rounds": 10}),
+                             ("faces-cpu-em-uniform", {"min_rounds": 10, "noise_start": "uniform"}))},
     # The paper's setting (Table 7): CelebA, 1,000 test identities, IR-18 + CosFace, 125 epochs,
     # 50 crafting steps, 1 restart, 112x112 RGB, verification on the insightface .bin files.
     "celeba-paper": FacesConfig(

@@ -21,6 +21,7 @@ from faceguard.units import check_eps
 
 # version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``
 SETTINGS_VERSION = 3
+NOISE_STARTS = ("zero", "uniform")  # error-minimizing noise's Δ before its first round
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
 # the methods faceguard protect crafts with; all paste Δ through the photo warp
 PROTECT_METHODS = ("alignment", "evade", "target", "adversarial", "error-minimizing-classwise")
@@ -61,7 +62,9 @@ class CraftSettings:
       tuple). Other methods use none, so theirs is stored empty.
     * ``min_rounds`` — error-minimizing noise: rounds of training and perturbing run before its
       model fitting the perturbed images may end the loop (on small face sets that model fits
-      them after one round, leaving weak noise: benchmarks/results/faces-cpu-poisons.md).
+      them after one round, leaving weak noise: benchmarks/results/faces-cpu-em.md);
+      ``noise_start`` — its Δ before the first round: ``zero``, or ``uniform`` in the ε-ball (the
+      original code's start).
     * ``seed`` — batch ``k`` of a corpus is crafted with ``seed + k``, so any batch can be redone
       alone (resume) with the same result; ``batch_size`` — images per crafting batch, also the set
       one joint cosine is taken over.
@@ -80,6 +83,7 @@ class CraftSettings:
     objective: str = "ce"
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
     min_rounds: int = 1
+    noise_start: str = "zero"
     seed: int = 0
     batch_size: int = 128
     fd_step: float = 1e-5
@@ -89,6 +93,8 @@ class CraftSettings:
         METHODS.check(self.method)
         BACKENDS.check(self.backend)
         OBJECTIVES.check(self.objective)
+        if self.noise_start not in NOISE_STARTS:
+            raise ValueError(f"unknown noise_start {self.noise_start!r}; choose from {', '.join(NOISE_STARTS)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
         if isinstance(self.augment, bool):

@@ -164,3 +164,30 @@ def test_error_minimizing_runs_at_least_min_rounds_before_its_stop_accuracy_ends
     assert rounds == [1, 3]
     with pytest.raises(ValueError, match="min_rounds must be >= 1"):
         settings.replace(min_rounds=0)
+
+
+@pytest.mark.parametrize("start", ["zero", "uniform"])
+def test_error_minimizing_noise_starts_at_zero_or_uniform_in_the_ball(small_corpus, start):
+    """With no inner steps Δ stays where it started: all zero, or uniform in [−ε, ε] (std ε/√3),
+    the same for the same seed."""
+    from faceguard.attacks.poisons import ClasswiseErrorMinimizing
+    from recognition.models import create_model
+
+    x, y = small_corpus[0][:30], small_corpus[1][:30]
+    settings = CraftSettings(method="error-minimizing-classwise", eps=8, steps=0, augment="none", batch_size=15,
+                             noise_start=start)
+    noises = []
+    for _ in range(2):
+        attack = ClasswiseErrorMinimizing(create_model("resnet18", num_classes=10, width=0.125), settings,
+                                          train_steps=1, max_rounds=1)
+        attack(x, y)
+        noises.append(attack.noise)
+    radius = 8 / 255
+    if start == "zero":
+        assert not noises[0].any()
+    else:
+        assert noises[0].abs().max() <= radius + 1e-7
+        assert noises[0].std().item() == pytest.approx(radius / 3 ** 0.5, rel=0.05)  # ~30,000 values
+    assert torch.equal(noises[0], noises[1])
+    with pytest.raises(ValueError, match="unknown noise_start"):
+        settings.replace(noise_start="gaussian")

@@ -68,6 +68,8 @@ class ErrorMinimizing(Perturbation):
     the paper: a trained surrogate already fits its training images, so it would stop the loop
     before the noise carries anything.
 
+    Δ starts at zero, or uniform in the ε-ball with ``settings.noise_start="uniform"``; then
+
     1. train that model for ``train_steps`` mini-batches (SGD, ``lr``, momentum 0.9,
        weight decay 5e-4, the settings' ``augment`` as training augmentation) on x + Δ;
     2. update Δ by ``settings.steps`` signed steps of ``settings.step_size`` · ε that *minimise*
@@ -119,6 +121,8 @@ class ErrorMinimizing(Perturbation):
         augment = None if self.settings.augment == NO_AUGMENTATION else AUGMENTATIONS.get(self.settings.augment)()
         classes = int(y.max()) + 1
         delta = torch.zeros((classes, *x.shape[1:]) if self.classwise else x.shape, device=x.device)
+        if self.settings.noise_start == "uniform":  # seeded by the call, as every random start
+            delta.uniform_(-self.radius, self.radius)
         order = iter(())
         least = self.settings.min_rounds
         for rounds in range(1, max(self.max_rounds, least) + 1):

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 from faceguard.registry import (AUGMENTATIONS, BACKENDS, ENSEMBLE, EVASION_METHODS, METHODS, NO_AUGMENTATION,
                                 NO_REGULARIZER, REGULARIZERS, VARIANTS)
-from faceguard.settings import DEFAULT_REG_WEIGHT, CraftSettings
+from faceguard.settings import DEFAULT_REG_WEIGHT, NOISE_STARTS, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
 _FIELDS = ("method", "eps", "steps", "restarts", "step_size", "variant", "backend", "augment", "regularizer",
-           "reg_weight", "min_rounds", "seed", "ensemble")
+           "reg_weight", "min_rounds", "noise_start", "seed", "ensemble")
 
 
 Defaults = CraftSettings | Callable[[str], CraftSettings]
@@ -75,6 +75,7 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
                        f"{DEFAULT_REG_WEIGHT})")
     add("--min-rounds", "error-minimizing noise: rounds run before its model fitting the perturbed images "
         "may stop it", type=int)
+    add("--noise-start", "error-minimizing noise: its perturbation before the first round", choices=NOISE_STARTS)
     add("--seed", "crafting seed", type=int)
     if ensemble:
         found = default("ensemble", [m for m in methods if m in EVASION_METHODS] or None)
