@@ -21,14 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.faces_configs import CONFIGS, FacesConfig, resolve_config, set_overrides
+from benchmarks.faces_configs import CONFIGS, DROP_METRICS, FacesConfig, resolve_config, set_overrides
 from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_results
 from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
 from recognition.files import write_atomic
 
-IDENTIFICATION = ("top1", "top5")
-CROSS_LIGHT = "cross_light_top1"
-DROPS = ("top1", CROSS_LIGHT)  # relative drops reported against the clean victim
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     """Run every seed, writing the results after each; returns 0."""
     import torch
 
-    from benchmarks.faces_pipeline import cross_light_measurable, load_face_data, restrict_identities, run_seed
+    from benchmarks.faces_pipeline import load_face_data, reported_metrics, restrict_identities, run_seed
     from recognition.datasets import default_data_dir
     from recognition.device import resolve_device
 
@@ -88,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}: {len(data.pretrain)} pre-training images of {len(data.pretrain.classes)} identities, "
           f"{len(data.test)} test images of {len(data.test.classes)}, verification: {sorted(data.verification)}",
           flush=True)
-    metrics = [*IDENTIFICATION, *([CROSS_LIGHT] if cross_light_measurable(data) else []), *data.verification]
+    metrics = reported_metrics(data)
     runs: list[dict] = []
     for seed in (*config.seeds, *config.extra_seeds):
         torch.manual_seed(seed)
@@ -119,7 +116,7 @@ def _write(name: str, config: FacesConfig, args: argparse.Namespace, checksums: 
 
 def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: list[str]) -> str:
     """Table-7-style report: one line per row, relative top-1 drops against the clean victim."""
-    drops = [m for m in DROPS if m in metrics]
+    drops = [m for m in DROP_METRICS if m in metrics]
     clean = {(run["seed"], m): run[m] for row in rows if (row["method"], row["defense"]) == ("clean", "none")
              for run in row["runs"] for m in drops}
     defended = any(row["defense"] != "none" for row in rows)

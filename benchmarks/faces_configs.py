@@ -9,6 +9,10 @@ from dataclasses import dataclass, field, replace
 from faceguard.settings import ERROR_MINIMIZING_METHODS, ERROR_MINIMIZING_STEPS
 from recognition.cli import parse_set
 
+# identification metrics reported as relative drops against the clean victim (cross_light_top1
+# only where the data has a cross-lighting gallery: Yale B)
+DROP_METRICS = ("top1", "cross_light_top1")
+
 
 @dataclass(frozen=True)
 class FacesConfig:

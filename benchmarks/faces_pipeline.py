@@ -213,6 +213,12 @@ def cross_light_measurable(data: FaceData) -> bool:
     return bool(torch.isin(data.test.labels[~gallery], data.test.labels[gallery]).any())
 
 
+def reported_metrics(data: FaceData) -> list[str]:
+    """The per-row metrics the face reports show: top1, top5, cross_light_top1 where measurable,
+    then one accuracy per verification set."""
+    return ["top1", "top5", *(["cross_light_top1"] if cross_light_measurable(data) else []), *data.verification]
+
+
 def evaluate_embedding(backbone: nn.Module, data: FaceData, config: FacesConfig,
                        device: torch.device | None = None) -> dict[str, float]:
     """kNN identification on the test identities (top1, top5; leave-one-out), the cross-lighting

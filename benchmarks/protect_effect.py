@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     """Every step (cached in WORK), then the results files; returns 0."""
     import torch
 
-    from benchmarks.faces_pipeline import cross_light_measurable, load_face_data
+    from benchmarks.faces_pipeline import load_face_data, reported_metrics
     from benchmarks.protect_effect_steps import (JPEG_QUALITY, check_work, crop_level_sets, fit_surrogate,
                                                  protect_trees, read_back, restrict, run_victims, write_photos)
     from recognition.datasets import default_data_dir
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                     args.baseline_seeds, sets, log)
     plan = [(method, 0 if method.startswith("clean") else args.eps, seed) for method in baselines(args.method)
             for seed in (args.baseline_seeds if method in crop_methods(args.method) else args.seeds)]
-    metrics = ["top1", "top5", *(["cross_light_top1"] if cross_light_measurable(data) else []), *data.verification]
+    metrics = reported_metrics(data)
     runs = run_victims(work, config, data, sets, plan, metrics, device, log)
     extras = {f"protect-{fmt}": outcome.metrics() for fmt, outcome in outcomes.items()}
     record = {**settings, "data_sha256": data.checksums,

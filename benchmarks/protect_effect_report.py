@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.faces_configs import DROP_METRICS
 from benchmarks.results import format_cell, markdown_table, summarize, write_results
 from recognition.files import write_bytes_atomic
 
 
-DROPS = ("top1", "cross_light_top1")
-
-
 def add_drops(runs: list[dict], baseline: dict[str, str | None]) -> list[dict]:
     """Each run with ``{metric}_drop`` = 100 (1 − metric / metric of its baseline method, same seed)
-    for the :data:`DROPS` metrics it has."""
-    value = {(run["method"], run["seed"], m): run[m] for run in runs for m in DROPS if m in run}
+    for the :data:`DROP_METRICS` metrics it has."""
+    value = {(run["method"], run["seed"], m): run[m] for run in runs for m in DROP_METRICS if m in run}
     out = []
     for run in runs:
         drops = {}
-        for metric in DROPS:
+        for metric in DROP_METRICS:
             reference = value.get((baseline.get(run["method"]), run["seed"], metric))
             if reference is not None and metric in run:
                 drops[f"{metric}_drop"] = round(100 * (1 - run[metric] / reference), 4)
@@ -49,7 +47,7 @@ def write_report(name: str, record: dict, command: str, runs: list[dict], metric
     for row in rows:
         row.update(extras.get(row["method"], {}))
     path = write_results(name, record, command, rows, out_dir)
-    drops = [m for m in DROPS if m in metrics]
+    drops = [m for m in DROP_METRICS if m in metrics]
     header = ["method", "ε", "seeds", *metrics, *(f"{m.replace('_', ' ')} drop" for m in drops), "vs", "photos protected / no face / error",
               "A clean → crafted → saved", "L∞ max", "s / photo", "clean-train acc"]
     lines = []

@@ -257,15 +257,17 @@ def run_victims(work: Path, config: FacesConfig, data: FaceData, sets: TrainingS
     for method, eps, seed in plan:
         path = work / "victims" / f"{method}-seed{seed}.json"
         train_set = sets.get(method, seed)
-        cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        if not set(metrics) <= set(cached) or cached.get("train_sha256") != images_sha256(train_set):
+        digest = images_sha256(train_set)
+        run = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not set(metrics) <= set(run) or run.get("train_sha256") != digest:
             victim = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
             train_acc = train_face_model(victim, train_set, config, config.victim_epochs, 1000 + seed, device)
-            run = {"method": method, "eps": eps, "victim": config.victim, "defense": "none", "seed": seed,
-                   **evaluate_victim(victim, data, config), "victim_train_acc": round(train_acc, 4),
-                   "train_images": len(train_set), "train_sha256": images_sha256(train_set),
-                   **sets.stats.get((method, seed), {})}
-            write_bytes_atomic(path, json.dumps(run, indent=1).encode())
+            text = json.dumps({"method": method, "eps": eps, "victim": config.victim, "defense": "none", "seed": seed,
+                               **evaluate_victim(victim, data, config), "victim_train_acc": round(train_acc, 4),
+                               "train_images": len(train_set), "train_sha256": digest,
+                               **sets.stats.get((method, seed), {})}, indent=1)
+            write_bytes_atomic(path, text.encode())
+            run = json.loads(text)  # as a rerun reads it back
             log(f"victim {method} seed {seed}: top1 {run['top1']:.2f}, top5 {run['top5']:.2f}")
-        runs.append(json.loads(path.read_text(encoding="utf-8")))
+        runs.append(run)
     return runs

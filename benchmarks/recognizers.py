@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.results import RESULTS_DIR
+from faceguard.registry import EVASION_METHODS
 from recognition.cli import add_data_option, add_device_option, add_out_option
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ PROTECTIONS = {
     "target-sface-ssim0.3": ("target", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
                                         "reg_weight": 0.3}),
 }
-EVASION = ("evade", "target")  # the methods whose crafting uses an ensemble of recognizers
 SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
 METHODS = tuple(PROTECTIONS)
 DATASET_CHOICES = ("realfaces", "photos")  # kept in step with recognizers_data.DATASETS
@@ -111,7 +111,7 @@ def method_settings(label: str, steps: int | None) -> dict:
 
     method, changes = PROTECTIONS[label]
     settings = protect_settings(method, **changes, **({"steps": steps} if steps is not None else {}))
-    shown = SHOWN + (("ensemble",) if method in EVASION else ())
+    shown = SHOWN + (("ensemble",) if method in EVASION_METHODS else ())
     return {key: list(value) if isinstance(value, tuple) else value
             for key, value in settings.to_dict().items() if key in shown}
 
@@ -120,7 +120,7 @@ def crafted_with(label: str) -> list[str]:
     """The recognizers a protection's crafting uses: the profile for alignment (its surrogate), the
     settings' ensemble for evasion."""
     method, settings = PROTECTIONS[label]
-    return list(settings["ensemble"]) if method in EVASION else ["profile"]
+    return list(settings["ensemble"]) if method in EVASION_METHODS else ["profile"]
 
 
 def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:

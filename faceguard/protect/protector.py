@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceguard.attacks import AdversarialPoison, Alignment, Evade, Target
+from faceguard.attacks import AdversarialPoison, Alignment, Target, build_attack
 from faceguard.attacks.evasion import embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
@@ -285,13 +285,12 @@ class Protector:
             views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
             with torch.no_grad():
                 anchors = embeddings_of(views, model.perturbed_regions(z_clean, index))
-            method = Target if self.settings.method == Target.name else Evade
-            if method is Target:
+            if self.settings.method == Target.name:
                 if self.targets is None:
                     raise ValueError("no target identities: faceguard protect --method target needs --targets DIR "
                                      "(Python: Protector.load_targets)")
                 anchors, targets = self.targets.choose(anchors)
-            attack = method(views, anchors, self.settings, preprocess=model.perturbed_regions)
+            attack = build_attack(views, self.settings, anchors, preprocess=model.perturbed_regions)
             z, sign = attack(z_clean, index), attack.sign
             losses = torch.cat([attack.loss(z_clean, index, zs) for zs in (z_clean, z)])
         with torch.no_grad():
