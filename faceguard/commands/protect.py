@@ -40,20 +40,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from faceguard.protect.folder import FolderOptions, protect_folder
     from faceguard.protect.protector import Protector
+    from recognition.distributed import close_distributed, init_distributed
 
     args.method = args.method or ("alignment" if args.aligned else DEFAULT_PROTECT_METHOD)
     if (args.method == "target") != (args.targets is not None):
         raise ValueError("--method target needs --targets DIR, and --targets only goes with --method target")
     settings = settings_from_args(args, protect_settings)
-    protector = Protector(args.profile, settings, device=args.device, aligned=args.aligned)
-    if args.targets is not None:
-        protector.load_targets(args.targets)
-    options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
-                            progress=not args.quiet, command=args.command_line)
-    summary = protect_folder(args.photos, protector, options)
-    for name, files in summary.clusters.items():
-        print(f"protect: {name}: {len(files)} faces in {', '.join(sorted(set(files)))}")
-    print(summary.line())
-    if args.report:
-        print(f"protect: report {summary.out / 'report.html'}")
+    context = init_distributed(args.device)  # under torchrun: one share of the photos per process
+    try:
+        protector = Protector(args.profile, settings, device=context.device, aligned=args.aligned)
+        if args.targets is not None:
+            protector.load_targets(args.targets)
+        options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
+                                progress=not args.quiet, command=args.command_line)
+        summary = protect_folder(args.photos, protector, options, context)
+    finally:
+        close_distributed()
+    if context.is_main:
+        for name, files in summary.clusters.items():
+            print(f"protect: {name}: {len(files)} faces in {', '.join(sorted(set(files)))}")
+        print(summary.line())
+        if args.report:
+            print(f"protect: report {summary.out / 'report.html'}")
     return summary.exit_code

@@ -15,6 +15,13 @@ every photo whose entry is finished under the same settings, whose input still h
 SHA-256 and whose output still has its recorded SHA-256: killing a run loses at most the photo in
 flight, and since outputs are written to a temporary file and renamed, never leaves a truncated
 one (temporary files of a killed run are removed at the next start).
+
+Under torchrun (``context`` from :func:`recognition.distributed.init_distributed`) every process
+reads and detects the whole folder (so identity centres and clusters come out the same in each)
+and rank r crafts the photos r, r + W, … of those to do; all ranks journal into one manifest,
+which rank 0 writes at the end (:class:`~faceguard.protect.manifest.Manifest`, ``shared``). Each
+photo is crafted with the same seed whichever process does it, so the outputs equal a single
+process's. Methods learned over the whole folder run in one process.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from faceguard.protect.protector import Protector
 from faceguard.protect.warp import as_rgb
 from faceguard.registry import NO_REGULARIZER
 from faceguard.settings import CraftSettings, protect_settings
+from recognition.distributed import DistributedContext, all_reduce_sum, barrier
 from recognition.files import PHOTO_EXTENSIONS, file_sha256, find_photos, one_line, write_bytes_atomic
 
 REPORT = "report.html"
@@ -64,6 +72,13 @@ class Summary:
     faces: int = 0
     out: Path | None = None
     clusters: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_up(self, context: DistributedContext) -> None:
+        """Sum the counts of every process (each counted the photos it handled)."""
+        keys = [*STATUSES, "skipped"]
+        totals = all_reduce_sum(torch.tensor([self.counts[k] for k in keys] + [self.faces]), context).tolist()
+        self.counts = Counter(dict(zip(keys, totals[:-1])))
+        self.faces = totals[-1]
 
     @property
     def exit_code(self) -> int:
@@ -194,23 +209,40 @@ def _protect_one(protector: Protector, source: Path, target: Path, fmt: str, fac
                     "loss": loss, "face_details": details}
 
 
-def protect_folder(photos: Path, protector: Protector, options: FolderOptions) -> Summary:
-    """Protect every photo of ``photos`` (a folder, or one file) as the module doc describes."""
+def protect_folder(photos: Path, protector: Protector, options: FolderOptions,
+                   context: DistributedContext | None = None) -> Summary:
+    """Protect every photo of ``photos`` (a folder, or one file) as the module doc describes;
+    ``context``: this process's place under torchrun (the summary then counts every process's photos)."""
+    context = context or DistributedContext(rank=0, world_size=1, device=protector.device)
+    shared = context.world_size > 1
+    if shared and protector.corpus:
+        raise ValueError(f"{protector.settings.method} is learned over the whole folder in one process; "
+                         "run it without torchrun")
     photos = Path(photos)
     out = Path(options.out) if options.out is not None else default_output(photos)
     root, rels, outside = _inputs(photos, out)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
     digests, unreadable = _digests(root, [rel.as_posix() for rel in rels])
-    manifest = Manifest(out / MANIFEST, _settings(protector, options, digests), options.command, upgrade_settings)
-    run = _FolderRun(protector, manifest, root, out, options)
+    settings = _settings(protector, options, digests)
+    if not context.is_main:
+        barrier(context)  # rank 0 has opened (and rewritten) the manifest
+    manifest = Manifest(out / MANIFEST, settings, options.command, upgrade_settings, shared=shared,
+                        owner=context.is_main)
+    if context.is_main:
+        barrier(context)
+    run = _FolderRun(protector, manifest, root, out, options, context)
     run.digests, run.unreadable = digests, unreadable
     try:
         run.protect_all(photos, rels, outside)
     finally:
+        barrier(context)
         manifest.close()
     run.summary.clusters = manifest.clusters
-    if options.report:
+    if shared:
+        run.summary.add_up(context)
+    if options.report and context.is_main:
         from faceguard.protect.report import write_report
 
         write_report(out / REPORT, root, out, manifest.files, protector.eps)
@@ -221,8 +253,10 @@ class _FolderRun:
     """One protect run over a folder: outcomes go to the manifest and the summary as they come."""
 
     def __init__(self, protector: Protector, manifest: Manifest, root: Path, out: Path,
-                 options: FolderOptions) -> None:
+                 options: FolderOptions, context: DistributedContext) -> None:
         self.protector, self.manifest, self.root, self.out, self.options = protector, manifest, root, out, options
+        self.context = context
+        self.mine: set[str] = set()  # the photos this process crafts (all of them in one process)
         self.summary = Summary(out=out)
         self.targets: dict[str, Path] = {}  # output path per input
         self.digests: dict[str, str] = {}  # input SHA-256 per readable input
@@ -231,7 +265,10 @@ class _FolderRun:
         self.bar = None
 
     def record(self, rel: str, entry: dict) -> None:
-        """Journal one file's outcome, count it, print its error line."""
+        """Journal one file's outcome, count it, print its error line (only the process that
+        handles the file records it)."""
+        if rel not in self.mine:
+            return
         self.manifest.record_file(rel, {"input": rel, **entry})
         self.summary.counts[entry["status"]] += 1
         if entry["status"] == "protected":
@@ -246,10 +283,11 @@ class _FolderRun:
         """Record the symlinks and name clashes, skip finished photos, protect the rest by identity group."""
         from tqdm.auto import tqdm
 
-        options = self.options
+        options, context = self.options, self.context
         errors = {rel.as_posix(): {"status": "error", "reason": "symlink to a file outside PHOTOS; not followed"}
                   for rel in outside}
         self.targets = _output_names(rels, options.format, errors)
+        self.mine = set(errors) | set(self.unreadable) if context.is_main else set()
         for rel, entry in errors.items():
             self.record(rel, entry)
         todo = []
@@ -257,15 +295,17 @@ class _FolderRun:
             if rel in self.unreadable:
                 self.record(rel, self.unreadable[rel])
             elif self.manifest.finished(rel, self.digests[rel], self.out):
-                self.summary.counts["skipped"] += 1
+                self.summary.counts["skipped"] += context.is_main
             else:
                 todo.append(rel)
+        self.mine |= set(todo[context.rank::context.world_size])
         corpus = self.protector.corpus and bool(todo)
         groups: dict[str | None, list[str]] = {}
         for rel in [r for r in self.targets if r in self.digests] if corpus else todo:
             key = identity_key(Path(rel), options.identities, photos.name)
             groups.setdefault(None if options.identities == "cluster" else key, []).append(rel)
-        with tqdm(total=len(todo), unit="photo", desc="protect", disable=not options.progress or None) as self.bar:
+        shown = options.progress and context.is_main
+        with tqdm(total=len(self.mine & set(todo)), unit="photo", desc="protect", disable=not shown or None) as self.bar:
             if corpus:  # every photo's faces first (finished ones too: the noise is learned from all)
                 detected = [self.detect_group(key, group, set(todo)) for key, group in groups.items()]
                 prepare_identity_noise(self.protector, detected, self.crops, self.out, self.manifest.settings)
@@ -300,6 +340,8 @@ class _FolderRun:
         """Protect, write and record each detected photo."""
         protector = self.protector
         for rel, (faces, _) in detected.items():
+            if rel not in self.mine:
+                continue
             start, target = time.perf_counter(), self.out / self.targets[rel]
             try:
                 entry = _protect_one(protector, self.root / rel, target, self.options.format, faces, names[rel])

@@ -62,11 +62,17 @@ class Manifest:
     (otherwise every photo is protected again) and rewrites the file under the current settings;
     ``upgrade`` maps settings stored by an older version to today's layout before comparing.
     :meth:`add` records a change, :meth:`close` writes the final file.
+
+    ``shared``: several processes (torchrun ranks) record into the same journal at once, each line
+    one appended write. None of them rewrites ``manifest.json`` mid-run (that would drop lines
+    the others append); the ``owner`` (rank 0, which opens it first) writes it at the start and,
+    at :meth:`close`, after replaying every process's lines. The others never write the file.
     """
 
     def __init__(self, path: Path, settings: dict, command: str,
-                 upgrade: Callable[[dict], dict] | None = None) -> None:
+                 upgrade: Callable[[dict], dict] | None = None, shared: bool = False, owner: bool = True) -> None:
         self.path, self.settings, self.command = Path(path), settings, command
+        self.shared, self.owner = shared, owner
         self.journal = self.path.with_name(JOURNAL)
         data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
         stored = data.get("settings", {})
@@ -80,7 +86,8 @@ class Manifest:
             for record in _journal_records(self.journal):
                 _merge(self.files, self.centres, self.clusters, record)
         self._journal_bytes = 0
-        self.save()
+        if owner:
+            self.save()
 
     def add(self, record: dict) -> None:
         """Apply ``record`` and append it to the journal; rewrite the manifest once the journal
@@ -90,7 +97,7 @@ class Manifest:
         with open(self.journal, "ab") as handle:
             handle.write(line)
         self._journal_bytes += len(line)
-        if self._journal_bytes >= self._manifest_bytes:
+        if not self.shared and self._journal_bytes >= self._manifest_bytes:
             self.save()
 
     def record_file(self, rel: str, entry: dict) -> None:
@@ -114,8 +121,14 @@ class Manifest:
         self._manifest_bytes, self._journal_bytes = len(data), 0
 
     def close(self) -> None:
-        """Write the final ``manifest.json`` (no journal is left behind)."""
-        if self._journal_bytes:
+        """Write the final ``manifest.json`` (no journal is left behind); a shared manifest's owner
+        first replays what every process appended (call it when they have all finished)."""
+        if not self.owner:
+            return
+        if self.shared:
+            for record in _journal_records(self.journal):
+                _merge(self.files, self.centres, self.clusters, record)
+        if self._journal_bytes or self.journal.is_file():
             self.save()
 
     def state(self) -> dict:
