@@ -7,19 +7,22 @@ splits the wall time into detection (MTCNN on the full photo), crafting (PGD thr
 incl. its loss evaluations), the re-detection and loss of the saved photo, and the rest (decoding,
 encoding, hashing, SSIM, manifest writes). Writes ``benchmarks/results/protect-speed.{json,md}``
 for alignment and ``protect-speed-<method>.{json,md}`` otherwise.
+
+Under ``torchrun --nproc_per_node=W -m benchmarks protect-speed`` the folder is protected by W
+processes as ``faceguard protect`` does under torchrun; seconds per photo are then wall seconds
+(the throughput), and the stages are process-seconds summed over the processes.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from faceguard.registry import ENSEMBLE
 from faceguard.settings import PROTECT_METHODS
-from recognition.cli import add_data_option, add_device_option
+from recognition.cli import add_data_option, add_device_option, add_out_option
 
 STAGES = ("detect", "craft", "measure_saved")
 
@@ -31,8 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=PROTECT_METHODS, default="alignment", help="protect's --method")
     parser.add_argument("--ensemble", nargs="+", choices=ENSEMBLE.names(),
                         help="protect's --ensemble (evade; default: the product's)")
+    parser.add_argument("--work", type=Path, default=Path("runs/protect-speed"),
+                        help="scratch folder for the photos and their protected copies (emptied first, removed after)")
     add_device_option(parser, default="cpu")
     add_data_option(parser)
+    add_out_option(parser, "folder for the results files (default: benchmarks/results)")
 
 
 def _timed(stats: dict, name: str, function):
@@ -46,6 +52,11 @@ def _timed(stats: dict, name: str, function):
     return wrapper
 
 
+def _workers(processes: int) -> str:
+    """How the report names several torchrun processes (stages then add up their seconds)."""
+    return f"{processes} processes (torchrun; stages in process-seconds) of " if processes > 1 else ""
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -53,29 +64,44 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.protect.protector import Protector
     from faceguard.protect.folder import FolderOptions, protect_folder
     from recognition.datasets import default_data_dir
+    from recognition.distributed import all_reduce_sum, barrier, close_distributed, init_distributed
     from recognition.files import find_photos
 
     bundle = (args.data or default_data_dir()) / "photos"
     sources = find_photos(bundle)[0]
     stats: dict[str, float] = defaultdict(float)
     changes = {"ensemble": args.ensemble} if args.ensemble else {}
-    protector = Protector(eps=args.eps, device=args.device, method=args.method, **changes)
+    context = init_distributed(args.device)
+    protector = Protector(eps=args.eps, device=context.device, method=args.method, **changes)
     protector.detect = _timed(stats, "detect", protector.detect)
     protector.protect_pixels = _timed(stats, "craft", protector.protect_pixels)
     protector.measure_saved = _timed(stats, "measure_saved", protector.measure_saved)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "photos"
-        for k in range(args.photos):
-            rel = sources[k % len(sources)]
-            target = src / rel.parent / f"{rel.stem}_{k:03d}{rel.suffix}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(bundle / rel, target)
+    work = args.work
+    try:
+        src = work / "photos"
+        if context.is_main:  # a fresh copy, filled by rank 0 while the others wait
+            shutil.rmtree(work, ignore_errors=True)
+            for k in range(args.photos):
+                rel = sources[k % len(sources)]
+                target = src / rel.parent / f"{rel.stem}_{k:03d}{rel.suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(bundle / rel, target)
+        barrier(context)
         start = time.perf_counter()
-        summary = protect_folder(src, protector, FolderOptions(out=Path(tmp) / "out", format=args.format,
-                                                               progress=False))
+        summary = protect_folder(src, protector, FolderOptions(out=work / "out", format=args.format, progress=False),
+                                 context)
         total = time.perf_counter() - start
+        summed = all_reduce_sum(torch.tensor([stats[s] for s in STAGES], dtype=torch.float64), context).tolist()
+        stats.update(zip(STAGES, summed))
+    finally:
+        barrier(context)
+        close_distributed()
+        if context.is_main:
+            shutil.rmtree(work, ignore_errors=True)
+    if not context.is_main:
+        return 0
     n = args.photos
-    rest = total - sum(stats[s] for s in STAGES)
+    rest = total * context.world_size - sum(stats[s] for s in STAGES)
     name = "protect-speed" if args.method == "alignment" else f"protect-speed-{args.method}"
     label = f"protect-{'png' if args.format == 'png' else 'keep'}"
     row = {"method": label if args.method == "alignment" else f"{label}-{args.method}", "eps": int(args.eps),
@@ -87,17 +113,18 @@ def run(args: argparse.Namespace) -> int:
     config = {"photos": n, "eps": args.eps, "method": args.method, "steps": protector.settings.steps,
               "restarts": protector.settings.restarts, "format": args.format,
               "ensemble": list(protector.settings.ensemble) if args.method == "evade" else None,
-              "device": args.device, "threads": torch.get_num_threads(),
+              "device": args.device, "threads": torch.get_num_threads(), "processes": context.world_size,
               "profile": protector.profile.config["provenance"]["command"]}
-    write_results(name, config, args.command_line, [row])
+    out = args.out or Path(RESULTS_DIR)
+    write_results(name, config, args.command_line, [row], out)
     table = markdown_table(["stage", "s / photo", "share"], [
         [stage, f"{row[f'seconds_{stage}_per_photo']:.3f}", f"{100 * row[f'seconds_{stage}_per_photo'] / row['seconds_per_photo']:.0f} %"]
         for stage in (*STAGES, "other")] + [["total", f"{row['seconds_per_photo']:.3f}", "100 %"]])
     settings = f"--method {args.method} defaults" + (f", ensemble {' + '.join(protector.settings.ensemble)}"
                                                      if args.method == "evade" else "")
     text = (f"# faceguard protect speed\n\n`{args.command_line}`\n\n{n} photos ({summary.faces} faces), "
-            f"ε = {args.eps:g}, {settings}, {torch.get_num_threads()} threads, device {args.device}: "
-            f"{total:.1f} s in all.\n\n{table}")
-    (Path(RESULTS_DIR) / f"{name}.md").write_text(text)
+            f"ε = {args.eps:g}, {settings}, {_workers(context.world_size)}{torch.get_num_threads()} threads, "
+            f"device {args.device}: {total:.1f} s in all.\n\n{table}")
+    (out / f"{name}.md").write_text(text)
     print(text)
     return 0 if summary.exit_code == 0 else 1

@@ -24,3 +24,18 @@ def test_speed_benchmark_writes_rows_for_each_backend(tmp_path):
     # a G from a random start in the ε-ball: close to, but not, the exact gradient
     assert 0.9 <= rows["fd-frozen-lag"]["cosine"] < 0.99999
     assert "| cifar-resnet18 | fd-frozen |" in out.with_suffix(".md").read_text()
+
+
+def test_protect_speed_splits_the_time_of_protecting_a_folder(tmp_path):
+    """`protect-speed` protects copies of the bundle's photos in its scratch folder, removes them,
+    and writes one row whose stages add up to the total."""
+    out, work = tmp_path / "results", tmp_path / "work"
+    assert main(["protect-speed", "--photos", "2", "--method", "alignment", "--work", str(work),
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "protect-speed.json").read_text())
+    row, = result["rows"]
+    assert row["photos"] == 2 and row["faces"] >= 2 and row["errors"] == 0 and result["config"]["processes"] == 1
+    stages = sum(row[f"seconds_{s}_per_photo"] for s in ("detect", "craft", "measure_saved", "other"))
+    assert abs(stages - row["seconds_per_photo"]) <= 0.002  # each rounded to 1 ms
+    assert row["seconds_craft_per_photo"] > 0 and not work.exists()
+    assert "| total |" in (out / "protect-speed.md").read_text()
