@@ -36,18 +36,20 @@ if TYPE_CHECKING:
 NAME = "recognizers"
 # Protections compared, label -> (method, changes to the product's defaults for it): alignment as
 # shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
-# without and with the SSIM regulariser (evade-sface-ssim0.3 is the product's default); targeted
-# evasion with the default's settings, toward ORL's people (recognizers_data.write_targets).
+# without and with the SSIM regulariser, at 20 steps (the product's default until session 12) and
+# at 40 (-s40; evade-sface-ssim-s40 is the product's default since); targeted evasion with the
+# settings of the default of its time, toward ORL's people (recognizers_data.write_targets).
+SFACE = ["profile", "dlib-resnet", "sface"]
 PROTECTIONS = {
     "alignment": ("alignment", {}),
-    "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"], "regularizer": "none"}),
-    "evade-sface": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "none"}),
-    "evade-sface-ssim": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
-                                   "reg_weight": 1.0}),
-    "evade-sface-ssim0.3": ("evade", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
-                                      "reg_weight": 0.3}),
-    "target-sface-ssim0.3": ("target", {"ensemble": ["profile", "dlib-resnet", "sface"], "regularizer": "ssim",
-                                        "reg_weight": 0.3}),
+    "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"], "regularizer": "none", "steps": 20}),
+    "evade-sface": ("evade", {"ensemble": SFACE, "regularizer": "none", "steps": 20}),
+    "evade-sface-ssim": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 20}),
+    "evade-sface-ssim0.3": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 20}),
+    "target-sface-ssim0.3": ("target", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 20}),
+    "evade-sface-ssim0.3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 40}),
+    "evade-sface-ssim-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
+    "evade-sface-ssim3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 3.0, "steps": 40}),
 }
 SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
 METHODS = tuple(PROTECTIONS)
@@ -110,7 +112,7 @@ def method_settings(label: str, steps: int | None) -> dict:
     from faceguard.settings import protect_settings
 
     method, changes = PROTECTIONS[label]
-    settings = protect_settings(method, **changes, **({"steps": steps} if steps is not None else {}))
+    settings = protect_settings(method, **{**changes, **({"steps": steps} if steps is not None else {})})
     shown = SHOWN + (("ensemble",) if method in EVASION_METHODS else ())
     return {key: list(value) if isinstance(value, tuple) else value
             for key, value in settings.to_dict().items() if key in shown}
