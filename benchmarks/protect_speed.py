@@ -52,15 +52,30 @@ def _timed(stats: dict, name: str, function):
     return wrapper
 
 
-def _workers(processes: int) -> str:
-    """How the report names several torchrun processes (stages then add up their seconds)."""
-    return f"{processes} processes (torchrun; stages in process-seconds) of " if processes > 1 else ""
+def markdown_report(result: dict) -> str:
+    """The report of one results file: per stage, seconds per photo and its share of the time spent
+    (with several processes: process-seconds, whose total is the wall time times the processes)."""
+    from benchmarks.results import markdown_table
+
+    config, row = result["config"], result["rows"][0]
+    processes = config.get("processes", 1)
+    spent = row["seconds_per_photo"] * processes
+    stages = [(stage, row[f"seconds_{stage}_per_photo"]) for stage in (*STAGES, "other")]
+    lines = [[stage, f"{seconds:.3f}", f"{100 * seconds / spent:.0f} %"] for stage, seconds in stages]
+    lines.append(["total (wall)", f"{row['seconds_per_photo']:.3f}", "100 %" if processes == 1 else "–"])
+    table = markdown_table(["stage", "s / photo", "share"], lines)
+    settings = f"--method {config['method']} defaults" + (f", ensemble {' + '.join(config['ensemble'])}"
+                                                          if config.get("ensemble") else "")
+    workers = f"{processes} processes (torchrun; stages in process-seconds) of " if processes > 1 else ""
+    return (f"# faceguard protect speed\n\n`{result['command']}`\n\n{row['photos']} photos ({row['faces']} faces), "
+            f"ε = {config['eps']:g}, {settings}, {workers}{config['threads']} thread(s), device {config['device']}: "
+            f"{row['seconds_total']:.1f} s in all.\n\n{table}")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+    from benchmarks.results import RESULTS_DIR, write_results
     from faceguard.protect.protector import Protector
     from faceguard.protect.folder import FolderOptions, protect_folder
     from recognition.datasets import default_data_dir
@@ -115,16 +130,12 @@ def run(args: argparse.Namespace) -> int:
               "ensemble": list(protector.settings.ensemble) if args.method == "evade" else None,
               "device": args.device, "threads": torch.get_num_threads(), "processes": context.world_size,
               "profile": protector.profile.config["provenance"]["command"]}
+    command = args.command_line  # as torchrun started it, when it did
+    if context.world_size > 1:
+        command = command.replace("python -m", f"torchrun --nproc_per_node={context.world_size} -m", 1)
     out = args.out or Path(RESULTS_DIR)
-    write_results(name, config, args.command_line, [row], out)
-    table = markdown_table(["stage", "s / photo", "share"], [
-        [stage, f"{row[f'seconds_{stage}_per_photo']:.3f}", f"{100 * row[f'seconds_{stage}_per_photo'] / row['seconds_per_photo']:.0f} %"]
-        for stage in (*STAGES, "other")] + [["total", f"{row['seconds_per_photo']:.3f}", "100 %"]])
-    settings = f"--method {args.method} defaults" + (f", ensemble {' + '.join(protector.settings.ensemble)}"
-                                                     if args.method == "evade" else "")
-    text = (f"# faceguard protect speed\n\n`{args.command_line}`\n\n{n} photos ({summary.faces} faces), "
-            f"ε = {args.eps:g}, {settings}, {_workers(context.world_size)}{torch.get_num_threads()} threads, "
-            f"device {args.device}: {total:.1f} s in all.\n\n{table}")
+    write_results(name, config, command, [row], out)
+    text = markdown_report({"config": config, "command": command, "rows": [row]})
     (out / f"{name}.md").write_text(text)
     print(text)
     return 0 if summary.exit_code == 0 else 1

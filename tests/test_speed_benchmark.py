@@ -38,4 +38,16 @@ def test_protect_speed_splits_the_time_of_protecting_a_folder(tmp_path):
     stages = sum(row[f"seconds_{s}_per_photo"] for s in ("detect", "craft", "measure_saved", "other"))
     assert abs(stages - row["seconds_per_photo"]) <= 0.002  # each rounded to 1 ms
     assert row["seconds_craft_per_photo"] > 0 and not work.exists()
-    assert "| total |" in (out / "protect-speed.md").read_text()
+    assert "| total (wall) |" in (out / "protect-speed.md").read_text()
+
+
+def test_protect_speed_report_shares_process_seconds_among_several_processes():
+    """Under torchrun the stages are process-seconds: their shares are of wall time × processes."""
+    from benchmarks.protect_speed import markdown_report
+
+    row = {"photos": 10, "faces": 12, "seconds_total": 70.0, "seconds_per_photo": 7.0, "seconds_detect_per_photo": 0.7,
+           "seconds_craft_per_photo": 12.6, "seconds_measure_saved_per_photo": 0.0, "seconds_other_per_photo": 0.7}
+    config = {"method": "evade", "eps": 16, "ensemble": ["sface"], "processes": 2, "threads": 1, "device": "cpu"}
+    text = markdown_report({"config": config, "command": "torchrun ...", "rows": [row]})
+    assert "| craft | 12.600 | 90 % |" in text and "| detect | 0.700 | 5 % |" in text
+    assert "2 processes" in text and "| total (wall) | 7.000 | – |" in text
