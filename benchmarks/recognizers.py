@@ -49,6 +49,7 @@ PROTECTIONS = {
     "target-sface-ssim0.3": ("target", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 20}),
     "evade-sface-ssim0.3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 40}),
     "evade-sface-ssim-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
+    "evade-sface-ssim2-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 2.0, "steps": 40}),
     "evade-sface-ssim3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 3.0, "steps": 40}),
 }
 SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
