@@ -38,7 +38,7 @@ NAME = "recognizers"
 # shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
 # without and with the SSIM regulariser, at 20 steps (the product's default until session 12) and
 # at 40 (-s40; evade-sface-ssim-s40 is the product's default since); targeted evasion with the
-# settings of the default of its time, toward ORL's people (recognizers_data.write_targets).
+# settings of either default, toward ORL's people (recognizers_data.write_targets).
 SFACE = ["profile", "dlib-resnet", "sface"]
 PROTECTIONS = {
     "alignment": ("alignment", {}),
@@ -47,6 +47,7 @@ PROTECTIONS = {
     "evade-sface-ssim": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 20}),
     "evade-sface-ssim0.3": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 20}),
     "target-sface-ssim0.3": ("target", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 20}),
+    "target-sface-ssim-s40": ("target", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
     "evade-sface-ssim0.3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 40}),
     "evade-sface-ssim-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
     "evade-sface-ssim2-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 2.0, "steps": 40}),
