@@ -130,12 +130,9 @@ def run(args: argparse.Namespace) -> int:
               "ensemble": list(protector.settings.ensemble) if args.method == "evade" else None,
               "device": args.device, "threads": torch.get_num_threads(), "processes": context.world_size,
               "profile": protector.profile.config["provenance"]["command"]}
-    command = args.command_line  # as torchrun started it, when it did
-    if context.world_size > 1:
-        command = command.replace("python -m", f"torchrun --nproc_per_node={context.world_size} -m", 1)
     out = args.out or Path(RESULTS_DIR)
-    write_results(name, config, command, [row], out)
-    text = markdown_report({"config": config, "command": command, "rows": [row]})
+    write_results(name, config, args.command_line, [row], out)
+    text = markdown_report({"config": config, "command": args.command_line, "rows": [row]})
     (out / f"{name}.md").write_text(text)
     print(text)
     return 0 if summary.exit_code == 0 else 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import shlex
 import sys
 import typing
@@ -48,8 +49,21 @@ def run_command(prog: str, description: str | None, commands: dict[str, tuple[st
         importlib.import_module(module).add_arguments(sub)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.command_line = f"{prog} {shlex.join(argv)}"
+    args.command_line = invocation(prog, argv)
     return importlib.import_module(args.module).run(args)
+
+
+def invocation(prog: str, argv: list[str]) -> str:
+    """The command line that started this process: ``prog ARGS``, or under torchrun (``WORLD_SIZE``
+    above 1) the torchrun line with its process counts and the ``-m`` module that was run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return f"{prog} {shlex.join(argv)}"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = spec.name.removesuffix(".__main__") if spec is not None else prog
+    nodes = f" --nnodes={world // local}" if world > local else ""
+    return f"torchrun{nodes} --nproc_per_node={local} -m {module} {shlex.join(argv)}"
 
 
 def add_data_option(parser: argparse.ArgumentParser, help: str = DATA_HELP) -> None:

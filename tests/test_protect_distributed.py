@@ -74,3 +74,21 @@ def test_torchrun_two_processes_write_what_one_process_writes(tmp_path):
         assert two[rel]["status"] == entry["status"]
         assert two[rel].get("output_sha256") == entry.get("output_sha256"), rel
     assert not (tmp_path / "two" / ".manifest.journal").exists()
+    command = json.loads((tmp_path / "two" / "manifest.json").read_text())["command"]
+    assert command.startswith("torchrun --nproc_per_node=2 -m faceguard.cli protect ")
+
+
+def test_the_recorded_command_line_says_how_torchrun_started_the_process(monkeypatch):
+    import types
+
+    from recognition.cli import invocation
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert invocation("python -m benchmarks", ["protect-speed", "--photos", "2"]) == \
+        "python -m benchmarks protect-speed --photos 2"
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(
+        name="benchmarks.__main__")))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert invocation("python -m benchmarks", ["protect-speed"]) == \
+        "torchrun --nnodes=2 --nproc_per_node=2 -m benchmarks protect-speed"
