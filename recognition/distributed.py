@@ -116,9 +116,15 @@ def data_parallel(model: nn.Module, context: DistributedContext) -> tuple[nn.Mod
 
 
 def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
-    """Sum `tensor` over all processes, in place (returned for convenience)."""
+    """Sum `tensor` over all processes, in place (returned for convenience). A CPU tensor under
+    NCCL (which reduces only CUDA tensors) goes through the process's device and back."""
     if context.world_size > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if context.device.type == "cuda" and tensor.device != context.device:
+            moved = tensor.to(context.device)
+            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+            tensor.copy_(moved)
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 

@@ -68,7 +68,10 @@ def test_torchrun_two_processes_write_what_one_process_writes(tmp_path):
         printed[out] = [line for line in result.stdout.splitlines() if line.startswith("protect: 4 files")]
     assert printed["one"] == [printed["one"][0]] and "3 protected, 0 no face, 1 error" in printed["one"][0]
     assert printed["two"] == [printed["one"][0].replace("/one", "/two")]  # printed once, every process counted
-    one, two = (json.loads((tmp_path / out / "manifest.json").read_text())["files"] for out in ("one", "two"))
+    manifests = [json.loads((tmp_path / out / "manifest.json").read_text()) for out in ("one", "two")]
+    assert manifests[0]["centres"] == manifests[1]["centres"]  # embeddings shared exactly between processes
+    assert sorted(manifests[0]["centres"]) == ["biden", "kit"]
+    one, two = (manifest["files"] for manifest in manifests)
     assert sorted(one) == sorted(two) == ["biden/biden.jpg", "kit/broken.jpg", "kit/john1.jpg", "kit/john2.jpg"]
     for rel, entry in one.items():
         assert two[rel]["status"] == entry["status"]

@@ -16,9 +16,10 @@ SHA-256 and whose output still has its recorded SHA-256: killing a run loses at 
 flight, and since outputs are written to a temporary file and renamed, never leaves a truncated
 one (temporary files of a killed run are removed at the next start).
 
-Under torchrun (``context`` from :func:`recognition.distributed.init_distributed`) every process
-reads and detects the whole folder (so identity centres and clusters come out the same in each)
-and rank r crafts the photos r, r + W, … of those to do; all ranks journal into one manifest,
+Under torchrun (``context`` from :func:`recognition.distributed.init_distributed`) rank r detects
+and crafts the photos r, r + W, … of those to do, and the processes share their faces' embeddings
+per identity group (so identity centres and clusters come out the same in each, and as in one
+process); all ranks journal into one manifest,
 which rank 0 writes at the end (:class:`~faceguard.protect.manifest.Manifest`, ``shared``). Each
 photo is crafted with the same seed whichever process does it, so the outputs equal a single
 process's. Methods learned over the whole folder run in one process.
@@ -318,9 +319,13 @@ class _FolderRun:
     def detect_group(self, key: str | None, group: list[str], todo: set[str]) -> tuple[dict, dict]:
         """Detect and embed every photo of one identity group and name its faces: (faces and
         embeddings per photo, names per photo). A photo that fails is recorded as an error if it
-        is to be protected in this run, and left out."""
+        is to be protected in this run, and left out. Under torchrun each process detects only the
+        photos it crafts (:func:`_share_embeddings` gives it the others' embeddings)."""
         protector, detected = self.protector, {}
+        split = self.context.world_size > 1  # detect only this process's photos, then share embeddings
         for rel in group:  # faces and embeddings, so identity centres exist before crafting
+            if split and rel not in self.mine:
+                continue
             try:
                 pixels = read_photo(self.root / rel).pixels
                 faces = protector.detect(pixels)
@@ -330,6 +335,8 @@ class _FolderRun:
             except Exception as exc:  # one bad photo must not stop the run
                 if rel in todo:
                     self.record(rel, {"status": "error", "reason": one_line(exc)})
+        if split:
+            detected = _share_embeddings(group, detected, protector.profile.head.weight.shape[1], self.context)
         names = _assign_names(detected, key, self.options.identities, self.manifest, protector)
         if protector.corpus:  # a face of no named person is a class of its own
             names = {rel: [n if n is not None else f"{rel}#{k}" for k, n in enumerate(faces)]
@@ -350,6 +357,24 @@ class _FolderRun:
             except Exception as exc:  # one bad photo must not stop the run
                 entry = {"status": "error", "reason": one_line(exc)}
             self.record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)})
+
+
+def _share_embeddings(group: list[str], detected: dict[str, tuple], width: int,
+                      context: DistributedContext) -> dict[str, tuple]:
+    """Every photo of ``group`` (in its order) with its faces' ``width``-d (CPU) embeddings, from
+    the photos each process detected: (faces, embeddings) for this process's photos, ([None] * n, embeddings) for
+    the others', none for photos that failed. Two sums over the processes, to which only the photo's
+    own process adds anything but zeros, so the embeddings arrive bit for bit and names and centres
+    come out as in one process."""
+    counts = torch.tensor([len(detected[rel][0]) + 1 if rel in detected else 0 for rel in group])
+    counts = all_reduce_sum(counts, context).tolist()  # faces + 1 per photo, 0: not detected
+    stacked = torch.zeros(len(group), max([c - 1 for c in counts] + [0]), width)
+    for i, rel in enumerate(group):
+        if rel in detected and counts[i] > 1:
+            stacked[i, :counts[i] - 1] = detected[rel][1]
+    stacked = all_reduce_sum(stacked, context)
+    return {rel: detected.get(rel, ([None] * (count - 1), None))[:1] + (stacked[i, :count - 1],)
+            for i, (rel, count) in enumerate(zip(group, counts)) if count}
 
 
 def prepare_identity_noise(protector: Protector, detected: list[tuple[dict, dict]], crops: dict[str, torch.Tensor],
