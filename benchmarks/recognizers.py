@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 NAME = "recognizers"
 # Protections compared, label -> (method, changes to the product's defaults for it): alignment as
 # shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
-# without and with the SSIM regulariser, at 20 steps (the product's default until session 12) and
-# at 40 (-s40; evade-sface-ssim-s40 is the product's default since); targeted evasion with the
-# settings of either default, toward ORL's people (recognizers_data.write_targets).
+# without and with the SSIM regulariser, at 20 steps (the product's default until session 12), at
+# 40 (-s40; evade-sface-ssim-s40 is the product's default since) and at 30 (-s30, a speed
+# trade-off); targeted evasion with the settings of either default, toward ORL's people
+# (recognizers_data.write_targets).
 SFACE = ["profile", "dlib-resnet", "sface"]
 PROTECTIONS = {
     "alignment": ("alignment", {}),
@@ -49,6 +50,7 @@ PROTECTIONS = {
     "target-sface-ssim0.3": ("target", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 20}),
     "target-sface-ssim-s40": ("target", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
     "evade-sface-ssim0.3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 0.3, "steps": 40}),
+    "evade-sface-ssim-s30": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 30}),
     "evade-sface-ssim-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
     "evade-sface-ssim2-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 2.0, "steps": 40}),
     "evade-sface-ssim3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 3.0, "steps": 40}),

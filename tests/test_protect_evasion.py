@@ -57,8 +57,8 @@ def test_evasion_refuses_what_it_does_not_support():
 
 @pytest.mark.parametrize("photo_name", ["photos/biden/biden.jpg", "realfaces/angelina/img1.jpg"])
 def test_each_members_crafting_view_is_the_view_a_scraper_cuts(dlib_cache, photo_name):
-    """At Δ = 0 the differentiable warp of the photo region (at the work scale: 0.83 for Biden's
-    463-pixel face region, 0.38 for Angelina's 973) gives the embedding of the view the
+    """At Δ = 0 the differentiable warp of the photo region (at the work scale: 0.62 for Biden's
+    463-pixel face region, 0.29 for Angelina's 973) gives the embedding of the view the
     recognizer's own pipeline cuts from the saved photo (bilinear vs OpenCV / dlib's pyramid)."""
     from faceguard.protect.evasion import saved_views, work_scale
     from faceguard.protect.protector import Protector
@@ -70,7 +70,7 @@ def test_each_members_crafting_view_is_the_view_a_scraper_cuts(dlib_cache, photo
         protector = Protector(method="evade", ensemble=["profile", "dlib-resnet", "sface"], steps=0, device="cpu")
     faces = protector.detect(photo)[:1]
     scale = work_scale(protector.ensemble, [faces[0].landmarks])
-    assert scale > 0.8 if "biden" in photo_name else scale < 0.4
+    assert 0.55 < scale < 0.7 if "biden" in photo_name else 0.25 < scale < 0.33
     crafted = protector.protect_pixels(photo, faces, [None])
     saved = saved_views(photo, [faces[0].landmarks], protector.ensemble, torch.device("cpu"))
     cosines = [float((a * b).sum()) for a, b in zip(crafted.anchors, saved)]
