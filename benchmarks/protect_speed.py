@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=PROTECT_METHODS, default="alignment", help="protect's --method")
     parser.add_argument("--ensemble", nargs="+", choices=ENSEMBLE.names(),
                         help="protect's --ensemble (evade; default: the product's)")
+    parser.add_argument("--steps", type=int, help="protect's --steps (default: the method's); the results "
+                        "file name then ends in -sSTEPS")
     parser.add_argument("--work", type=Path, default=Path("runs/protect-speed"),
                         help="scratch folder for the photos and their protected copies (emptied first, removed after)")
     add_device_option(parser, default="cpu")
@@ -64,8 +66,8 @@ def markdown_report(result: dict) -> str:
     lines = [[stage, f"{seconds:.3f}", f"{100 * seconds / spent:.0f} %"] for stage, seconds in stages]
     lines.append(["total (wall)", f"{row['seconds_per_photo']:.3f}", "100 %" if processes == 1 else "–"])
     table = markdown_table(["stage", "s / photo", "share"], lines)
-    settings = f"--method {config['method']} defaults" + (f", ensemble {' + '.join(config['ensemble'])}"
-                                                          if config.get("ensemble") else "")
+    settings = f"--method {config['method']} defaults, {config['steps']} steps"
+    settings += f", ensemble {' + '.join(config['ensemble'])}" if config.get("ensemble") else ""
     workers = f"{processes} processes (torchrun; stages in process-seconds) of " if processes > 1 else ""
     return (f"# faceguard protect speed\n\n`{result['command']}`\n\n{row['photos']} photos ({row['faces']} faces), "
             f"ε = {config['eps']:g}, {settings}, {workers}{config['threads']} thread(s), device {config['device']}: "
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     sources = find_photos(bundle)[0]
     stats: dict[str, float] = defaultdict(float)
     changes = {"ensemble": args.ensemble} if args.ensemble else {}
+    if args.steps is not None:
+        changes["steps"] = args.steps
     context = init_distributed(args.device)
     protector = Protector(eps=args.eps, device=context.device, method=args.method, **changes)
     protector.detect = _timed(stats, "detect", protector.detect)
@@ -117,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     n = args.photos
     rest = total * context.world_size - sum(stats[s] for s in STAGES)
-    name = "protect-speed" if args.method == "alignment" else f"protect-speed-{args.method}"
+    name = ("protect-speed" if args.method == "alignment" else f"protect-speed-{args.method}") + \
+        (f"-s{args.steps}" if args.steps is not None else "")
     label = f"protect-{'png' if args.format == 'png' else 'keep'}"
     row = {"method": label if args.method == "alignment" else f"{label}-{args.method}", "eps": int(args.eps),
            "victim": "none", "defense": "none", "seeds": [0], "photos": n, "faces": summary.faces,

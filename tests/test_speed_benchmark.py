@@ -30,15 +30,16 @@ def test_protect_speed_splits_the_time_of_protecting_a_folder(tmp_path):
     """`protect-speed` protects copies of the bundle's photos in its scratch folder, removes them,
     and writes one row whose stages add up to the total."""
     out, work = tmp_path / "results", tmp_path / "work"
-    assert main(["protect-speed", "--photos", "2", "--method", "alignment", "--work", str(work),
+    assert main(["protect-speed", "--photos", "2", "--method", "alignment", "--steps", "3", "--work", str(work),
                  "--out", str(out)]) == 0
-    result = json.loads((out / "protect-speed.json").read_text())
+    result = json.loads((out / "protect-speed-s3.json").read_text())
+    assert result["config"]["steps"] == 3
     row, = result["rows"]
     assert row["photos"] == 2 and row["faces"] >= 2 and row["errors"] == 0 and result["config"]["processes"] == 1
     stages = sum(row[f"seconds_{s}_per_photo"] for s in ("detect", "craft", "measure_saved", "other"))
     assert abs(stages - row["seconds_per_photo"]) <= 0.002  # each rounded to 1 ms
     assert row["seconds_craft_per_photo"] > 0 and not work.exists()
-    assert "| total (wall) |" in (out / "protect-speed.md").read_text()
+    assert "| total (wall) |" in (out / "protect-speed-s3.md").read_text()
 
 
 def test_protect_speed_report_shares_process_seconds_among_several_processes():
@@ -47,7 +48,8 @@ def test_protect_speed_report_shares_process_seconds_among_several_processes():
 
     row = {"photos": 10, "faces": 12, "seconds_total": 70.0, "seconds_per_photo": 7.0, "seconds_detect_per_photo": 0.7,
            "seconds_craft_per_photo": 12.6, "seconds_measure_saved_per_photo": 0.0, "seconds_other_per_photo": 0.7}
-    config = {"method": "evade", "eps": 16, "ensemble": ["sface"], "processes": 2, "threads": 1, "device": "cpu"}
+    config = {"method": "evade", "steps": 40, "eps": 16, "ensemble": ["sface"], "processes": 2, "threads": 1,
+              "device": "cpu"}
     text = markdown_report({"config": config, "command": "torchrun ...", "rows": [row]})
     assert "| craft | 12.600 | 90 % |" in text and "| detect | 0.700 | 5 % |" in text
     assert "2 processes" in text and "| total (wall) | 7.000 | – |" in text
