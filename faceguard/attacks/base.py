@@ -116,9 +116,6 @@ class PGDAttack(Perturbation):
 
     per_image = False
     optimises = True
-    # whether the visibility regulariser compares what the model reads of x and x + Δ before the
-    # augmentation (``preprocess``' output: for a photo, the region as saved) instead of x and x + Δ
-    regularizes_input = False
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, loss_fn: LossFn | None = None,
                  params: list[Tensor] | None = None, preprocess: Preprocess | None = None, **changes: object) -> None:
@@ -148,14 +145,14 @@ class PGDAttack(Perturbation):
 
     def step_gradient(self, x: Tensor, y: Tensor, delta: Tensor) -> tuple[Tensor, float]:
         """∇Δ of objective + regulariser at Δ (fresh augmentation draw) and the objective value."""
-        seen = self.model_input(x + delta, y)
-        x_in = seen if self.augment is None else self.augment(seen)
+        x_in = self.model_input(x + delta, y)
+        if self.augment is not None:
+            x_in = self.augment(x_in)
         grad_in, objective = self.objective_gradient(x_in, y)
-        outputs, grads = [x_in], [grad_in]
-        if self.regularized:  # one backward pass through what the two terms share
-            outputs.append(self._reduce_penalty(self._penalty(x, delta, y, seen)).sum())
-            grads.append(torch.ones((), device=x_in.device))
-        (grad,) = torch.autograd.grad(outputs, delta, grads)
+        (grad,) = torch.autograd.grad(x_in, delta, grad_in)
+        if self.regularized:
+            penalty = self._reduce_penalty(self._penalty(x, delta)).sum()
+            grad = grad + torch.autograd.grad(penalty, delta)[0]
         return grad, objective
 
     def evaluate(self, x_in: Tensor, y: Tensor) -> Tensor:
@@ -179,17 +176,10 @@ class PGDAttack(Perturbation):
         """Whether a visibility regulariser with a non-zero weight is part of the objective."""
         return self.regularizer is not None and self.reg_weight != 0
 
-    def _penalty(self, x: Tensor, delta: Tensor, y: Tensor, seen: Tensor | None = None) -> Tensor:
-        """Weighted regulariser per image ([B]); zeros when there is none. With
-        :attr:`regularizes_input` and a preprocess it compares ``preprocess(x)`` with ``seen`` =
-        ``preprocess(x + Δ)`` (computed here when not given)."""
+    def _penalty(self, x: Tensor, delta: Tensor) -> Tensor:
+        """Weighted regulariser per image ([B]); zeros when there is none."""
         if not self.regularized:
             return torch.zeros(x.shape[0], device=x.device)
-        if self.regularizes_input and self.preprocess is not None:
-            with torch.no_grad():
-                clean = self.model_input(x, y)
-            seen = self.model_input(x + delta, y) if seen is None else seen
-            x, delta = clean, seen - clean
         return self.reg_weight * self.regularizer(x, delta)
 
     def _reduce_penalty(self, penalty: Tensor) -> Tensor:
@@ -197,8 +187,7 @@ class PGDAttack(Perturbation):
         return penalty if self.per_image else penalty.mean()
 
     def _selection_loss(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
-        seen = self.model_input(x + delta, y)
-        return self.evaluate(seen, y) + self._reduce_penalty(self._penalty(x, delta, y, seen).detach())
+        return self.evaluate(self.model_input(x + delta, y), y) + self._reduce_penalty(self._penalty(x, delta).detach())
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         self.report = CraftReport()

@@ -14,9 +14,7 @@ recognizer or an ensemble (the objective is the mean over its members):
 length); a batch's labels ``y`` are person indices. Each image's objective involves that image
 alone, so images are protected independently and the best restart is kept per image. The
 settings' ``augment="scraper"`` crafts through what a scraper does to a photo (EOT), and a
-``regularizer`` (e.g. ``ssim``) keeps the change less visible; with a ``preprocess`` (the photo
-warp) it compares the photo region as saved, clean and perturbed, i.e. what a viewer sees, rather
-than the crop-grid images the perturbation is parametrised on.
+``regularizer`` (e.g. ``ssim``) keeps the change less visible.
 """
 from __future__ import annotations
 
@@ -82,7 +80,6 @@ class EmbeddingAttack(PGDAttack):
 
     per_image = True
     needs_target = True
-    regularizes_input = True  # through a photo: the visibility of Δ in the photo region as saved
     sign = 1.0  # +1 minimises the cosine to the anchor (evade), −1 maximises it (target)
 
     def __init__(self, model: nn.Module, anchors: Anchors, settings: CraftSettings | None = None, *,
