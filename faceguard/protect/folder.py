@@ -312,9 +312,11 @@ class _FolderRun:
                 prepare_identity_noise(self.protector, detected, self.crops, self.out, self.manifest.settings)
                 for faces, names in detected:
                     self.protect_detected({rel: faces[rel] for rel in faces if rel in todo}, names)
-            else:
-                for key, group in groups.items():
-                    self.protect_detected(*self.detect_group(key, group, set(group)))
+            else:  # group by group; under torchrun every group is detected (and shared) first, so the
+                # processes wait for each other once, not at each group after crafting unequal shares of the last
+                detected = (self.detect_group(key, group, set(group)) for key, group in groups.items())
+                for faces, names in list(detected) if context.world_size > 1 else detected:
+                    self.protect_detected(faces, names)
 
     def detect_group(self, key: str | None, group: list[str], todo: set[str]) -> tuple[dict, dict]:
         """Detect and embed every photo of one identity group and name its faces: (faces and
