@@ -37,9 +37,9 @@ NAME = "recognizers"
 # Protections compared, label -> (method, changes to the product's defaults for it): alignment as
 # shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
 # without and with the SSIM regulariser, at 20 steps (the product's default until session 12), at
-# 40 (-s40; evade-sface-ssim-s40 is the product's default since) and at 30 (-s30, a speed
-# trade-off); targeted evasion with the settings of either default, toward ORL's people
-# (recognizers_data.write_targets).
+# 40 (-s40; evade-sface-ssim-s40 is the product's default since), at 30 (-s30, a speed
+# trade-off) and at 60 with weights 1.5 and 2 (-s60: looks and protection for time); targeted
+# evasion with the settings of either default, toward ORL's people (recognizers_data.write_targets).
 SFACE = ["profile", "dlib-resnet", "sface"]
 PROTECTIONS = {
     "alignment": ("alignment", {}),
@@ -53,6 +53,8 @@ PROTECTIONS = {
     "evade-sface-ssim-s30": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 30}),
     "evade-sface-ssim-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 40}),
     "evade-sface-ssim2-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 2.0, "steps": 40}),
+    "evade-sface-ssim1.5-s60": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5, "steps": 60}),
+    "evade-sface-ssim2-s60": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 2.0, "steps": 60}),
     "evade-sface-ssim3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 3.0, "steps": 40}),
 }
 SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
