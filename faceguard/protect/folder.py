@@ -18,11 +18,11 @@ one (temporary files of a killed run are removed at the next start).
 
 Under torchrun (``context`` from :func:`recognition.distributed.init_distributed`) rank r detects
 and crafts the photos r, r + W, … of those to do, and the processes share their faces' embeddings
-per identity group (so identity centres and clusters come out the same in each, and as in one
-process); all ranks journal into one manifest,
-which rank 0 writes at the end (:class:`~faceguard.protect.manifest.Manifest`, ``shared``). Each
-photo is crafted with the same seed whichever process does it, so the outputs equal a single
-process's. Methods learned over the whole folder run in one process.
+per identity group, every group before any crafting (so identity centres and clusters come out the
+same in each, and as in one process). All ranks journal into one manifest, which rank 0 writes at
+the end (:class:`~faceguard.protect.manifest.Manifest`, ``shared``). Each photo is crafted with the
+same seed whichever process does it, so the outputs equal a single process's. Methods learned over
+the whole folder run in one process.
 """
 from __future__ import annotations
 
@@ -364,10 +364,10 @@ class _FolderRun:
 def _share_embeddings(group: list[str], detected: dict[str, tuple], width: int,
                       context: DistributedContext) -> dict[str, tuple]:
     """Every photo of ``group`` (in its order) with its faces' ``width``-d (CPU) embeddings, from
-    the photos each process detected: (faces, embeddings) for this process's photos, ([None] * n, embeddings) for
-    the others', none for photos that failed. Two sums over the processes, to which only the photo's
-    own process adds anything but zeros, so the embeddings arrive bit for bit and names and centres
-    come out as in one process."""
+    the photos each process detected: (faces, embeddings) for this process's photos,
+    ([None] * n, embeddings) for the others', none for photos that failed. Two sums over the
+    processes, to which only the photo's own process adds anything but zeros, so the embeddings
+    arrive bit for bit and names and centres come out as in one process."""
     counts = torch.tensor([len(detected[rel][0]) + 1 if rel in detected else 0 for rel in group])
     counts = all_reduce_sum(counts, context).tolist()  # faces + 1 per photo, 0: not detected
     stacked = torch.zeros(len(group), max([c - 1 for c in counts] + [0]), width)
