@@ -126,7 +126,7 @@ def test_protect_options_default_per_method():
     assert settings().ensemble == ("profile", "dlib-resnet", "sface")
     assert settings("--method", "alignment", "--regularizer", "ssim").reg_weight == 0.1
     evade = settings("--method", "evade")
-    assert (evade.steps, evade.step_size, evade.augment, evade.reg_weight) == (40, 0.25, "scraper", 1.0)
+    assert (evade.steps, evade.step_size, evade.augment, evade.reg_weight) == (60, 0.25, "scraper", 1.5)
     assert evade == protect_settings("evade")
     assert settings("--method", "evade", "--steps", "5", "--augment", "none").steps == 5
     assert settings("--method", "evade", "--ensemble", "sface", "dlib-resnet").ensemble == ("sface", "dlib-resnet")
