@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceguard.protect.identities import centre_lists, cluster_names, identity_key, mean_centres
+from faceguard.protect.identities import assign_names, identity_key, share_embeddings
 from faceguard.protect.manifest import MANIFEST, Manifest
 from faceguard.protect.photo import colour_and_alpha, is_lossless, photo_metrics, read_photo, write_photo
 from faceguard.protect.identity_noise import NOISE_FILE, IdentityNoise
@@ -322,7 +322,7 @@ class _FolderRun:
         """Detect and embed every photo of one identity group and name its faces: (faces and
         embeddings per photo, names per photo). A photo that fails is recorded as an error if it
         is to be protected in this run, and left out. Under torchrun each process detects only the
-        photos it crafts (:func:`_share_embeddings` gives it the others' embeddings)."""
+        photos it crafts (:func:`~faceguard.protect.identities.share_embeddings` gives it the others' embeddings)."""
         protector, detected = self.protector, {}
         split = self.context.world_size > 1  # detect only this process's photos, then share embeddings
         for rel in group:  # faces and embeddings, so identity centres exist before crafting
@@ -338,8 +338,8 @@ class _FolderRun:
                 if rel in todo:
                     self.record(rel, {"status": "error", "reason": one_line(exc)})
         if split:
-            detected = _share_embeddings(group, detected, protector.profile.head.weight.shape[1], self.context)
-        names = _assign_names(detected, key, self.options.identities, self.manifest, protector)
+            detected = share_embeddings(group, detected, protector.profile.head.weight.shape[1], self.context)
+        names = assign_names(detected, key, self.options.identities, self.manifest, protector)
         if protector.corpus:  # a face of no named person is a class of its own
             names = {rel: [n if n is not None else f"{rel}#{k}" for k, n in enumerate(faces)]
                      for rel, faces in names.items()}
@@ -361,24 +361,6 @@ class _FolderRun:
             self.record(rel, entry | {"seconds": round(time.perf_counter() - start, 3)})
 
 
-def _share_embeddings(group: list[str], detected: dict[str, tuple], width: int,
-                      context: DistributedContext) -> dict[str, tuple]:
-    """Every photo of ``group`` (in its order) with its faces' ``width``-d (CPU) embeddings, from
-    the photos each process detected: (faces, embeddings) for this process's photos,
-    ([None] * n, embeddings) for the others', none for photos that failed. Two sums over the
-    processes, to which only the photo's own process adds anything but zeros, so the embeddings
-    arrive bit for bit and names and centres come out as in one process."""
-    counts = torch.tensor([len(detected[rel][0]) + 1 if rel in detected else 0 for rel in group])
-    counts = all_reduce_sum(counts, context).tolist()  # faces + 1 per photo, 0: not detected
-    stacked = torch.zeros(len(group), max([c - 1 for c in counts] + [0]), width)
-    for i, rel in enumerate(group):
-        if rel in detected and counts[i] > 1:
-            stacked[i, :counts[i] - 1] = detected[rel][1]
-    stacked = all_reduce_sum(stacked, context)
-    return {rel: detected.get(rel, ([None] * (count - 1), None))[:1] + (stacked[i, :count - 1],)
-            for i, (rel, count) in enumerate(zip(group, counts)) if count}
-
-
 def prepare_identity_noise(protector: Protector, detected: list[tuple[dict, dict]], crops: dict[str, torch.Tensor],
                            out: Path, settings: dict) -> None:
     """Give ``protector`` its per-person noise: read ``OUT/identity-noise.safetensors`` if it was
@@ -394,31 +376,3 @@ def prepare_identity_noise(protector: Protector, detected: list[tuple[dict, dict
     gray = all(crops[rel].shape[1] == 1 for rel in rels)  # gray noise for gray photos, else colour
     stacked = torch.cat([crops[rel] if gray else as_rgb(crops[rel]) for rel in rels])
     protector.learn_identity_noise(stacked, names).save(path, meta)
-
-
-def _assign_names(detected: dict[str, tuple], key: str | None, mode: str, manifest: Manifest,
-                  protector: Protector) -> dict[str, list[str | None]]:
-    """Identity name per face of each detected photo; updates centres (and clusters) in the manifest."""
-    rels = [rel for rel, (faces, _) in detected.items() for _ in faces]
-    embeddings = [e for _, (faces, e) in detected.items() if faces]
-    if not rels:
-        return {rel: [] for rel in detected}
-    stacked = torch.cat(embeddings)
-    record: dict[str, dict] = {}
-    if mode == "cluster":
-        flat = cluster_names(stacked, manifest.centres)
-        record["clusters"] = {}
-        for rel, name in zip(rels, flat):
-            record["clusters"].setdefault(name, []).append(rel)
-    else:
-        flat = [key] * len(rels)
-    centres = mean_centres(flat, stacked, manifest.centres)
-    protector.centres.update(centres)
-    record["centres"] = {n: c for n, c in centre_lists(centres).items() if n not in manifest.centres}
-    if any(record.values()):
-        manifest.add(record)
-    names, position = {}, 0
-    for rel, (faces, _) in detected.items():
-        names[rel] = flat[position:position + len(faces)]
-        position += len(faces)
-    return names
