@@ -19,8 +19,10 @@ from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, DEFAUL
                                 PROTECT_BACKEND, REGULARIZERS, VARIANTS)
 from faceguard.units import check_eps
 
-# version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``
-SETTINGS_VERSION = 3
+# version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``;
+# 3: before ``decay_at`` (every run decayed at PAPER_DECAYS)
+SETTINGS_VERSION = 4
+PAPER_DECAYS = (3 / 8, 5 / 8, 7 / 8)  # the step size drops 10x at these fractions of the steps (Witches' Brew)
 NOISE_STARTS = ("zero", "uniform")  # error-minimizing noise's Δ before its first round
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
 # the methods faceguard protect crafts with; all paste Δ through the photo warp
@@ -75,6 +77,7 @@ class CraftSettings:
     steps: int = 240
     restarts: int = 8
     step_size: float = 0.1
+    decay_at: tuple[float, ...] = PAPER_DECAYS
     variant: str = "joint"
     backend: str = DEFAULT_BACKEND
     augment: str = "flip-translate"
@@ -116,6 +119,11 @@ class CraftSettings:
         object.__setattr__(self, "ensemble", ensemble)
         if self.steps < 0 or self.restarts < 1:
             raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={self.steps}, restarts={self.restarts}")
+        decay_at = tuple(float(f) for f in ((self.decay_at,) if isinstance(self.decay_at, (int, float))
+                                            else self.decay_at))
+        if any(not 0 < f < 1 for f in decay_at) or list(decay_at) != sorted(set(decay_at)):
+            raise ValueError(f"decay_at needs increasing fractions of the steps between 0 and 1, got {list(decay_at)}")
+        object.__setattr__(self, "decay_at", decay_at)
         if self.batch_size < 1 or self.fd_refresh < 1 or self.min_rounds < 1 or self.step_size <= 0 or self.fd_step <= 0:
             raise ValueError("batch_size, fd_refresh and min_rounds must be >= 1, step_size and fd_step > 0")
 
@@ -130,16 +138,21 @@ class CraftSettings:
 
     def to_dict(self) -> dict:
         """JSON-ready fields plus ``version`` (:data:`SETTINGS_VERSION`)."""
-        return {"version": SETTINGS_VERSION, **asdict(self), "ensemble": list(self.ensemble)}
+        return {"version": SETTINGS_VERSION, **asdict(self), "ensemble": list(self.ensemble),
+                "decay_at": list(self.decay_at)}
 
     @classmethod
     def from_dict(cls, data: dict) -> CraftSettings:
-        """Settings stored by :meth:`to_dict`; version 2 is read with the ensemble evasion used then,
-        another version or an unknown key is refused by name."""
+        """Settings stored by :meth:`to_dict`; versions 2 and 3 are read with what they stored
+        implicitly (2: the ensemble evasion used then; both: the paper's step-size decays), another
+        version or an unknown key is refused by name."""
         data = dict(data)
         version = data.pop("version", None)
         if version == 2 and "ensemble" not in data:
-            version, data["ensemble"] = SETTINGS_VERSION, LEGACY_ENSEMBLE
+            version, data["ensemble"] = 3, LEGACY_ENSEMBLE
+        if version == 3:
+            version = SETTINGS_VERSION
+            data.setdefault("decay_at", PAPER_DECAYS)
         if version != SETTINGS_VERSION:
             raise ValueError(f"crafting settings of version {version} are not supported "
                              f"(this faceguard reads version {SETTINGS_VERSION})")

@@ -204,3 +204,24 @@ def test_preprocess_is_the_same_objective_as_a_loss_that_applies_the_map(setup, 
     adv = (x + delta).detach()
     assert torch.allclose(outside.loss(x, y, adv), inside.loss(x, y, adv), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(outside.loss(x, y, adv), Alignment(model, target, BASE, variant=variant).loss(x, y, adv))
+
+
+class _SumEmbedding(torch.nn.Module):
+    """[sum of pixels, 1]: its cosine with (1, 0) rises with every pixel, so an evasion step's
+    signed gradient is −1 everywhere and signed Adam moves each pixel by exactly its step size."""
+
+    def forward(self, x):
+        return torch.stack([x.flatten(1).sum(1), torch.ones(len(x))], 1)
+
+
+@pytest.mark.parametrize("decay_at, moved", [((3 / 8, 5 / 8, 7 / 8), 0.1 + 0.01 + 0.001 + 0.0001),
+                                             ((0.5,), 0.1 + 0.1 + 0.01 + 0.01)])
+def test_the_step_size_drops_tenfold_at_each_decay_fraction(decay_at, moved, monkeypatch):
+    from faceguard.attacks import Evade
+
+    x = torch.full((1, 3, 4, 4), 0.5)
+    attack = Evade(_SumEmbedding(), [torch.tensor([[1.0, 0.0]])], eps=16, steps=4, step_size=0.1, augment="none",
+                   decay_at=decay_at, ensemble=("sface",))  # the ensemble is only named here
+    monkeypatch.setattr(attack, "random_delta", torch.zeros_like)  # start at x itself
+    delta = attack(x, torch.tensor([0])) - x
+    assert torch.allclose(delta, torch.full_like(x, -moved * eps_radius(16)), rtol=1e-5)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from faceguard.registry import BACKENDS, METHODS, OBJECTIVES, REGULARIZERS
-from faceguard.settings import SETTINGS_VERSION, CraftSettings, protect_settings
+from faceguard.settings import PAPER_DECAYS, SETTINGS_VERSION, CraftSettings, protect_settings
 from recognition.cli import parse_set
 from recognition.registry import Registry
 
@@ -46,6 +46,13 @@ def test_settings_round_trip_and_refuse_other_versions_and_keys():
     evade = CraftSettings(method="evade", ensemble=("sface",))
     version2 = {key: value for key, value in evade.to_dict().items() if key != "ensemble"} | {"version": 2}
     assert CraftSettings.from_dict(version2) == evade.replace(ensemble=("profile", "dlib-resnet"))
+    custom = CraftSettings(method="evade", ensemble=("sface",), decay_at=[0.75])
+    assert custom.decay_at == (0.75,) and CraftSettings.from_dict(custom.to_dict()) == custom
+    version3 = {key: value for key, value in custom.to_dict().items() if key != "decay_at"} | {"version": 3}
+    assert CraftSettings.from_dict(version3) == custom.replace(decay_at=PAPER_DECAYS)  # what version 3 ran
+    for bad in ([0.5, 0.25], [0.0], [1.0], [0.5, 0.5]):
+        with pytest.raises(ValueError, match="decay_at"):
+            CraftSettings(decay_at=bad)
     assert settings.ensemble == () and stored["ensemble"] == []  # methods without an ensemble store none
     with pytest.raises(ValueError, match="unknown crafting settings: colour"):
         CraftSettings.from_dict({**stored, "colour": "red"})

@@ -38,7 +38,6 @@ from faceguard.registry import AUGMENTATIONS, NO_AUGMENTATION, NO_REGULARIZER, O
 from faceguard.settings import CraftSettings
 from faceguard.units import eps_radius
 
-LR_MILESTONES = (3 / 8, 5 / 8, 7 / 8)  # step-size decays by 10× at these fractions (Witches' Brew)
 Preprocess = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -212,7 +211,7 @@ class PGDAttack(Perturbation):
         """M signed-Adam steps on Δ (in place), projecting after each; returns the objective trace."""
         delta.requires_grad_(True)
         optimizer = torch.optim.Adam([delta], lr=self.step_size * self.radius)
-        milestones = sorted({max(1, int(f * self.steps)) for f in LR_MILESTONES})
+        milestones = sorted({max(1, int(f * self.steps)) for f in self.settings.decay_at})
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
         trace = []
         for _ in range(self.steps):

@@ -14,7 +14,7 @@ from faceguard.registry import (AUGMENTATIONS, BACKENDS, ENSEMBLE, EVASION_METHO
 from faceguard.settings import DEFAULT_REG_WEIGHT, NOISE_STARTS, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
-_FIELDS = ("method", "eps", "steps", "restarts", "step_size", "variant", "backend", "augment", "regularizer",
+_FIELDS = ("method", "eps", "steps", "restarts", "step_size", "decay_at", "variant", "backend", "augment", "regularizer",
            "reg_weight", "min_rounds", "noise_start", "seed", "ensemble")
 
 
@@ -66,6 +66,8 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
     add("--steps", "signed-Adam steps", type=int)
     add("--restarts", "random restarts, the best kept", type=int)
     add("--step-size", "initial signed-Adam step as a fraction of eps", type=float)
+    add("--decay-at", "fractions of the steps at which the step size drops 10x", type=float, nargs="+",
+        metavar="FRACTION")
     add("--variant", "alignment: one cosine per batch (joint) or each image alone (independent)", choices=VARIANTS)
     add("--backend", "how the alignment gradient is computed (docs/methods.md)", choices=BACKENDS.names())
     add("--augment", "views drawn at every step: a victim's training augmentation (flip-translate) or what a "
