@@ -109,6 +109,7 @@ def test_poison_options_default_per_method():
     assert (em.method, em.steps, em.restarts, em.step_size) == ("error-minimizing-classwise", 10, 1, 0.1)
     assert settings("--method", "error-minimizing", "--steps", "3").steps == 3
     assert settings("--method", "random").method == "random" and settings().method == DEFAULT_POISON_METHOD
+    assert paper.decay_at == (0.375, 0.625, 0.875) and settings("--decay-at", "0.5", "0.75").decay_at == (0.5, 0.75)
 
 
 def test_protect_options_default_per_method():
@@ -136,6 +137,7 @@ def test_protect_options_default_per_method():
     assert (evade.steps, evade.step_size, evade.augment, evade.reg_weight) == (60, 0.25, "scraper", 1.5)
     assert evade == protect_settings("evade")
     assert settings("--method", "evade", "--steps", "5", "--augment", "none").steps == 5
+    assert settings("--method", "alignment", "--decay-at", "0.6").decay_at == (0.6,)
     assert settings("--method", "evade", "--ensemble", "sface", "dlib-resnet").ensemble == ("sface", "dlib-resnet")
     with pytest.raises(ValueError, match="one of alignment, evade, target, adversarial"):
         protect_settings("tensorclog")

@@ -21,6 +21,11 @@ _FIELDS = ("method", "eps", "steps", "restarts", "step_size", "decay_at", "varia
 Defaults = CraftSettings | Callable[[str], CraftSettings]
 
 
+def _text(value: object) -> str:
+    """A default as it is typed on the command line (a sequence: its items, space-separated)."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _default(defaults: Defaults, methods: list[str], field: str) -> tuple[object, str]:
     """An option's argparse default and help suffix: the value itself when every method shares it;
     otherwise None (filled in from the chosen method) and the values: the most common one, then
@@ -28,14 +33,14 @@ def _default(defaults: Defaults, methods: list[str], field: str) -> tuple[object
     if isinstance(defaults, CraftSettings):
         return getattr(defaults, field), ""
     values = {method: getattr(defaults(method), field) for method in methods}
-    texts = list(map(str, values.values()))
+    texts = list(map(_text, values.values()))
     if len(set(texts)) == 1:
         return next(iter(values.values())), ""
     common = max(texts, key=texts.count)
     others: dict[str, list[str]] = {}
     for method, value in values.items():
-        if str(value) != common:
-            others.setdefault(str(value), []).append(method)
+        if _text(value) != common:
+            others.setdefault(_text(value), []).append(method)
     return None, f" (default: {common}" + "".join(f"; {value} for {', '.join(names)}"
                                                    for value, names in others.items()) + ")"
 
@@ -55,7 +60,8 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
 
     def add(flag: str, help: str, **kwargs: object) -> None:
         found = default(flag.lstrip("-").replace("-", "_"))
-        group.add_argument(flag, default=found["default"], help=help + found["note"], **kwargs)
+        note = found["note"] or (f" (default: {_text(found['default'])})" if isinstance(found["default"], tuple) else "")
+        group.add_argument(flag, default=found["default"], help=help + note, **kwargs)
 
     group = parser.add_argument_group("crafting")
     if isinstance(defaults, CraftSettings):
