@@ -38,7 +38,9 @@ NAME = "recognizers"
 # shipped; evasion over two ensembles (the second adds sface, leaving insightface-mbf held out),
 # without and with the SSIM regulariser, at 20 steps (the product's default until session 12), at
 # 40 (-s40; evade-sface-ssim-s40 is the product's default since), at 30 (-s30, a speed
-# trade-off) and at 60 with weights 1.5 and 2 (-s60: looks and protection for time); targeted
+# trade-off) and at 60 with weights 1.5 and 2 (-s60: looks and protection for time); at 30 steps
+# whose step size drops once, at 3/4 (-s30-decay0.75: the 60-step run's protection came from its
+# first 22 steps at the full step size, session 14); targeted
 # evasion with the settings of either default, toward ORL's people (recognizers_data.write_targets).
 SFACE = ["profile", "dlib-resnet", "sface"]
 PROTECTIONS = {
@@ -56,8 +58,14 @@ PROTECTIONS = {
     "evade-sface-ssim1.5-s60": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5, "steps": 60}),
     "evade-sface-ssim2-s60": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 2.0, "steps": 60}),
     "evade-sface-ssim3-s40": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 3.0, "steps": 40}),
+    **{f"{method}-sface-ssim{weight:g}-s30-decay0.75": (method, {"ensemble": SFACE, "regularizer": "ssim",
+                                                                "reg_weight": weight, "steps": 30, "decay_at": [0.75]})
+       for method in ("evade", "target") for weight in (1.5, 1.75, 2.0)},
+    "evade-sface-s30-decay0.75": ("evade", {"ensemble": SFACE, "regularizer": "none", "steps": 30, "decay_at": [0.75]}),
+    **{f"{method}-sface-ssim1.5-s37-decay0.6": (method, {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5,
+                                                         "steps": 37, "decay_at": [0.6]}) for method in ("evade", "target")},
 }
-SHOWN = ("steps", "step_size", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
+SHOWN = ("steps", "step_size", "decay_at", "augment", "regularizer", "reg_weight")  # listed in the report (+ evasion's ensemble)
 METHODS = tuple(PROTECTIONS)
 DATASET_CHOICES = ("realfaces", "photos")  # kept in step with recognizers_data.DATASETS
 DEFENSE_CHOICES = ("none", "jpeg75", "half")  # kept in step with recognizers_data.DEFENSES
@@ -114,11 +122,13 @@ def protection_runs(methods: list[str], eps: list[float]) -> list[tuple[str, flo
 def method_settings(label: str, steps: int | None) -> dict:
     """Crafting settings of a protection beyond ε and its method: the product's defaults for the
     method with the changes of :data:`PROTECTIONS` (those of :data:`SHOWN`, and the ensemble of an
-    evasion); ``steps`` overrides the steps."""
-    from faceguard.settings import protect_settings
+    evasion); ``steps`` overrides the steps. A label that names no ``decay_at`` keeps the paper's
+    step-size schedule, which every such label was measured with, whatever the product's default."""
+    from faceguard.settings import PAPER_DECAYS, protect_settings
 
     method, changes = PROTECTIONS[label]
-    settings = protect_settings(method, **{**changes, **({"steps": steps} if steps is not None else {})})
+    changes = {"decay_at": PAPER_DECAYS, **changes, **({"steps": steps} if steps is not None else {})}
+    settings = protect_settings(method, **changes)
     shown = SHOWN + (("ensemble",) if method in EVASION_METHODS else ())
     return {key: list(value) if isinstance(value, tuple) else value
             for key, value in settings.to_dict().items() if key in shown}

@@ -138,3 +138,16 @@ def test_protection_runs_pin_eps_per_label():
     for bad in ("magic", "evade@big"):
         with pytest.raises(argparse.ArgumentTypeError):
             protection_run(bad)
+
+
+def test_protection_labels_pin_their_step_size_schedule():
+    """A label measured before ``decay_at`` existed keeps the paper's schedule when the product's
+    default changes (its cached tree stays valid); a label that names one keeps its own."""
+    from benchmarks.recognizers import method_settings
+    from faceguard.settings import PAPER_DECAYS
+
+    assert method_settings("evade-sface-ssim1.5-s60", None)["decay_at"] == list(PAPER_DECAYS)
+    assert method_settings("alignment", None)["decay_at"] == list(PAPER_DECAYS)
+    default = method_settings("evade-sface-ssim1.5-s37-decay0.6", None)
+    assert (default["steps"], default["decay_at"], default["reg_weight"]) == (37, [0.6], 1.5)
+    assert method_settings("evade-sface-ssim1.5-s37-decay0.6", 5)["steps"] == 5
