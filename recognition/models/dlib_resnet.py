@@ -105,8 +105,8 @@ class DlibResNet(nn.Module):
 
     Descriptors are not normalised, as dlib's are not (norms 1.3 to 1.7 on real faces). Other input
     sizes run but the model was trained (and its threshold set) on 150 x 150 dlib face chips.
-    Weights and activations are kept channels-last: a forward-backward of one chip took about 20 % less
-    time that way on one CPU thread (evasion crafting runs one per step), the same values.
+    Weights and activations are kept channels-last: a forward-backward of one chip took about 20 %
+    less time that way on one CPU thread (evasion crafting runs one per step), the same values.
     """
 
     def __init__(self):
