@@ -25,13 +25,15 @@ DATA_HELP = "data bundle folder (default: $FACEGUARD_DATA, else ../shared/data)"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default (unless it is None or False, or the help already says it) and
-    keeps descriptions' line breaks."""
+    """Shows each option's default (unless it is None or False, or the help already says it; a
+    list or tuple as it is typed, space-separated) and keeps descriptions' line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
                 or "default" in (action.help or ""):
             return action.help or ""
+        if isinstance(action.default, (list, tuple)):
+            return f"{action.help or ''} (default: {' '.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 

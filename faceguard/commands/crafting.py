@@ -60,8 +60,7 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
 
     def add(flag: str, help: str, **kwargs: object) -> None:
         found = default(flag.lstrip("-").replace("-", "_"))
-        note = found["note"] or (f" (default: {_text(found['default'])})" if isinstance(found["default"], tuple) else "")
-        group.add_argument(flag, default=found["default"], help=help + note, **kwargs)
+        group.add_argument(flag, default=found["default"], help=help + found["note"], **kwargs)
 
     group = parser.add_argument_group("crafting")
     if isinstance(defaults, CraftSettings):
