@@ -18,7 +18,7 @@ def evaded(dlib_recognizer, dlib_cache):
     photo = load_rgb(require_data("photos") / "obama" / "obama.jpg")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACEGUARD_CACHE", str(dlib_cache))  # dlib_recognizer converted the weights there
-        # the default SSIM weight of 60 steps would hold 8 steps back too much: weight 1 as measured
+        # the default SSIM weight (1.5, set for 37 steps) would hold 8 steps back too much: weight 1 as measured
         protector = Protector(method="evade", eps=16, steps=8, step_size=0.25, reg_weight=1.0, device="cpu")
     return protector, photo, protector.protect(photo)
 

