@@ -225,6 +225,20 @@ def cifar10_cpu_poisons() -> ClassificationConfig:
         seeds=(0,), extra_seeds=(0,), rows=rows, extra_rows=extra)
 
 
+def cifar10_cpu_ar() -> ClassificationConfig:
+    """Issue #18's data-free poison (autoregressive perturbations) with the rows of
+    ``cifar10-cpu-poisons`` (its clean rows again, so the × clean columns compare like with like):
+    ε = 4/8/16 on the grey-box victim, ε = 8 on the black-box ones; with ``--extras`` the data
+    defenses and adversarial training at ε = 8."""
+    base = cifar10_cpu_poisons()
+    grey, black = "resnet18", ("vgg19", "mobilenetv2")
+    rows = [Row(CLEAN, v) for v in (grey, *black)]
+    rows += [Row(Poison("autoregressive", e), grey) for e in (4, 8, 16)]
+    rows += [Row(Poison("autoregressive", 8), v) for v in black]
+    extra = [Row(p, grey, d) for d in (*POISON_DEFENSES, "advtrain") for p in (CLEAN, Poison("autoregressive", 8))]
+    return dataclasses.replace(base, name="cifar10-cpu-ar", rows=rows, extra_rows=extra)
+
+
 def cifar10_gpu() -> ClassificationConfig:
     """The paper's data and nets at a GPU budget (issue #18): all 50,000 training and 10,000 test
     images, full-width ResNet-18 as surrogate and victim; epochs and crafting steps cut so the
@@ -249,6 +263,7 @@ def cifar10_gpu() -> ClassificationConfig:
 GPU_METHOD = "error-minimizing-classwise"
 
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu, "cifar10-cpu-poisons": cifar10_cpu_poisons,
+           "cifar10-cpu-ar": cifar10_cpu_ar,
            "cifar10-gpu": cifar10_gpu}
 
 

@@ -97,6 +97,11 @@ CONFIGS: dict[str, FacesConfig] = {
         method_settings={"error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, **changes}})
        for name, changes in (("faces-cpu-em", {}), ("faces-cpu-em-rounds10", {"min_rounds": 10}),
                              ("faces-cpu-em-uniform", {"min_rounds": 10, "noise_start": "uniform"}))},
+    # Issue #18: the data-free autoregressive poison (one AR process per identity) at ε = 16 beside
+    # random noise, with the defenses of faces-cpu-poisons; no alignment.
+    "faces-cpu-ar": FacesConfig(
+        name="faces-cpu-ar", num_test=19, steps=50, eps=(), variants=(), random_eps=(16,),
+        methods=("autoregressive",), method_eps=(16,), defenses=("jpeg10", "jpeg75", "smoothing")),
     # The paper's setting (Table 7): CelebA, 1,000 test identities, IR-18 + CosFace, 125 epochs,
     # 50 crafting steps, 1 restart, 112x112 RGB, verification on the insightface .bin files.
     "celeba-paper": FacesConfig(

@@ -183,7 +183,7 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
                                         seed=seed, **fields)
     corpus = getattr(METHODS.get(settings.method), "corpus", False)
     needs = {} if corpus else {"loss_fn": make_loss("ce", label_in_forward=config.margin_losses)}
-    if settings.method == "adversarial":
+    if settings.method in ("adversarial", "autoregressive"):
         needs["classes"] = len(data.classes)
     attack = build_attack(surrogate, settings, target, **needs)
     protected = data.images.clone()

@@ -27,6 +27,7 @@ METHODS = Registry("method", {
     "adversarial": "faceguard.attacks.poisons:AdversarialPoison",
     "error-minimizing": "faceguard.attacks.poisons:ErrorMinimizing",
     "error-minimizing-classwise": "faceguard.attacks.poisons:ClasswiseErrorMinimizing",
+    "autoregressive": "faceguard.attacks.autoregressive:Autoregressive",
     "evade": "faceguard.attacks.evasion:Evade",
     "target": "faceguard.attacks.evasion:Target",
 })

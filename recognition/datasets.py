@@ -11,6 +11,7 @@ pool was slower (measured: docs/recognition.md, "Datasets").
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
@@ -85,12 +86,13 @@ def load_cifar10(
         raise ValueError(f"per_class must be a positive number of images, got {per_class}")
     source = Path(source)
     if source.is_dir():
-        entries = scan_image_folder(source / split)
+        dataset = _decode_entries(scan_image_folder(source / split), per_class=per_class, size=None)
     elif source.is_file():
-        entries = _scan_tar(source, split)
+        stat = source.stat()
+        cached = _decoded_tar_split(str(source.resolve()), stat.st_mtime_ns, stat.st_size, split, per_class)
+        dataset = ImageTensorDataset(cached.images.clone(), cached.labels.clone(), cached.classes)
     else:
         raise FileNotFoundError(f"CIFAR-10 source not found: {source}")
-    dataset = _decode_entries(entries, per_class=per_class, size=None)
     if seed is None:
         return dataset
     order = list(range(len(dataset)))
@@ -121,6 +123,16 @@ def scan_image_folder(root: Path) -> dict[str, list[_Entry]]:
         files = [p for p in class_dir.iterdir() if p.is_file() and _is_image_name(p.name)]
         entries[class_dir.name] = [(str(p), p) for p in files]
     return entries
+
+
+@functools.lru_cache(maxsize=4)
+def _decoded_tar_split(archive: str, mtime_ns: int, size: int, split: str, per_class: int | None
+                       ) -> ImageTensorDataset:
+    """One split of a CIFAR tarball, decoded once per process (callers get copies). Python's tar
+    reader takes seconds to walk the archive's 60,000 members however few images are kept, and
+    benchmarks and tests load the same small splits again and again; the file's modification time
+    and size are part of the key, so a changed archive is read again."""
+    return _decode_entries(_scan_tar(Path(archive), split), per_class=per_class, size=None)
 
 
 def _scan_tar(archive: Path, split: str) -> dict[str, list[_Entry]]:

@@ -228,6 +228,19 @@ def test_poisons_config_runs_every_method_and_defense_with_per_method_crafting()
         get_config("cifar10-cpu-poisons", ["method_settings=x"])
 
 
+def test_autoregressive_config_repeats_the_poisons_rows_for_the_data_free_method():
+    config = get_config("cifar10-cpu-ar")
+    poisons = get_config("cifar10-cpu-poisons")
+    assert (config.surrogate, config.victims, config.steps) == (poisons.surrogate, poisons.victims, poisons.steps)
+    rows = {(r.poison.label, r.poison.eps, r.victim) for r in config.rows}
+    assert rows == ({("clean", 0, v) for v in ("resnet18", "vgg19", "mobilenetv2")}
+                    | {("autoregressive", e, "resnet18") for e in (4, 8, 16)}
+                    | {("autoregressive", 8, v) for v in ("vgg19", "mobilenetv2")})
+    defended = {(r.poison.label, r.defense) for r in config.extra_rows}
+    assert defended == {(m, d) for m in ("clean", "autoregressive")
+                        for d in ("grayscale", "jpeg10", "jpeg50", "jpeg75", "smoothing", "advtrain")}
+
+
 def test_report_compares_every_method_across_eps_victims_and_defenses(tmp_path):
     from benchmarks.classification_report import markdown, write_report
 

@@ -66,6 +66,24 @@ def test_per_class_subset_is_first_files_and_deterministic(cifar_tar: Path, raw:
     assert _pairs(shuffled) == _pairs(grouped)
     again = load_cifar10(cifar_tar, "train", per_class=20, seed=0)
     assert torch.equal(again.images, shuffled.images) and torch.equal(again.labels, shuffled.labels)
+    # the split is decoded once per process, and each call gets its own copy
+    again.images.zero_()
+    assert torch.equal(load_cifar10(cifar_tar, "train", per_class=20, seed=0).images, shuffled.images)
+
+
+def test_a_changed_tarball_is_read_again(tmp_path: Path, raw: dict[str, bytes]) -> None:
+    def write(names: list[str]) -> None:
+        with tarfile.open(archive, "w:gz") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                info.size = len(raw[name])
+                tar.addfile(info, io.BytesIO(raw[name]))
+
+    archive = tmp_path / "cifar.tar.gz"
+    write(["train/cat/0000.jpg"])
+    assert load_cifar10(archive, "train").classes == ["cat"]
+    write(["train/cat/0000.jpg", "train/frog/0000.jpg"])
+    assert load_cifar10(archive, "train").classes == ["cat", "frog"]
 
 
 def test_cifar_from_extracted_folder_and_image_folder(tmp_path: Path, raw: dict[str, bytes]) -> None:

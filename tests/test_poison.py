@@ -196,6 +196,26 @@ def test_poison_crafts_error_minimizing_noise_chunk_by_chunk_without_a_surrogate
                       context=DistributedContext(rank=0, world_size=2, device=torch.device("cpu")))
 
 
+def test_poison_crafts_autoregressive_noise_batch_by_batch_without_training_a_surrogate(cifar_tree, tmp_path):
+    """Data-free: no surrogate is trained, every batch gets the processes of the folder's 3 classes,
+    each image a fresh signal of its class's process, within ε after saving."""
+    from faceguard.attacks.autoregressive import ar_response
+
+    out = tmp_path / "out"
+    assert main(["poison", str(cifar_tree), "--eps", "8", "--out", str(out), "--width", "0.125",
+                 "--batch-size", "5", "--method", "autoregressive", "--quiet"]) == 0
+    assert not (out / STATE_DIR / "surrogate.safetensors").exists()
+    index = FolderIndex.scan(cifar_tree / "train")
+    clean = [_pixels(cifar_tree / "train" / rel) for rel in index.files]
+    diffs = torch.tensor(np.stack([_pixels(out / rel.with_suffix(".png")) for rel in index.files])
+                         - np.stack(clean)).permute(0, 3, 1, 2).double()
+    assert int(diffs.abs().max()) == 8 and not torch.equal(diffs[0], diffs[1])
+    attack = build_attack(torch.nn.Linear(1, 3), CraftSettings(method="autoregressive"))
+    processes = attack.coefficients(3, 3, (32, 32))
+    named = ar_response(processes.double(), diffs).argmin(0)
+    assert torch.equal(named, torch.tensor(index.labels))
+
+
 @pytest.mark.parametrize("variant", ["independent", "joint"])
 def test_torchrun_two_processes_write_what_one_process_writes(cifar_tree, surrogate_file, tmp_path, variant):
     """Batches, their seeds and the (float64-summed) target gradient do not depend on the process count."""

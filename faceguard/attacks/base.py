@@ -64,6 +64,7 @@ class Perturbation:
     name = ""  # the method's name in faceguard.registry.METHODS
     needs_target = False  # whether the constructor takes a target gradient after the model
     optimises = False  # whether it optimises an objective (takes loss_fn / params / preprocess)
+    data_free = False  # whether Δ depends on neither the model's weights nor the images' content
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, **changes: object) -> None:
         self.settings = (settings or CraftSettings()).replace(method=self.name, **changes)

@@ -18,6 +18,7 @@ class RandomNoise(Perturbation):
     """Uniformly random sign noise of magnitude ε on every pixel and channel."""
 
     name = "random"
+    data_free = True
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         signs = torch.randint(0, 2, x.shape, device=x.device, dtype=x.dtype) * 2 - 1

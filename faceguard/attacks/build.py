@@ -17,7 +17,7 @@ def build_attack(model: nn.Module, settings: CraftSettings, target: Sequence[Ten
     Methods that aim at something (``needs_target``) get ``target``: the alignment its target
     gradient, the evasion methods their per-person embedding anchors. ``needs`` (``loss_fn``,
     ``params``, ``preprocess``; only ``preprocess`` for evasion) go to methods that optimise an
-    objective.
+    objective; ``classes`` (the number of classes) to every method that takes it.
     """
     method = METHODS.get(settings.method)
     if getattr(method, "needs_target", False):
@@ -25,5 +25,5 @@ def build_attack(model: nn.Module, settings: CraftSettings, target: Sequence[Ten
             raise ValueError(f"method {settings.method!r} needs a target (gradient or anchors)")
         return method(model, target, settings, **needs)
     if not getattr(method, "optimises", True):
-        return method(model, settings)
+        return method(model, settings, **{k: v for k, v in needs.items() if k == "classes"})
     return method(model, settings, **needs)

@@ -2,7 +2,8 @@
 
 Without ``--surrogate`` a ResNet-18 surrogate is trained on DATA_DIR first (the paper's CIFAR-10
 setting) and kept in OUT_DIR/.faceguard-poison/ so a resumed run does not train it again. Methods
-that train their own net alongside the noise (error-minimizing) take ``--model`` untrained instead.
+that train their own net alongside the noise (error-minimizing) or use none (random, autoregressive)
+take ``--model`` untrained instead.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                     target_fraction=args.target_fraction, size=args.size)
     if args.surrogate:
         model = load_surrogate(args.surrogate, args.arch, device=device)
-    elif job.corpus:  # error-minimizing noise trains a fresh copy of the net alongside: nothing to pre-train
+    elif not job.needs_trained_surrogate:  # error-minimizing noise trains a fresh copy alongside; data-free
+        # methods read only the number of classes off the net: nothing to pre-train
         torch.manual_seed(args.seed)
         model = create_model(args.model, num_classes=len(index.classes), width=args.width).to(device)
     else:

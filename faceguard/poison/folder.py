@@ -128,6 +128,14 @@ class PoisonJob:
         in memory, crafted by one process and written when it is done."""
         return bool(getattr(METHODS.get(self.settings.method), "corpus", False))
 
+    @property
+    def needs_trained_surrogate(self) -> bool:
+        """Whether the method crafts with a trained surrogate: not for methods that train their own
+        copy alongside (``corpus``) or use no network at all (``data_free``: random noise,
+        autoregressive perturbations)."""
+        method = METHODS.get(self.settings.method)
+        return not (getattr(method, "corpus", False) or getattr(method, "data_free", False))
+
     def record(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": self.settings.to_dict()}
 
