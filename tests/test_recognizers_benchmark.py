@@ -24,7 +24,7 @@ from benchmarks.recognizers_models import (
 
 PEOPLE = ["eric_clapton", "negan", "rick"]
 SMOKE = ["recognizers", "--datasets", "realfaces", "--people", *PEOPLE, "--limit-people", "3", "--steps", "2",
-         "--methods", "alignment", "evade", "evade-sface", "target-sface-ssim0.3",
+         "--methods", "alignment", "evade", "target-sface-ssim0.3",
          "--device", "cpu", "--quiet"]
 ROW_KEYS = {"method", "eps", "victim", "defense", "seeds", "recognizer", "threat_model", "metric", "value"}
 
@@ -52,13 +52,12 @@ def test_results_files_and_rows(smoke):
     assert result["command"] in text and "Held out (no protection crafts with it): `insightface-mbf`, `edgeface-s`" in text
     seen = {name: info["seen_by"] for name, info in result["config"]["recognizers"].items()}
     targeted = "target-sface-ssim0.3"
-    assert seen == {"dlib-resnet": ["evade", "evade-sface", targeted],
-                    "profile": ["alignment", "evade", "evade-sface", targeted],
-                    "sface": ["evade-sface", targeted], "insightface-mbf": [], "edgeface-s": []}
+    assert seen == {"dlib-resnet": ["evade", targeted], "profile": ["alignment", "evade", targeted],
+                    "sface": [targeted], "insightface-mbf": [], "edgeface-s": []}
     rows = result["rows"]
     assert all(ROW_KEYS <= set(row) for row in rows)
     cells = {(r["method"], r["recognizer"], r["defense"], r["threat_model"], r["metric"]) for r in rows}
-    for method in ("clean", "alignment", "evade", "evade-sface", targeted):
+    for method in ("clean", "alignment", "evade", targeted):
         for recognizer in RECOGNIZERS:
             for defense in ("none", "jpeg75", "half"):
                 for threat_model, metric in (("gallery", "match_rate"), ("gallery", "top1"),
@@ -73,7 +72,7 @@ def test_results_files_and_rows(smoke):
              if r["method"] == "clean" and r["defense"] == "none"}
     assert clean[("dlib-resnet", "match_rate")] > 0.5
     protected = [r for r in rows if r["threat_model"] == "quality" and r["metric"] == "photos_protected"]
-    assert sorted(r["method"] for r in protected) == ["alignment", "evade", "evade-sface", targeted]
+    assert sorted(r["method"] for r in protected) == ["alignment", "evade", targeted]
     assert all(r["value"] == 5 for r in protected)
     manifest = json.loads((root / "work" / f"{targeted}-eps16-steps2" / "manifest.json").read_text())
     assert "--targets" in manifest["command"] and len(manifest["settings"]["targets_sha256"]) == 64
@@ -88,7 +87,7 @@ def test_rerun_resumes_from_the_work_folder(smoke, dlib_cache, capsys):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACEGUARD_CACHE", str(dlib_cache))
         assert main(args) == 0
-    assert capsys.readouterr().out.count("0 protected, 0 no face, 0 error, 5 skipped") == 4
+    assert capsys.readouterr().out.count("0 protected, 0 no face, 0 error, 5 skipped") == 3
 
 
 def test_split_is_by_person_and_alternates_in_manifest_order():
