@@ -11,7 +11,7 @@ from faceguard.settings import ERROR_MINIMIZING_METHODS
 METRIC = "accuracy"
 CRAFT_SEED = re.compile(r"^(?P<family>.+)-c(?P<seed>\d+)$")  # alignment-joint-c3: crafting seed 3
 CLASSIC_METHODS = ("clean", "random", "tensorclog", "unlearnable", "alignment-independent", "alignment-joint")
-OTHER_FAMILIES = ("adversarial", *ERROR_MINIMIZING_METHODS)  # issue #18's poisons
+OTHER_FAMILIES = ("adversarial", *ERROR_MINIMIZING_METHODS, "autoregressive")  # issue #18's poisons
 METHOD_ORDER = CLASSIC_METHODS + OTHER_FAMILIES
 
 
@@ -84,10 +84,16 @@ def markdown(name: str, config: dict, command: str, rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _compared(poisons: list[str]) -> bool:
+    """Whether the method sections are worth a table: two poisons or more, or one of issue #18's
+    (a config of its own, such as cifar10-cpu-ar, beside its clean rows)."""
+    return len(poisons) > 1 or bool(set(poisons) & set(OTHER_FAMILIES))
+
+
 def _methods_by_eps(rows: list[dict], grey: str, methods: list[str]) -> list[str]:
     """Every method (beyond alignment) at every ε it was crafted with, on the grey-box victim."""
     poisons = [m for m in methods if m != "clean" and len({r["eps"] for r in rows if r["method"] == m}) > 1]
-    if len(poisons) < 2:
+    if not _compared(poisons):
         return []
     eps_values = sorted({r["eps"] for r in rows if r["method"] in poisons and r["defense"] == "none"})
     clean = _find(rows, "clean", 0, grey)
@@ -100,7 +106,7 @@ def _methods_by_eps(rows: list[dict], grey: str, methods: list[str]) -> list[str
 def _methods_by_victim(rows: list[dict], victims: list[str], methods: list[str]) -> list[str]:
     """Every method at ε = 8 against every victim (black-box transfer), as × clean of that victim."""
     poisons = [m for m in methods if m != "clean" and sum(bool(_find(rows, m, 8, v)) for v in victims) > 1]
-    if len(poisons) < 2:
+    if not _compared(poisons):
         return []
     lines = [["clean"] + [_cell(_find(rows, "clean", 0, v)) for v in victims]]
     lines += [[m] + [f"{_cell(_find(rows, m, 8, v))} ({_ratio(_find(rows, m, 8, v), _find(rows, 'clean', 0, v))})"

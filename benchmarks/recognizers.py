@@ -40,7 +40,8 @@ NAME = "recognizers"
 # 40 (-s40; evade-sface-ssim-s40 was the default in sessions 12-13), at 30 (-s30, a speed
 # trade-off) and at 60 with weights 1.5 and 2 (-s60: session 13's default and its looks-for-time
 # twin); with one 10x step-size drop instead of the paper's three, at 37 steps (-s37-decay0.6: the
-# product's default since session 14, the 60-step run's first 37 steps) and at 30 (-s30-decay0.75);
+# product's default since session 14, the 60-step run's first 37 steps), at 33 (-s33-decay0.67: the
+# same first 22 steps, then 11 small ones) and at 30 (-s30-decay0.75);
 # targeted evasion with the settings of a default, toward ORL's people (recognizers_data.write_targets).
 # A label's changes apply to the paper's step-size schedule unless they name ``decay_at``.
 SFACE = ["profile", "dlib-resnet", "sface"]
@@ -66,6 +67,8 @@ PROTECTIONS = {
     **{f"{method}-sface-ssim1.5-s37-decay0.6": (method, {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5,
                                                          "steps": 37, "decay_at": [0.6]})
        for method in ("evade", "target")},
+    "evade-sface-ssim1.5-s33-decay0.67": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5,
+                                                    "steps": 33, "decay_at": [0.67]}),
 }
 # listed in the report (+ evasion's ensemble)
 SHOWN = ("steps", "step_size", "decay_at", "augment", "regularizer", "reg_weight")
