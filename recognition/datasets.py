@@ -89,14 +89,13 @@ def load_cifar10(
         dataset = _decode_entries(scan_image_folder(source / split), per_class=per_class, size=None)
     elif source.is_file():
         stat = source.stat()
-        cached = _decoded_tar_split(str(source.resolve()), stat.st_mtime_ns, stat.st_size, split, per_class)
-        dataset = ImageTensorDataset(cached.images.clone(), cached.labels.clone(), cached.classes)
+        # shared by every call with this key: only the copy made by subset() below leaves
+        dataset = _decoded_tar_split(str(source.resolve()), stat.st_mtime_ns, stat.st_size, split, per_class)
     else:
         raise FileNotFoundError(f"CIFAR-10 source not found: {source}")
-    if seed is None:
-        return dataset
     order = list(range(len(dataset)))
-    random.Random(seed).shuffle(order)
+    if seed is not None:
+        random.Random(seed).shuffle(order)
     return dataset.subset(order)
 
 

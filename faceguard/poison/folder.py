@@ -133,8 +133,7 @@ class PoisonJob:
         """Whether the method crafts with a trained surrogate: not for methods that train their own
         copy alongside (``corpus``) or use no network at all (``data_free``: random noise,
         autoregressive perturbations)."""
-        method = METHODS.get(self.settings.method)
-        return not (getattr(method, "corpus", False) or getattr(method, "data_free", False))
+        return not (self.corpus or getattr(METHODS.get(self.settings.method), "data_free", False))
 
     def record(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": self.settings.to_dict()}
