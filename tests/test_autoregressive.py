@@ -3,8 +3,9 @@ shortcut it leaves in saved images.
 
 Measured on 200 CIFAR-10 training images, crafting seeds 0-2: after 8-bit quantisation the
 processes' matching filters name the class of every Δ at ε = 8 and 16 (accuracy 1.00) and of 98-100 %
-at ε = 4; the smallest response of a filter to another class's signal was 0.11-0.14 (unit-RMS
-signals, 32x32 RGB), its response to its own signal below 1e-15.
+at ε = 4. Over process seeds 0-2 the smallest response of a filter to another class's signal was
+0.14-0.17 for 10 classes of 32x32 RGB and 0.039-0.051 for 19 gray ones (unit-RMS signals), its
+response to its own signal below 1e-15.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_processes_cancel_their_own_signal_and_answer_every_other(classes, chann
     response = ar_response(processes.double(), signals)
     assert float(response.diagonal().max()) < 1e-12
     others = response[~torch.eye(classes, dtype=torch.bool)]
-    assert float(others.min()) > 0.02, float(others.min())  # measured 0.03-0.14 over these cases and seeds 0-2
+    assert float(others.min()) > 0.02, float(others.min())  # measured 0.039-0.17 over these cases and seeds 0-2
     again = find_processes(classes, channels, (side, side), torch.Generator().manual_seed(0))
     assert torch.equal(again, processes)
 
