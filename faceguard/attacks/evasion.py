@@ -89,7 +89,10 @@ class EmbeddingAttack(PGDAttack):
 
     def similarity(self, x: Tensor, y: Tensor) -> Tensor:
         """Mean over the members of cos(f(x_i), anchor_{y_i}), one value per image ([B])."""
-        embeddings = embeddings_of(self.model, x)
+        return self.similarity_of(embeddings_of(self.model, x), y)
+
+    def similarity_of(self, embeddings: Sequence[Tensor], y: Tensor) -> Tensor:
+        """:meth:`similarity` of unit embeddings already computed (one [B, D] tensor per member)."""
         if len(embeddings) != len(self.anchors):
             raise ValueError(f"the model gives {len(embeddings)} embeddings "
                              f"but there are {len(self.anchors)} anchor sets")

@@ -129,31 +129,37 @@ def is_lossless(fmt: str) -> bool:
 
 
 SSIM_WINDOW = 7  # skimage's default window (uniform, sample covariance)
+SSIM_C1, SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # skimage's K1, K2 at data range 255
+
+
+def _ssim_channel(original: np.ndarray, protected: np.ndarray) -> np.ndarray:
+    """skimage's SSIM map of one uint8 channel (7x7 uniform window, sample covariance), with
+    OpenCV's box filter in float32. The pixels are centred on 128 before the second moments are
+    taken, so E[x²] − E[x]² cancels four times less: the map is closer to skimage's float64 one than
+    skimage's own float32 path (6e-5 per pixel against 3e-4 on a JPEG re-save of a 3.3-megapixel
+    photo) in a third of its time."""
+    import cv2
+
+    def mean(image: np.ndarray) -> np.ndarray:
+        return cv2.blur(image, (SSIM_WINDOW, SSIM_WINDOW), borderType=cv2.BORDER_REFLECT)
+
+    x, y = (channel.astype(np.float32) - 128 for channel in (original, protected))
+    mx, my = mean(x), mean(y)
+    sample = SSIM_WINDOW ** 2 / (SSIM_WINDOW ** 2 - 1)
+    vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
+    mx += 128
+    my += 128
+    return ((2 * mx * my + SSIM_C1) * (2 * sample * cxy + SSIM_C2)
+            / ((mx * mx + my * my + SSIM_C1) * (sample * (vx + vy) + SSIM_C2)))
 
 
 def _ssim_map(original: np.ndarray, protected: np.ndarray) -> np.ndarray:
-    """skimage's SSIM map [H, W, C] of uint8 HxW or HxWxC pixels (7x7 uniform window), in float32.
-
-    The channels are independent (skimage's ``channel_axis`` runs them one after the other), so
-    they run in threads, up to ``torch.get_num_threads()`` at once; scipy and numpy release the
-    GIL. skimage filters uint8 input in float64; float32 input took a quarter of the time on a
-    2.6-megapixel photo (the whole photo changes when a JPEG is re-encoded) and moved its SSIM by
-    2e-8, below the 6 decimals reported.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-    from skimage.metrics import structural_similarity
-
-    pairs = [(original, protected)] if original.ndim == 2 else [
-        (original[..., c], protected[..., c]) for c in range(original.shape[2])]
-
-    def one(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        original, protected = (channel.astype(np.float32) for channel in pair)
-        return structural_similarity(original, protected, data_range=255, win_size=SSIM_WINDOW, full=True)[1]
-
-    with ThreadPoolExecutor(max(1, min(len(pairs), torch.get_num_threads()))) as pool:
-        return np.stack(list(pool.map(one, pairs)), axis=-1)
+    """skimage's SSIM map [H, W, C] of uint8 HxW or HxWxC pixels (channels independent, as
+    skimage's ``channel_axis`` treats them), in float32; only values a window's half-width
+    inside the border are skimage's (the border rows are cropped from its mean anyway)."""
+    if original.ndim == 2:
+        return _ssim_channel(original, protected)[..., None]
+    return np.stack([_ssim_channel(original[..., c], protected[..., c]) for c in range(original.shape[2])], axis=-1)
 
 
 def photo_metrics(original: np.ndarray, protected: np.ndarray) -> dict:

@@ -284,15 +284,17 @@ class Protector:
         else:
             views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
             with torch.no_grad():
-                anchors = embeddings_of(views, model.perturbed_regions(z_clean, index))
+                anchors = clean = embeddings_of(views, model.perturbed_regions(z_clean, index))
             if self.settings.method == Target.name:
                 if self.targets is None:
                     raise ValueError("no target identities: faceguard protect --method target needs --targets DIR "
                                      "(Python: Protector.load_targets)")
-                anchors, targets = self.targets.choose(anchors)
+                anchors, targets = self.targets.choose(clean)
             attack = build_attack(views, self.settings, anchors, preprocess=model.perturbed_regions)
             z, sign = attack(z_clean, index), attack.sign
-            losses = torch.cat([attack.loss(z_clean, index, zs) for zs in (z_clean, z)])
+            # The losses without more passes: the clean one from the clean embeddings (a regulariser
+            # is 0 at Δ = 0), the crafted one as the attack selected its restart.
+            losses = torch.cat([sign * attack.similarity_of(clean, index), attack.report.best_loss])
         with torch.no_grad():
             deltas = model.saved_delta(z, index).cpu()
         clean_loss, crafted_loss = losses.split(len(faces))
@@ -337,19 +339,23 @@ class Protector:
         return per_sample_alignment(model, self.profile.target_params(), crops, index, self.profile.target, crop_loss)
 
     def _apply(self, colour: np.ndarray, regions: list, deltas: torch.Tensor) -> np.ndarray:
-        """Add each face's Δ to the photo, round within ε; pixels off every mask stay byte-identical."""
-        clean = as_channels_first(colour)
+        """Add each face's Δ to the photo, round within ε; pixels off every mask stay byte-identical.
+        Only the box around every region is converted to float and back (photos are mostly larger)."""
+        left, top = min(r.box[0] for r in regions), min(r.box[1] for r in regions)
+        right, bottom = max(r.box[2] for r in regions), max(r.box[3] for r in regions)
+        clean = as_channels_first(colour[top:bottom, left:right])
         perturbed = clean.clone()
         touched = torch.zeros(clean.shape[1:], dtype=torch.bool)
         for region, delta in zip(regions, deltas):
             x0, y0, x1, y1 = region.box
             h, w = y1 - y0, x1 - x0
-            perturbed[:, y0:y1, x0:x1] += delta[:, :h, :w]
-            touched[y0:y1, x0:x1] |= torch.from_numpy(region.mask)
+            perturbed[:, y0 - top:y1 - top, x0 - left:x1 - left] += delta[:, :h, :w]
+            touched[y0 - top:y1 - top, x0 - left:x1 - left] |= torch.from_numpy(region.mask)
         rounded = quantize_within(perturbed.clamp(0, 1), clean, self.eps)
-        result = torch.where(touched, rounded, (clean * 255).round().to(torch.uint8))
-        array = result.permute(1, 2, 0).numpy()
-        return array[..., 0].copy() if colour.ndim == 2 else np.ascontiguousarray(array)
+        result = torch.where(touched, rounded, (clean * 255).round().to(torch.uint8)).permute(1, 2, 0).numpy()
+        out = colour.copy()
+        out[top:bottom, left:right] = result[..., 0] if colour.ndim == 2 else result
+        return out
 
     def measure_saved(self, crafted: Crafted, saved: np.ndarray, faces: list[Face]) -> None:
         """Fill each ``crafted.faces[k].loss_saved``: re-detect face k near its box in the decoded

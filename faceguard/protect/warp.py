@@ -174,13 +174,13 @@ class PhotoFaces(nn.Module):
             raise ValueError(f"work_scale must lie in (0, 1], and be 1 for pre-cropped faces; got {work_scale}")
         self.size, self.full_size = size, (height, width)
         self.region_size = (max(1, round(height * work_scale)), max(1, round(width * work_scale)))
-        channels = as_channels_first(photo)
-        self.channels = channels.shape[0]
+        self.channels = 1 if photo.ndim == 2 else photo.shape[2]
         device = labels.device
         pad = [(0, width - (r.box[2] - r.box[0]), 0, height - (r.box[3] - r.box[1])) for r in regions]
         # Replicate padding: the template warp then sees the photo edge repeated, as cv2's border mode.
+        # Only the regions are converted to float: a photo may hold many times their pixels.
         self.register_buffer("regions", torch.stack([
-            F.pad(channels[:, y0:y1, x0:x1][None], p, mode="replicate")[0]
+            F.pad(as_channels_first(photo[y0:y1, x0:x1])[None], p, mode="replicate")[0]
             for (x0, y0, x1, y1), p in zip((r.box for r in regions), pad)]).to(device))
         self.register_buffer("masks", torch.stack([
             F.pad(torch.from_numpy(r.mask).float()[None], p)
