@@ -150,3 +150,4 @@ def test_protection_labels_pin_their_step_size_schedule():
     default = method_settings("evade-sface-ssim1.5-s37-decay0.6", None)
     assert (default["steps"], default["decay_at"], default["reg_weight"]) == (37, [0.6], 1.5)
     assert method_settings("evade-sface-ssim1.5-s37-decay0.6", 5)["steps"] == 5
+    assert default["seed"] == 0 and method_settings("evade-sface-ssim1.5-s37-decay0.6-seed1", None)["seed"] == 1
