@@ -151,8 +151,8 @@ def photo_views(members: Sequence[Member], landmarks: Sequence[np.ndarray], regi
 # Work pixels per pixel of the finest view. 1.5 instead of 2 crafted a crafting step of a large face
 # about 20 % faster (the scraper augmentation and the warps run on the region) with the same cosines
 # after saving, white-box and held out, on 14 faces of the bundle's photos (session 13 probe).
-# Going lower saves a few per cent of a step but let dlib-resnet match more probes
-# (benchmarks/results/recognizers-s16-os1.0.md).
+# 1.25 and 1.0 saved a few per cent of a step, protecting within the spread of crafting seeds
+# (benchmarks/results/recognizers-s16-os1.0.md, recognizers-s16-seeds.md).
 OVERSAMPLING = 1.5
 
 
