@@ -75,6 +75,14 @@ def farthest_anchors(centres: Anchors, candidates: Anchors) -> tuple[list[Tensor
     return [k[choice] for k in candidates], choice
 
 
+def anchor_similarity(embeddings: Sequence[Tensor], anchors: Anchors, index: Tensor | list[int]) -> Tensor:
+    """Mean over the members of cos(e_i, anchor_{index_i}) for unit embeddings (one [B, D] tensor
+    per member) and unit anchors (one [P, D] tensor per member): one value per row ([B])."""
+    if len(embeddings) != len(anchors):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(anchors)} anchor sets")
+    return torch.stack([(e * a.to(e.device)[index]).sum(1) for e, a in zip(embeddings, anchors)]).mean(0)
+
+
 class EmbeddingAttack(PGDAttack):
     """Shared by the evasion methods: the per-image objective ``sign`` · mean cos(f(x + Δ), anchor_y)."""
 
@@ -89,14 +97,7 @@ class EmbeddingAttack(PGDAttack):
 
     def similarity(self, x: Tensor, y: Tensor) -> Tensor:
         """Mean over the members of cos(f(x_i), anchor_{y_i}), one value per image ([B])."""
-        return self.similarity_of(embeddings_of(self.model, x), y)
-
-    def similarity_of(self, embeddings: Sequence[Tensor], y: Tensor) -> Tensor:
-        """:meth:`similarity` of unit embeddings already computed (one [B, D] tensor per member)."""
-        if len(embeddings) != len(self.anchors):
-            raise ValueError(f"the model gives {len(embeddings)} embeddings "
-                             f"but there are {len(self.anchors)} anchor sets")
-        return torch.stack([(e * a.to(e.device)[y]).sum(1) for e, a in zip(embeddings, self.anchors)]).mean(0)
+        return anchor_similarity(embeddings_of(self.model, x), self.anchors, y)
 
     def similarity_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The per-image loss that is minimised ([B])."""

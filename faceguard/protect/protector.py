@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from faceguard.attacks import AdversarialPoison, Alignment, Target, build_attack
-from faceguard.attacks.evasion import embeddings_of
+from faceguard.attacks.evasion import anchor_similarity, embeddings_of
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
 from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, work_scale
@@ -294,7 +294,7 @@ class Protector:
             z, sign = attack(z_clean, index), attack.sign
             # The losses without more passes: the clean one from the clean embeddings (a regulariser
             # is 0 at Δ = 0), the crafted one as the attack selected its restart.
-            losses = torch.cat([sign * attack.similarity_of(clean, index), attack.report.best_loss])
+            losses = torch.cat([sign * anchor_similarity(clean, attack.anchors, index), attack.report.best_loss])
         with torch.no_grad():
             deltas = model.saved_delta(z, index).cpu()
         clean_loss, crafted_loss = losses.split(len(faces))
@@ -372,7 +372,7 @@ class Protector:
             return
         if crafted.anchors is not None:
             views = saved_views(colour, [found[k] for k in kept], self.ensemble, self.device)
-            losses = crafted.sign * torch.stack([(e * a[kept]).sum(1) for e, a in zip(views, crafted.anchors)]).mean(0)
+            losses = crafted.sign * anchor_similarity(views, crafted.anchors, kept)
         else:
             crops = [as_channels_first(self._crop(colour, Face(faces[k].box, faces[k].score, found[k]))) for k in kept]
             losses = self._crop_losses(model, torch.stack(crops).to(self.device), torch.tensor(kept, device=self.device))
