@@ -40,8 +40,9 @@ NAME = "recognizers"
 # 40 (-s40; evade-sface-ssim-s40 was the default in sessions 12-13), at 30 (-s30, a speed
 # trade-off) and at 60 with weights 1.5 and 2 (-s60: session 13's default and its looks-for-time
 # twin); with one 10x step-size drop instead of the paper's three, at 37 steps (-s37-decay0.6: the
-# product's default since session 14, the 60-step run's first 37 steps), at 33 (-s33-decay0.67: the
-# same first 22 steps, then 11 small ones) and at 30 (-s30-decay0.75);
+# product's default in sessions 14-16, the 60-step run's first 37 steps), at 33 (-s33-decay0.67: the
+# same first 22 steps, then 11 small ones; the default's steps since session 17) and at 30
+# (-s30-decay0.75);
 # the default and the 33-step run crafted with seeds 1 and 2 (-seed1, -seed2: other random scraper views,
 # the crafting noise);
 # targeted evasion with the settings of a default, toward ORL's people (recognizers_data.write_targets).

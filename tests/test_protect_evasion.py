@@ -18,7 +18,7 @@ def evaded(dlib_recognizer, dlib_cache):
     photo = load_rgb(require_data("photos") / "obama" / "obama.jpg")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACEGUARD_CACHE", str(dlib_cache))  # dlib_recognizer converted the weights there
-        # the default SSIM weight (1.5, set for 37 steps) would hold 8 steps back too much: weight 1 as measured
+        # the default SSIM weight (1.5, set for 33 steps) would hold 8 steps back too much: weight 1 as measured
         protector = Protector(method="evade", eps=16, steps=8, step_size=0.25, reg_weight=1.0, device="cpu")
     return protector, photo, protector.protect(photo)
 
@@ -58,11 +58,12 @@ def test_evasion_refuses_what_it_does_not_support():
 
 @pytest.mark.parametrize("photo_name", ["photos/biden/biden.jpg", "realfaces/angelina/img1.jpg"])
 def test_each_members_crafting_view_is_the_view_a_scraper_cuts(dlib_cache, photo_name):
-    """At Δ = 0 the differentiable warp of the photo region (at the work scale: 0.62 for Biden's
-    463-pixel face region, 0.29 for Angelina's 973) gives the embedding of the view the
+    """At Δ = 0 the differentiable warp of the photo region (at the work scale: 0.41 for Biden's
+    463-pixel face region, 0.19 for Angelina's 973) gives the embedding of the view the
     recognizer's own pipeline cuts from the saved photo (bilinear vs OpenCV / dlib's pyramid).
-    Lowest measured: SFace on Biden, 0.987 (the region area-downscaled to the work scale, then
-    warped bilinearly, against OpenCV's bilinear warp of the full photo; above 0.99 at scale 0.83)."""
+    Lowest measured: SFace on Biden, 0.980 (the region area-downscaled to the work scale, then
+    warped bilinearly, against OpenCV's bilinear warp of the full photo; 0.987 at scale 0.62, above
+    0.99 at 0.83); dlib-resnet and the profile 0.999; SFace on Angelina 0.988."""
     from faceguard.protect.evasion import saved_views, work_scale
     from faceguard.protect.protector import Protector
     from recognition.files import load_rgb
@@ -73,11 +74,11 @@ def test_each_members_crafting_view_is_the_view_a_scraper_cuts(dlib_cache, photo
         protector = Protector(method="evade", ensemble=["profile", "dlib-resnet", "sface"], steps=0, device="cpu")
     faces = protector.detect(photo)[:1]
     scale = work_scale(protector.ensemble, [faces[0].landmarks])
-    assert 0.55 < scale < 0.7 if "biden" in photo_name else 0.25 < scale < 0.33
+    assert 0.37 < scale < 0.47 if "biden" in photo_name else 0.17 < scale < 0.22
     crafted = protector.protect_pixels(photo, faces, [None])
     saved = saved_views(photo, [faces[0].landmarks], protector.ensemble, torch.device("cpu"))
     cosines = [float((a * b).sum()) for a, b in zip(crafted.anchors, saved)]
-    assert min(cosines) > 0.98, cosines
+    assert min(cosines) > 0.975, cosines
 
 
 def test_work_scale_changes_what_is_read_not_what_is_saved():

@@ -134,8 +134,8 @@ def test_protect_options_default_per_method():
     assert settings().ensemble == ("profile", "dlib-resnet", "sface")
     assert settings("--method", "alignment", "--regularizer", "ssim").reg_weight == 0.1
     evade = settings("--method", "evade")
-    assert (evade.steps, evade.step_size, evade.augment, evade.reg_weight) == (37, 0.25, "scraper", 1.5)
-    assert evade.decay_at == (0.6,)
+    assert (evade.steps, evade.step_size, evade.augment, evade.reg_weight) == (33, 0.25, "scraper", 1.5)
+    assert evade.decay_at == (0.67,)
     assert evade == protect_settings("evade")
     assert settings("--method", "evade", "--steps", "5", "--augment", "none").steps == 5
     assert settings("--method", "alignment", "--decay-at", "0.6").decay_at == (0.6,)

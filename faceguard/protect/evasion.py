@@ -148,12 +148,12 @@ def photo_views(members: Sequence[Member], landmarks: Sequence[np.ndarray], regi
     return PhotoViews(members, [t.to(device) for t in to_views]).eval()
 
 
-# Work pixels per pixel of the finest view. 1.5 instead of 2 crafted a crafting step of a large face
-# about 20 % faster (the scraper augmentation and the warps run on the region) with the same cosines
-# after saving, white-box and held out, on 14 faces of the bundle's photos (session 13 probe).
-# 1.25 and 1.0 saved a few per cent of a step, protecting within the spread of crafting seeds
-# (benchmarks/results/recognizers-s16-os1.0.md, recognizers-s16-seeds.md).
-OVERSAMPLING = 1.5
+# Work pixels per pixel of the finest view. Crafting reads the regions area-downscaled to this
+# resolution (the scraper augmentation and the warps of every step run on them), and the saved Δ is
+# its smooth upsampling. 1.0 instead of session 13's 1.5 crafted a step about 10 % faster and, over
+# three crafting seeds, transferred better to EdgeFace-S (a recognizer crafting never sees) with the
+# same looks and white-box effect (benchmarks/results/recognizers-s17-seeds.md).
+OVERSAMPLING = 1.0
 
 
 def work_scale(members: Sequence[Member], landmarks: Sequence[np.ndarray], oversampling: float = OVERSAMPLING) -> float:
