@@ -41,8 +41,8 @@ NAME = "recognizers"
 # trade-off) and at 60 with weights 1.5 and 2 (-s60: session 13's default and its looks-for-time
 # twin); with one 10x step-size drop instead of the paper's three, at 37 steps (-s37-decay0.6: the
 # product's default in sessions 14-16, the 60-step run's first 37 steps), at 33 (-s33-decay0.67: the
-# same first 22 steps, then 11 small ones; the default's steps since session 17) and at 30
-# (-s30-decay0.75);
+# same first 22 steps, then 11 small ones; the default's steps since session 17, also at SSIM weights
+# 1 and 2) and at 30 (-s30-decay0.75);
 # the default and the 33-step run crafted with seeds 1 and 2 (-seed1, -seed2: other random scraper views,
 # the crafting noise);
 # targeted evasion with the settings of a default, toward ORL's people (recognizers_data.write_targets).
@@ -70,8 +70,9 @@ PROTECTIONS = {
     **{f"{method}-sface-ssim1.5-s37-decay0.6": (method, {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5,
                                                          "steps": 37, "decay_at": [0.6]})
        for method in ("evade", "target")},
-    "evade-sface-ssim1.5-s33-decay0.67": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5,
-                                                    "steps": 33, "decay_at": [0.67]}),
+    **{f"evade-sface-ssim{weight:g}-s33-decay0.67": ("evade", {"ensemble": SFACE, "regularizer": "ssim",
+                                                              "reg_weight": weight, "steps": 33, "decay_at": [0.67]})
+       for weight in (1.0, 1.5, 2.0)},
     **{f"evade-sface-ssim1.5-s{steps}-decay{decay:g}-seed{seed}": (
         "evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.5, "steps": steps, "decay_at": [decay],
                   "seed": seed})
