@@ -108,7 +108,7 @@ DEFENSE_COST = {"dpsgd": 3.0, "advtrain": 3.0}  # training cost relative to a pl
 # only used to balance the rows between workers.
 CRAFT_PASSES = {"alignment-joint": 3.4, "alignment-independent": 2.3, "tensorclog": 4.4, "unlearnable": 1.0,
                 "random": 0.0, "adversarial": 1.0, "error-minimizing": 12.0, "error-minimizing-classwise": 12.0,
-                "autoregressive": 0.0}
+                "autoregressive": 0.0, "synthetic": 0.0}
 
 
 def fingerprint(settings: dict) -> str:

@@ -8,6 +8,7 @@ optional variations (regulariser, target-gradient subset, split surrogates).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 from faceguard.settings import ERROR_MINIMIZING_METHODS, ERROR_MINIMIZING_STEPS
@@ -225,18 +226,21 @@ def cifar10_cpu_poisons() -> ClassificationConfig:
         seeds=(0,), extra_seeds=(0,), rows=rows, extra_rows=extra)
 
 
-def cifar10_cpu_ar() -> ClassificationConfig:
-    """Issue #18's data-free poison (autoregressive perturbations) with the rows of
-    ``cifar10-cpu-poisons`` (its clean rows again, so the × clean columns compare like with like):
-    ε = 4/8/16 on the grey-box victim, ε = 8 on the black-box ones; with ``--extras`` the data
-    defenses and adversarial training at ε = 8."""
+def _cifar10_cpu_data_free(method: str) -> ClassificationConfig:
+    """Issue #18's data-free poison ``method`` with the rows of ``cifar10-cpu-poisons`` (its clean
+    rows again, so the × clean columns compare like with like): ε = 4/8/16 on the grey-box victim,
+    ε = 8 on the black-box ones; with ``--extras`` the data defenses and adversarial training at ε = 8."""
     base = cifar10_cpu_poisons()
     grey, black = "resnet18", ("vgg19", "mobilenetv2")
     rows = [Row(CLEAN, v) for v in (grey, *black)]
-    rows += [Row(Poison("autoregressive", e), grey) for e in (4, 8, 16)]
-    rows += [Row(Poison("autoregressive", 8), v) for v in black]
-    extra = [Row(p, grey, d) for d in (*POISON_DEFENSES, "advtrain") for p in (CLEAN, Poison("autoregressive", 8))]
-    return dataclasses.replace(base, name="cifar10-cpu-ar", rows=rows, extra_rows=extra)
+    rows += [Row(Poison(method, e), grey) for e in (4, 8, 16)]
+    rows += [Row(Poison(method, 8), v) for v in black]
+    extra = [Row(p, grey, d) for d in (*POISON_DEFENSES, "advtrain") for p in (CLEAN, Poison(method, 8))]
+    return dataclasses.replace(base, name=f"cifar10-cpu-{DATA_FREE_CONFIGS[method]}", rows=rows, extra_rows=extra)
+
+
+# data-free method -> the suffix of its cifar10-cpu config
+DATA_FREE_CONFIGS = {"autoregressive": "ar", "synthetic": "synthetic"}
 
 
 def cifar10_gpu() -> ClassificationConfig:
@@ -263,7 +267,8 @@ def cifar10_gpu() -> ClassificationConfig:
 GPU_METHOD = "error-minimizing-classwise"
 
 CONFIGS = {"cifar10-paper": cifar10_paper, "cifar10-cpu": cifar10_cpu, "cifar10-cpu-poisons": cifar10_cpu_poisons,
-           "cifar10-cpu-ar": cifar10_cpu_ar,
+           **{f"cifar10-cpu-{suffix}": functools.partial(_cifar10_cpu_data_free, method)
+              for method, suffix in DATA_FREE_CONFIGS.items()},
            "cifar10-gpu": cifar10_gpu}
 
 

@@ -11,7 +11,7 @@ from faceguard.settings import ERROR_MINIMIZING_METHODS
 METRIC = "accuracy"
 CRAFT_SEED = re.compile(r"^(?P<family>.+)-c(?P<seed>\d+)$")  # alignment-joint-c3: crafting seed 3
 CLASSIC_METHODS = ("clean", "random", "tensorclog", "unlearnable", "alignment-independent", "alignment-joint")
-OTHER_FAMILIES = ("adversarial", *ERROR_MINIMIZING_METHODS, "autoregressive")  # issue #18's poisons
+OTHER_FAMILIES = ("adversarial", *ERROR_MINIMIZING_METHODS, "autoregressive", "synthetic")  # issue #18's poisons
 METHOD_ORDER = CLASSIC_METHODS + OTHER_FAMILIES
 
 

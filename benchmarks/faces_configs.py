@@ -102,6 +102,14 @@ CONFIGS: dict[str, FacesConfig] = {
     "faces-cpu-ar": FacesConfig(
         name="faces-cpu-ar", num_test=19, steps=50, eps=(), variants=(), random_eps=(16,),
         methods=("autoregressive",), method_eps=(16,), defenses=("jpeg10", "jpeg75", "smoothing")),
+    # Issue #18: the data-free synthetic shortcut noise (one block pattern per identity) beside
+    # class-wise error-minimizing noise as faceguard protect runs it (at least 10 rounds) and random
+    # noise, over three seeds and the defenses of faces-cpu-poisons; no alignment.
+    "faces-cpu-synthetic": FacesConfig(
+        name="faces-cpu-synthetic", num_test=19, steps=50, eps=(), variants=(), random_eps=(16,), seeds=(0, 1, 2),
+        methods=("synthetic", "error-minimizing-classwise"), method_eps=(16,),
+        method_settings={"error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, "min_rounds": 10}},
+        defenses=("jpeg10", "jpeg75", "smoothing")),
     # The paper's setting (Table 7): CelebA, 1,000 test identities, IR-18 + CosFace, 125 epochs,
     # 50 crafting steps, 1 restart, 112x112 RGB, verification on the insightface .bin files.
     "celeba-paper": FacesConfig(

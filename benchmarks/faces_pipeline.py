@@ -181,9 +181,10 @@ def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[t
     fields = {"steps": config.steps, "restarts": config.restarts, **config.method_settings.get(method, {})}
     settings = CraftSettings.from_label(method, eps=eps, augment=config.craft_augment, backend=config.backend,
                                         seed=seed, **fields)
-    corpus = getattr(METHODS.get(settings.method), "corpus", False)
+    method_class = METHODS.get(settings.method)
+    corpus = getattr(method_class, "corpus", False)
     needs = {} if corpus else {"loss_fn": make_loss("ce", label_in_forward=config.margin_losses)}
-    if settings.method in ("adversarial", "autoregressive"):
+    if method_class.takes_classes:
         needs["classes"] = len(data.classes)
     attack = build_attack(surrogate, settings, target, **needs)
     protected = data.images.clone()

@@ -28,6 +28,7 @@ METHODS = Registry("method", {
     "error-minimizing": "faceguard.attacks.poisons:ErrorMinimizing",
     "error-minimizing-classwise": "faceguard.attacks.poisons:ClasswiseErrorMinimizing",
     "autoregressive": "faceguard.attacks.autoregressive:Autoregressive",
+    "synthetic": "faceguard.attacks.synthetic:SyntheticNoise",
     "evade": "faceguard.attacks.evasion:Evade",
     "target": "faceguard.attacks.evasion:Target",
 })

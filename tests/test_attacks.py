@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from faceguard.attacks import AdversarialPoison, Alignment, Autoregressive, RandomNoise, TensorClog, Unlearnable, build_attack
+from faceguard.attacks import (AdversarialPoison, Alignment, Autoregressive, RandomNoise, SyntheticNoise, TensorClog,
+                               Unlearnable, build_attack)
 from faceguard.attacks.evasion import EmbeddingAttack
 from faceguard.gradients import target_gradient
 from faceguard.losses import make_loss
@@ -44,7 +45,8 @@ def methods(model, target, **kw):
 def test_every_method_respects_the_eps_ball_and_pixel_range(setup):
     model, target, x, y = setup
     attacks = methods(model, target, steps=3, restarts=2) | {"random": RandomNoise(model, eps=EPS),
-                                                              "autoregressive": Autoregressive(model, eps=EPS)}
+                                                              "autoregressive": Autoregressive(model, eps=EPS),
+                                                              "synthetic": SyntheticNoise(model, eps=EPS)}
     for name, atk in attacks.items():
         x_adv = atk(x, y)
         assert x_adv.shape == x.shape, name
@@ -73,8 +75,9 @@ def test_same_seed_gives_identical_perturbations(setup):
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
     assert torch.equal(RandomNoise(model, eps=EPS, seed=1)(x, y), RandomNoise(model, eps=EPS, seed=1)(x, y))
-    seeded = [Autoregressive(model, eps=EPS, seed=s)(x, y) for s in (1, 1, 2)]
-    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+    for method in (Autoregressive, SyntheticNoise):
+        seeded = [method(model, eps=EPS, seed=s)(x, y) for s in (1, 1, 2)]
+        assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2]), method.name
 
 
 def test_global_rng_is_left_alone(setup):

@@ -228,16 +228,18 @@ def test_poisons_config_runs_every_method_and_defense_with_per_method_crafting()
         get_config("cifar10-cpu-poisons", ["method_settings=x"])
 
 
-def test_autoregressive_config_repeats_the_poisons_rows_for_the_data_free_method():
-    config = get_config("cifar10-cpu-ar")
+@pytest.mark.parametrize("name, method", [("cifar10-cpu-ar", "autoregressive"), ("cifar10-cpu-synthetic", "synthetic")])
+def test_data_free_configs_repeat_the_poisons_rows_for_their_method(name, method):
+    config = get_config(name)
     poisons = get_config("cifar10-cpu-poisons")
+    assert config.name == name
     assert (config.surrogate, config.victims, config.steps) == (poisons.surrogate, poisons.victims, poisons.steps)
     rows = {(r.poison.label, r.poison.eps, r.victim) for r in config.rows}
     assert rows == ({("clean", 0, v) for v in ("resnet18", "vgg19", "mobilenetv2")}
-                    | {("autoregressive", e, "resnet18") for e in (4, 8, 16)}
-                    | {("autoregressive", 8, v) for v in ("vgg19", "mobilenetv2")})
+                    | {(method, e, "resnet18") for e in (4, 8, 16)}
+                    | {(method, 8, v) for v in ("vgg19", "mobilenetv2")})
     defended = {(r.poison.label, r.defense) for r in config.extra_rows}
-    assert defended == {(m, d) for m in ("clean", "autoregressive")
+    assert defended == {(m, d) for m in ("clean", method)
                         for d in ("grayscale", "jpeg10", "jpeg50", "jpeg75", "smoothing", "advtrain")}
 
 

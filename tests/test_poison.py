@@ -216,6 +216,24 @@ def test_poison_crafts_autoregressive_noise_batch_by_batch_without_training_a_su
     assert torch.equal(named, torch.tensor(index.labels))
 
 
+def test_poison_pastes_each_class_its_synthetic_pattern_without_training_a_surrogate(cifar_tree, tmp_path):
+    """Data-free and class-wise: no surrogate, one block pattern per class of the folder, every image
+    of a class shifted by its pattern times ε (up to rounding and the [0, 255] range) after saving."""
+    from faceguard.attacks.synthetic import block_patterns
+
+    out = tmp_path / "out"
+    assert main(["poison", str(cifar_tree), "--eps", "8", "--out", str(out), "--width", "0.125",
+                 "--batch-size", "5", "--method", "synthetic", "--quiet"]) == 0
+    assert not (out / STATE_DIR / "surrogate.safetensors").exists()
+    index = FolderIndex.scan(cifar_tree / "train")
+    clean = np.stack([_pixels(cifar_tree / "train" / rel) for rel in index.files])
+    diffs = torch.tensor(np.stack([_pixels(out / rel.with_suffix(".png")) for rel in index.files])
+                         - clean).permute(0, 3, 1, 2).double()
+    patterns = block_patterns(3, 3, (32, 32), torch.Generator().manual_seed(0)).double()
+    named = torch.einsum("nchw,kchw->nk", diffs, patterns).argmax(1)
+    assert int(diffs.abs().max()) == 8 and torch.equal(named, torch.tensor(index.labels))
+
+
 @pytest.mark.parametrize("variant", ["independent", "joint"])
 def test_torchrun_two_processes_write_what_one_process_writes(cifar_tree, surrogate_file, tmp_path, variant):
     """Batches, their seeds and the (float64-summed) target gradient do not depend on the process count."""

@@ -8,6 +8,7 @@ from faceguard.attacks.baselines import RandomNoise, TensorClog, Unlearnable
 from faceguard.attacks.build import build_attack
 from faceguard.attacks.evasion import EmbeddingEnsemble, Evade, Target
 from faceguard.attacks.poisons import AdversarialPoison
+from faceguard.attacks.synthetic import SyntheticNoise
 
 __all__ = ["AdversarialPoison", "Alignment", "Autoregressive", "CraftReport", "EmbeddingEnsemble", "Evade", "PGDAttack", "Perturbation", "RandomNoise",
-           "Target", "TensorClog", "Unlearnable", "build_attack"]
+           "SyntheticNoise", "Target", "TensorClog", "Unlearnable", "build_attack"]

@@ -127,6 +127,7 @@ class Autoregressive(Perturbation):
 
     name = "autoregressive"
     data_free = True
+    takes_classes = True
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, classes: int | None = None,
                  **changes: object) -> None:

@@ -65,6 +65,7 @@ class Perturbation:
     needs_target = False  # whether the constructor takes a target gradient after the model
     optimises = False  # whether it optimises an objective (takes loss_fn / params / preprocess)
     data_free = False  # whether Δ depends on neither the model's weights nor the images' content
+    takes_classes = False  # whether the constructor takes ``classes`` (the class count; else the model's width)
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, **changes: object) -> None:
         self.settings = (settings or CraftSettings()).replace(method=self.name, **changes)

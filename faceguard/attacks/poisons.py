@@ -33,6 +33,7 @@ class AdversarialPoison(PGDAttack):
 
     name = "adversarial"
     per_image = True
+    takes_classes = True
 
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, classes: int | None = None,
                  target_of: Callable[[Tensor], Tensor] | None = None, **kwargs: object) -> None:
