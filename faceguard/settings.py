@@ -26,12 +26,13 @@ PAPER_DECAYS = (3 / 8, 5 / 8, 7 / 8)  # the step size drops 10x at these fractio
 NOISE_STARTS = ("zero", "uniform")  # error-minimizing noise's Δ before its first round
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
 # the methods faceguard protect crafts with; all paste Δ through the photo warp
-PROTECT_METHODS = ("alignment", "evade", "target", "adversarial", "error-minimizing-classwise")
+PROTECT_METHODS = ("alignment", "evade", "target", "adversarial", "error-minimizing-classwise", "synthetic")
 # those crafting on the profile's network (its classifier, or a fresh copy for error-minimizing noise)
-# rather than on an ensemble of recognizers: the ones that handle pre-cropped faces
-PROTECT_CLASSIFIER_METHODS = ("alignment", "adversarial", "error-minimizing-classwise")
-# those learned over a whole folder at once (one Δ per person), not photo by photo
-PROTECT_CORPUS_METHODS = ("error-minimizing-classwise",)
+# or on no network (synthetic) rather than on an ensemble of recognizers: the ones that handle
+# pre-cropped faces
+PROTECT_CLASSIFIER_METHODS = ("alignment", "adversarial", "error-minimizing-classwise", "synthetic")
+# those made over a whole folder at once (one Δ per person), not photo by photo
+PROTECT_CORPUS_METHODS = ("error-minimizing-classwise", "synthetic")
 # faceguard protect's default: the method that protected most in benchmarks/results/recognizers.md
 # (threat models 2 and 3); alignment was indistinguishable from random noise for threat model 1.
 DEFAULT_PROTECT_METHOD = "evade"
@@ -195,6 +196,7 @@ PROTECT_DEFAULTS: dict[str, dict] = {
     # noise cut cross-lighting identification by 15-43 % over three seeds, after 10 rounds by 25-27 %
     # (benchmarks/results/faces-cpu-em*.md)
     "error-minimizing-classwise": {**ERROR_MINIMIZING_STEPS, "min_rounds": 10, "augment": NO_AUGMENTATION},
+    "synthetic": {"steps": 0, "augment": NO_AUGMENTATION},  # data-free: nothing is optimised
 }
 
 

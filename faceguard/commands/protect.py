@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          method_help=f"crafting method (default: {DEFAULT_PROTECT_METHOD}; alignment with --aligned, "
                                      "which evasion does not handle; target pulls each face toward another "
                                      "person of --targets; error-minimizing-classwise learns one "
-                                     "perturbation per person over the whole folder first)")
+                                     "perturbation per person over the whole folder first, synthetic "
+                                     "draws one block pattern per person)")
     parser.add_argument("--targets", type=Path, metavar="DIR",
                         help="--method target: photos of other people, one sub-folder per person (e.g. public "
                              "figures); each face is pulled toward the one least like it")

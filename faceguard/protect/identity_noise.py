@@ -10,6 +10,10 @@ recognizer later trained on the protected photos learns that shortcut instead of
 :class:`IdentityNoise` holds the result (Δ per person, within ε, and the copy trained alongside,
 whose cross-entropy measures how well a face still carries its person's shortcut) and is saved
 with safetensors beside the outputs, so a resumed run pastes exactly the same noise.
+
+``synthetic`` (:mod:`faceguard.attacks.synthetic`) gives each person a block pattern instead,
+drawn from the seed and the number of people alone, with nothing trained; its classifier is
+:func:`pattern_classifier`, which names a face by the pattern it carries.
 """
 from __future__ import annotations
 
@@ -24,12 +28,15 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from faceguard.attacks.poisons import ClasswiseErrorMinimizing
+from faceguard.attacks.synthetic import SyntheticNoise, block_patterns
 from faceguard.protect.warp import as_rgb
 from faceguard.settings import CraftSettings
+from faceguard.units import eps_radius
 from recognition.files import write_bytes_atomic
 from recognition.heads import MarginClassifier, SoftmaxHead
 
 NOISE_FILE = "identity-noise.safetensors"
+PATTERN_SCALE = 16.0  # logit of a face carrying exactly its own pattern (pattern_classifier)
 
 
 @dataclass
@@ -63,7 +70,8 @@ class IdentityNoise:
         """Write noise, classifier and names (plus ``meta``, JSON-able) atomically with safetensors."""
         tensors = {"noise": self.noise.detach().cpu().contiguous()}
         tensors |= {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        header = {"names": json.dumps(self.names), "meta": json.dumps(meta, sort_keys=True)}
+        header = {"names": json.dumps(self.names), "meta": json.dumps(meta, sort_keys=True),
+                  "patterns": json.dumps(isinstance(self.model.backbone, _CentredPixels))}
         write_bytes_atomic(path, save(tensors, metadata=header))
 
     @staticmethod
@@ -80,8 +88,12 @@ class IdentityNoise:
     def load(cls, path: Path, backbone: nn.Module, device: torch.device) -> IdentityNoise:
         """Read a noise file written by :meth:`save` for a profile with this ``backbone`` (no code runs)."""
         with safe_open(str(path), "pt") as handle:
-            names = json.loads(handle.metadata()["names"])
+            header = handle.metadata()
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        names = json.loads(header["names"])
+        if json.loads(header.get("patterns", "false")):
+            noise = tensors["noise"].to(device)
+            return cls(names, noise, pattern_classifier(noise))
         width = tensors["model.head.linear.weight"].shape[1]
         model = _classifier(backbone, width, len(names))
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -100,15 +112,43 @@ def _classifier(backbone: nn.Module, width: int, classes: int) -> MarginClassifi
     return MarginClassifier(nn.Sequential(_AsRGB(), copy.deepcopy(backbone)), SoftmaxHead(width, classes))
 
 
+class _CentredPixels(nn.Module):
+    """Crops [n, 3, S, S] as flat vectors minus each crop's mean (the features of a pattern match)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(1)
+        return flat - flat.mean(1, keepdim=True)
+
+
+def pattern_classifier(noise: Tensor) -> MarginClassifier:
+    """The classifier of synthetic identity noise [K, C, S, S]: a face's logit for person k is
+    :data:`PATTERN_SCALE` · ⟨x − x̄, Δ_k⟩ / ‖Δ_k‖² on its (RGB) crop, i.e. about the scale for the
+    pattern a crop carries and about 0 for the others, so its cross-entropy is low where a face
+    still carries its person's pattern and about log K where it carries none."""
+    rows = as_rgb(noise).flatten(1)
+    head = SoftmaxHead(rows.shape[1], len(rows)).to(noise.device)
+    with torch.no_grad():
+        head.linear.weight.copy_(rows * PATTERN_SCALE / rows.pow(2).sum(1, keepdim=True).clamp_min(1e-12))
+        head.linear.bias.zero_()
+    return MarginClassifier(_CentredPixels(), head).eval()
+
+
 def learn_identity_noise(backbone: nn.Module, crops: Tensor, names: list[str], settings: CraftSettings
                          ) -> IdentityNoise:
-    """Class-wise error-minimizing noise for aligned crops [N, C, S, S] in [0, 1] (C = 1: gray
-    noise) of the named people (at least two), with ``settings`` (ε, inner steps and step size,
-    batch size, seed). ``backbone`` is not changed: a seeded fresh copy is trained."""
+    """One Δ per person for aligned crops [N, C, S, S] in [0, 1] (C = 1: gray noise) of the named
+    people (at least two), with ``settings``: class-wise error-minimizing noise (ε, inner steps and
+    step size, batch size, seed; ``backbone`` is not changed, a seeded fresh copy is trained), or
+    with ``settings.method == "synthetic"`` each person's block pattern times ε (seed and the
+    number of people alone; people in sorted order)."""
     people = sorted(set(names))
     if len(people) < 2:
-        raise ValueError("class-wise error-minimizing noise tells people apart, so it needs faces of at least "
+        raise ValueError(f"{settings.method} noise tells people apart, so it needs faces of at least "
                          f"two people; found {len(people)}")
+    if settings.method == SyntheticNoise.name:
+        generator = torch.Generator().manual_seed(settings.seed)
+        patterns = block_patterns(len(people), crops.shape[1], tuple(crops.shape[2:]), generator)
+        noise = (patterns * eps_radius(settings.eps)).to(crops.device)
+        return IdentityNoise(people, noise, pattern_classifier(noise))
     labels = torch.tensor([people.index(n) for n in names], device=crops.device)
     with torch.no_grad():
         width = int(backbone(as_rgb(crops[:1])).shape[1])

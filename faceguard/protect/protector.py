@@ -16,6 +16,7 @@ profile's classifier instead: each face toward the head row after its own identi
 ``method="error-minimizing-classwise"`` pastes one perturbation per person, learned beforehand over
 all of a folder's faces (:meth:`Protector.learn_identity_noise`,
 :mod:`faceguard.protect.identity_noise`); ``faceguard protect`` on a folder does that first.
+``method="synthetic"`` pastes one block pattern per person the same way, drawn rather than learned.
 
 Pre-cropped faces (``aligned=True``, ``faceguard protect --aligned``): no detection; each whole
 image is one face whose crop is ``ImageOps.fit`` to the profile's size, as ``faceguard fit
@@ -186,9 +187,9 @@ class Protector:
         return face_region(colour, face.landmarks, size, np.concatenate(cover) if cover else None)
 
     def learn_identity_noise(self, crops: torch.Tensor, names: list[str]) -> IdentityNoise:
-        """Learn (and keep) class-wise error-minimizing noise for the named people from the clean
-        crops [N, C, S, S] of all their faces (:meth:`clean_crops`; gray when C = 1); needs the
-        corpus method."""
+        """Learn (and keep) the per-person noise (class-wise error-minimizing, or synthetic patterns)
+        for the named people from the clean crops [N, C, S, S] of all their faces
+        (:meth:`clean_crops`; gray when C = 1); needs a corpus method."""
         if not self.corpus:
             raise ValueError(f"identity noise belongs to {', '.join(PROTECT_CORPUS_METHODS)}, not {self.settings.method}")
         self.identity_noise = learn_identity_noise(self.profile.backbone, crops.to(self.device), names, self.settings)
