@@ -128,7 +128,7 @@ def test_pre_cropped_faces_of_two_people(tmp_path, profile_path):
 def test_synthetic_patterns_per_person_pasted_and_named_in_the_saved_photos(tmp_path, profile_path):
     """``--method synthetic``: each person's block pattern times ε, drawn from the seed and the
     number of people (nothing trained); the saved faces carry it (the pattern classifier names
-    them: its cross-entropy measured at most 0.015 on every saved face, 4.1 on average over the
+    them: its cross-entropy measured at most 0.009 on every saved face, 1.9 on average over the
     clean ones, where a face may match some pattern by chance), and a resumed run reloads it."""
     import torch
 
