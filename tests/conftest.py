@@ -43,6 +43,14 @@ def cifar_test_batch(cifar_tar):
 
 
 @pytest.fixture(scope="session")
+def cifar_train_small(cifar_tar):
+    """200 real CIFAR-10 training images (20 per class, on the 8-bit grid) as a dataset."""
+    from recognition.datasets import load_cifar10
+
+    return load_cifar10(cifar_tar, "train", per_class=20)
+
+
+@pytest.fixture(scope="session")
 def cifar_surrogate(cifar_tar):
     """A narrow CIFAR ResNet-18 trained briefly on 2,000 real training images (eval mode)."""
     from recognition.datasets import load_cifar10

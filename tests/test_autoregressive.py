@@ -63,10 +63,8 @@ def _classifier(inputs: int, classes: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(inputs, classes))
 
 
-def test_saved_images_carry_their_class_in_the_delta(cifar_tar):
-    from recognition.datasets import load_cifar10
-
-    data = load_cifar10(cifar_tar, "train", per_class=20)
+def test_saved_images_carry_their_class_in_the_delta(cifar_train_small):
+    data = cifar_train_small
     x, y = data.images.float() / 255, data.labels
     attack = Autoregressive(_classifier(3 * 32 * 32, 10), eps=8)
     saved = quantize_within(attack(x, y), x, 8)

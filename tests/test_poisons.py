@@ -65,11 +65,8 @@ def _training_loss(images: torch.Tensor, labels: torch.Tensor, epochs: int = 4) 
 
 
 @pytest.fixture(scope="module")
-def small_corpus(cifar_tar):
-    from recognition.datasets import load_cifar10
-
-    data = load_cifar10(cifar_tar, "train", per_class=20)
-    return data.images.float() / 255, data.labels
+def small_corpus(cifar_train_small):
+    return cifar_train_small.images.float() / 255, cifar_train_small.labels
 
 
 @pytest.fixture(scope="module")
