@@ -6,15 +6,16 @@ linearly separable shortcut to the label, and that a synthetic one works as well
 one point of a well-separated mixture in a low-dimensional space, each coordinate enlarged to a
 patch of the image. Here every class gets one fixed pattern: a sign per cell of a ``grid`` x
 ``grid`` grid and channel, each cell enlarged to a block of the image (nearest neighbour), times
-ε; the signs are rows of a randomised Hadamard matrix, so any two classes differ on half the cells. A network trained on images carrying it fits the pattern before the images
-and learns little else; the patterns cost nothing to make and need neither data nor a surrogate.
+ε; the signs are rows of a randomised Hadamard matrix, so any two classes differ on half the
+cells. A network trained on images carrying it fits the pattern before the images and learns
+little else; the patterns cost nothing to make and need neither data nor a surrogate.
 
-Differences from the published recipe, each measured on the faces benchmark at ε = 16
-(benchmarks/results/faces-cpu-synthetic.md links the numbers): signs at ±ε (an ℓ∞ budget spent in
-full) instead of ℓ2-normalised Gaussian points; orthogonal codes instead of random class centres;
-no per-image jitter around the class's point; and
-``mirror`` (default): each pattern is symmetric left-right, so the flip augmentation every face
-recognizer trains with shows the victim one pattern per class instead of two.
+Differences from the published recipe: signs at ±ε (an ℓ∞ budget spent in full) instead of
+ℓ2-normalised Gaussian points; orthogonal codes instead of random class centres; no per-image
+jitter around the class's point; and ``mirror`` (default): each pattern is symmetric left-right,
+so the flip augmentation every face recognizer trains with shows the victim one pattern per class
+instead of two. The block size, the mirroring and the codes were chosen on the faces benchmark at
+ε = 16 (benchmarks/results/faces-cpu-synthetic.md).
 """
 from __future__ import annotations
 
