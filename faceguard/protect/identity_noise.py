@@ -125,7 +125,7 @@ def pattern_classifier(noise: Tensor) -> MarginClassifier:
     :data:`PATTERN_SCALE` · ⟨x − x̄, Δ_k⟩ / ‖Δ_k‖² on its (RGB) crop: the scale for the pattern a
     crop carries, plus a term from the face itself that varies from face to face. So its
     cross-entropy is near 0 where a face carries its person's pattern, and on clean faces it
-    varies widely (0.04-5.5 on the four photos of tests/test_protect_identity_noise.py)."""
+    varies widely (0.04-5.5 on the five photos of tests/test_protect_identity_noise.py)."""
     rows = as_rgb(noise).flatten(1)
     head = SoftmaxHead(rows.shape[1], len(rows)).to(noise.device)
     with torch.no_grad():
