@@ -148,8 +148,7 @@ class Autoregressive(Perturbation):
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if self.classes is None:
-            with torch.no_grad():
-                self.classes = int(self.model(x[:1]).shape[-1])
+            self.classes = self.output_width(x)
         classes = self.classes
         if int(y.max()) >= classes:
             raise ValueError(f"label {int(y.max())} has no process: only {classes} classes")

@@ -95,6 +95,12 @@ class Perturbation:
         """Return Δ for the batch (already projected). Implemented by each method."""
         raise NotImplementedError
 
+    def output_width(self, model_input: Tensor) -> int:
+        """The model's output width on the first input: the class count of a method that takes
+        ``classes`` (:attr:`takes_classes`) and was not given it."""
+        with torch.no_grad():
+            return int(self.model(model_input[:1]).shape[-1])
+
     def random_delta(self, x: Tensor) -> Tensor:
         """Uniform random start in the ε-ball, projected to keep x + Δ in [0, 1]."""
         delta = (torch.rand_like(x) * 2 - 1) * self.radius

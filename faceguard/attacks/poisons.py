@@ -48,8 +48,7 @@ class AdversarialPoison(PGDAttack):
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if self.classes is None and self.target_of is None:
-            with torch.no_grad():
-                self.classes = int(self.model(self.model_input(x[:1], y[:1])).shape[-1])
+            self.classes = self.output_width(self.model_input(x[:1], y[:1]))
         return super().perturb(x, y)
 
     def objective(self, x_in: Tensor, y: Tensor) -> Tensor:

@@ -86,8 +86,7 @@ class SyntheticNoise(Perturbation):
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if self.classes is None:
-            with torch.no_grad():
-                self.classes = int(self.model(x[:1]).shape[-1])
+            self.classes = self.output_width(x)
         if int(y.max()) >= self.classes:
             raise ValueError(f"label {int(y.max())} has no pattern: only {self.classes} classes")
         generator = torch.Generator().manual_seed(self.settings.seed)
