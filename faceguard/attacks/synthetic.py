@@ -89,8 +89,15 @@ class SyntheticNoise(Perturbation):
             self.classes = self.output_width(x)
         if int(y.max()) >= self.classes:
             raise ValueError(f"label {int(y.max())} has no pattern: only {self.classes} classes")
-        generator = torch.Generator().manual_seed(self.settings.seed)
-        self.patterns = block_patterns(self.classes, x.shape[1], tuple(x.shape[2:]), generator, self.grid,
-                                       self.mirror)
-        delta = self.patterns[y.cpu()].to(x.device, x.dtype) * self.radius
+        delta = self.class_noise(x.shape[1], tuple(x.shape[2:]))[y.cpu()].to(x.device, x.dtype)
         return self.project(x, delta)
+
+    def class_noise(self, channels: int, size: tuple[int, int]) -> Tensor:
+        """Each class's Δ [K, C, H, W] (its pattern times ε, before the [0, 1] clamp of an image),
+        drawn from ``settings.seed`` for the class count given or read (:attr:`patterns` keeps the
+        ±1 patterns); ``faceguard protect`` pastes the same per-person noise."""
+        if self.classes is None:
+            raise ValueError("synthetic noise needs the class count: pass classes= or call it on images")
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        self.patterns = block_patterns(self.classes, channels, size, generator, self.grid, self.mirror)
+        return self.patterns * self.radius

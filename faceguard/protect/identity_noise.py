@@ -28,10 +28,9 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from faceguard.attacks.poisons import ClasswiseErrorMinimizing
-from faceguard.attacks.synthetic import SyntheticNoise, block_patterns
+from faceguard.attacks.synthetic import SyntheticNoise
 from faceguard.protect.warp import as_rgb
 from faceguard.settings import CraftSettings
-from faceguard.units import eps_radius
 from recognition.files import write_bytes_atomic
 from recognition.heads import MarginClassifier, SoftmaxHead
 
@@ -67,11 +66,14 @@ class IdentityNoise:
         return delta.mean(1, keepdim=True) if channels == 1 else delta.expand(-1, channels, -1, -1)
 
     def save(self, path: Path, meta: dict) -> None:
-        """Write noise, classifier and names (plus ``meta``, JSON-able) atomically with safetensors."""
+        """Write noise, classifier and names (plus ``meta``, JSON-able) atomically with safetensors;
+        a :func:`pattern_classifier` is not written, as :meth:`load` derives it from the noise."""
+        patterns = isinstance(self.model.backbone, _CentredPixels)
         tensors = {"noise": self.noise.detach().cpu().contiguous()}
-        tensors |= {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        if not patterns:
+            tensors |= {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         header = {"names": json.dumps(self.names), "meta": json.dumps(meta, sort_keys=True),
-                  "patterns": json.dumps(isinstance(self.model.backbone, _CentredPixels))}
+                  "patterns": json.dumps(patterns)}
         write_bytes_atomic(path, save(tensors, metadata=header))
 
     @staticmethod
@@ -146,9 +148,8 @@ def learn_identity_noise(backbone: nn.Module, crops: Tensor, names: list[str], s
         raise ValueError(f"{settings.method} noise tells people apart, so it needs faces of at least "
                          f"two people; found {len(people)}")
     if settings.method == SyntheticNoise.name:
-        generator = torch.Generator().manual_seed(settings.seed)
-        patterns = block_patterns(len(people), crops.shape[1], tuple(crops.shape[2:]), generator)
-        noise = (patterns * eps_radius(settings.eps)).to(crops.device)
+        drawn = SyntheticNoise(backbone, settings, classes=len(people))
+        noise = drawn.class_noise(crops.shape[1], tuple(crops.shape[2:])).to(crops.device)
         return IdentityNoise(people, noise, pattern_classifier(noise))
     labels = torch.tensor([people.index(n) for n in names], device=crops.device)
     with torch.no_grad():
