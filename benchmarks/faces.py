@@ -7,8 +7,9 @@ random ±ε noise as the baseline; the config's other ``methods``) → train a f
 (and on the clean set; again under each of the config's data ``defenses``) →
 leave-one-out kNN identification on the test identities (on Yale B also across lighting: the
 frontally lit images as the gallery) + verification on every available ``.bin`` →
-``benchmarks/results/{name}.{json,md,png}``. Each seed also reports ``pixels`` and ``untrained``
-rows: the metrics of raw pixels and of the untrained victim, the floor a poison can push toward. Rows are written after every seed, so an
+``benchmarks/results/{name}.{json,md,png}``. Each seed also reports ``pixels``, ``untrained`` and
+``untrained-bn`` rows: raw pixels, the untrained victim, and the untrained victim with BatchNorm
+statistics of the clean training faces: the floor a poison can push toward. Rows are written after every seed, so an
 interrupted run keeps what it measured. ``--surrogate ir50`` gives Table 10 (a larger surrogate
 crafting for the IR-18 victim). ``benchmarks/results/{name}.findings.md``, when present, is appended
 to the Markdown report (the hand-written account of what was tried).
@@ -143,7 +144,8 @@ def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: 
             "top1/top5: leave-one-out kNN identification (%) on the test identities; cross_light_top1: "
             "nearest-neighbour identification (%) of the test identities' images lit more than 12.5° off the "
             "camera axis against their frontally lit ones (Yale B subset 1), where neighbouring lighting cannot "
-            "help; pixels / untrained: raw pixels and the untrained victim as embeddings (the floor); "
+            "help; pixels / untrained / untrained-bn: raw pixels, the untrained victim, and the untrained victim "
+            "with BatchNorm statistics of the clean training faces as embeddings (the floor); "
             "verification sets: "
             "10-fold accuracy (%); top1 drop: relative to the clean victims of the same seeds (trained "
             "without a defense: what the defense wins back for whoever trains on the protected set); crafting "

@@ -6,6 +6,7 @@ CelebA-sized pre-training set costs one byte per pixel.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader
 
 from benchmarks.defenses import DATA_DEFENSES, apply_data_defense
 from benchmarks.faces_configs import FacesConfig
@@ -247,12 +250,17 @@ def evaluate_victim(victim: MarginClassifier, data: FaceData, config: FacesConfi
 
 def reference_runs(config: FacesConfig, data: FaceData, seed: int) -> list[dict]:
     """What the headline metrics give without learning anything: the raw pixels as embeddings
-    (``pixels``) and the victim's backbone at its seed's initialisation (``untrained``). A poison
-    that leaves the victim no better than these has taken everything training added."""
+    (``pixels``), the victim's backbone at its seed's initialisation (``untrained``), and the same
+    initialisation with its BatchNorm statistics estimated on the clean pre-training images
+    (``untrained-bn``: no weight learned, but normalised for faces, as any network trained on
+    images near these is). A poison that leaves the victim no better than ``untrained-bn`` has
+    taken everything the weights learned."""
     classes = len(data.pretrain.classes)
-    untrained = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed)
+    untrained = build_face_model(config, config.victim, config.victim_width, classes, 1000 + seed).backbone
+    calibrated = copy.deepcopy(untrained)
+    update_bn(DataLoader(data.pretrain, batch_size=config.batch_size), calibrated)
     rows = []
-    for method, backbone in (("pixels", nn.Flatten()), ("untrained", untrained.backbone)):
+    for method, backbone in (("pixels", nn.Flatten()), ("untrained", untrained), ("untrained-bn", calibrated)):
         metrics = evaluate_embedding(backbone, data, config, device=torch.device("cpu"))
         rows.append({"method": method, "eps": 0, "victim": config.victim, "defense": "none", "seed": seed, **metrics})
     return rows

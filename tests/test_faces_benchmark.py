@@ -11,6 +11,8 @@ from conftest import require_data
 from benchmarks.__main__ import main
 from benchmarks.faces_configs import CONFIGS, resolve_config
 
+REFERENCES = ("pixels", "untrained", "untrained-bn")  # rows every seed adds: what no learning gives
+
 
 def test_faces_benchmark_smoke_run_writes_results(tmp_path, monkeypatch) -> None:
     data_dir = require_data("yaleb_cropped.npz").parent
@@ -25,15 +27,17 @@ def test_faces_benchmark_smoke_run_writes_results(tmp_path, monkeypatch) -> None
     assert set(result["config"]["data_sha256"]) == {"yaleb_cropped.npz", "orl_faces.npz", "orl.bin"}
     assert result["config"]["steps"] == 2 and result["config"]["eps"] == [16]
     rows = {(row["method"], row["eps"]): row for row in result["rows"]}
-    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("random", 16), ("pixels", 0), ("untrained", 0)}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("random", 16), *((name, 0) for name in REFERENCES)}
     for row in rows.values():
         assert row["victim"] == "ir18" and row["defense"] == "none" and row["seeds"] == [0, 1]
         for metric in ("top1", "top5", "cross_light_top1", "cross_light_top5", "orl", "orl_auc", "orl_tar"):
             assert 0 <= row[metric] <= 100 and row[f"{metric}_stderr"] >= 0
         assert row["top1"] <= row["top5"] and row["cross_light_top1"] <= row["cross_light_top5"]
         assert [run["seed"] for run in row["runs"]] == [0, 1]
-        assert ("clean_train_acc" in row) == (row["method"] not in ("pixels", "untrained"))
+        assert ("clean_train_acc" in row) == (row["method"] not in REFERENCES)
     assert rows[("pixels", 0)]["top1_stderr"] == 0  # raw pixels do not depend on the seed
+    metrics = ("top1", "cross_light_top1", "orl", "orl_auc")  # BatchNorm statistics of faces change the embedding
+    assert any(rows[("untrained-bn", 0)][m] != rows[("untrained", 0)][m] for m in metrics)
     assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2
     markdown = (tmp_path / "faces-cpu.md").read_text()
     assert "| alignment-joint | 16 | ir18 | 0,1 |" in markdown and result["command"] in markdown
@@ -51,9 +55,9 @@ def test_poisons_config_crafts_every_method_and_trains_under_each_defense(tmp_pa
     result = json.loads((tmp_path / "faces-cpu-poisons.json").read_text())
     methods = ("clean", "alignment-joint", "adversarial", "error-minimizing", "error-minimizing-classwise")
     rows = {(row["method"], row["defense"]): row for row in result["rows"]}
-    references = {("pixels", "none"), ("untrained", "none")}
+    references = {(name, "none") for name in REFERENCES}
     assert set(rows) == {(m, d) for m in methods for d in ("none", "jpeg10", "smoothing")} | references
-    assert all(row["eps"] == (0 if row["method"] in ("clean", "pixels", "untrained") else 16) for row in rows.values())
+    assert all(row["eps"] == (0 if row["method"] in ("clean", *REFERENCES) else 16) for row in rows.values())
     assert "craft_loss" in rows[("adversarial", "none")] and "alignment_loss" in rows[("alignment-joint", "none")]
     assert rows[("clean", "jpeg10")]["top1"] != rows[("clean", "none")]["top1"] or \
         rows[("clean", "jpeg10")]["clean_train_acc"] != rows[("clean", "none")]["clean_train_acc"]
@@ -82,7 +86,7 @@ def test_table10_option_crafts_with_a_larger_surrogate_for_the_ir18_victim(tmp_p
     result = json.loads((tmp_path / "faces-cpu-sur-ir50.json").read_text())
     assert (result["config"]["surrogate"], result["config"]["victim"]) == ("ir50", "ir18")
     rows = {(row["method"], row["eps"]): row for row in result["rows"]}
-    assert set(rows) == {("clean", 0), ("alignment-joint", 16), ("pixels", 0), ("untrained", 0)}
+    assert set(rows) == {("clean", 0), ("alignment-joint", 16), *((name, 0) for name in REFERENCES)}
     assert 0 <= rows[("alignment-joint", 16)]["alignment_loss"] <= 2 and rows[("clean", 0)]["victim"] == "ir18"
 
 
