@@ -20,7 +20,8 @@ checked), ``clean-jpeg`` (the quality-95 JPEG originals: the JPEG arm's own base
 ``protect-png``, ``protect-jpeg``, ``protect-png-jpeg`` (the protected PNG photos re-saved as
 quality-95 JPEG: ``protect-png``'s noise through re-encoding alone), and the crop-level ``alignment-joint`` and ``random`` of the
 face benchmark (``faces_pipeline.craft``) with the profile's surrogate at the same ε, against the
-same victim seeds. ``--method adversarial`` protects with the class-targeted poison instead (its
+same victim seeds; the face benchmark's floor rows (``pixels``, ``untrained``, ``untrained-bn``)
+for the same seeds. ``--method adversarial`` protects with the class-targeted poison instead (its
 crop-level row is ``adversarial``; results ``protect-effect-adversarial``). ``top1_drop`` is relative to the matching clean row of the same seed. Expensive
 steps are cached in WORK (``runs/protect-effect/CONFIG``): photos, profile, protected trees (the
 product's own resumable manifest), crop-level sets and every victim's numbers, so a rerun resumes.
@@ -37,6 +38,7 @@ from benchmarks.results import RESULTS_DIR
 from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
 
 NAME = "protect-effect"
+REFERENCES = ("pixels", "untrained", "untrained-bn")  # the face benchmark's floor rows, same seeds
 
 
 def crop_methods(method: str) -> tuple[str, str]:
@@ -47,7 +49,8 @@ def crop_methods(method: str) -> tuple[str, str]:
 def baselines(method: str) -> dict[str, str | None]:
     """Every row and the clean row its ``top1_drop`` is taken against."""
     return {"clean": None, "clean-jpeg": None, "protect-png": "clean", "protect-jpeg": "clean-jpeg",
-            "protect-png-jpeg": "clean-jpeg", **{crop: "clean" for crop in crop_methods(method)}}
+            "protect-png-jpeg": "clean-jpeg", **{crop: "clean" for crop in crop_methods(method)},
+            **{reference: "clean" for reference in REFERENCES}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     """Every step (cached in WORK), then the results files; returns 0."""
     import torch
 
-    from benchmarks.faces_pipeline import load_face_data, reported_metrics
+    from benchmarks.faces_pipeline import load_face_data, reference_runs, reported_metrics
     from benchmarks.protect_effect_steps import (JPEG_QUALITY, check_work, crop_level_sets, fit_surrogate,
                                                  protect_trees, read_back, restrict, run_victims, write_photos)
     from recognition.datasets import default_data_dir
@@ -115,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
     crop_level_sets(work, config, profile, sets.photos["clean"], args.eps, crop_methods(args.method),
                     args.baseline_seeds, sets, log)
     plan = [(method, 0 if method.startswith("clean") else args.eps, seed) for method in baselines(args.method)
+            if method not in REFERENCES
             for seed in (args.baseline_seeds if method in crop_methods(args.method) else args.seeds)]
     metrics = reported_metrics(data)
     runs = run_victims(work, config, data, sets, plan, metrics, device, log)
+    runs += [row for seed in args.seeds for row in reference_runs(config, data, seed)]
     extras = {f"protect-{fmt}": outcome.metrics() for fmt, outcome in outcomes.items()}
     record = {**settings, "data_sha256": data.checksums,
               "jpeg_quality": JPEG_QUALITY, "profile": profile.config["training"]["settings"],

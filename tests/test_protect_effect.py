@@ -17,7 +17,9 @@ from test_protect_support import one_thread  # noqa: F401 (autouse)
 TINY = ["protect-effect", "--identities", "3", "--images", "4", "--steps", "2", "--seeds", "0", "1",
         "--baseline-seeds", "0", "--set", "surrogate_epochs=1", "victim_epochs=1", "steps=1", "orl_pairs=20",
         "batch_size=8", "--device", "cpu", "--quiet"]
-METHODS = ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "protect-png-jpeg", "alignment-joint", "random"]
+REFERENCES = ["pixels", "untrained", "untrained-bn"]  # the face benchmark's floor rows
+METHODS = ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "protect-png-jpeg", "alignment-joint", "random",
+           *REFERENCES]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_results_hold_every_row_with_its_metrics(tiny_run):
     assert list(rows) == METHODS
     for method, row in rows.items():
         assert {"eps", "victim", "defense", "seeds", "top1", "top5", "orl", "top1_stderr"} <= set(row), method
-        assert row["eps"] == (0 if method.startswith("clean") else 16)
+        assert row["eps"] == (0 if method.startswith("clean") or method in REFERENCES else 16)
         assert row["seeds"] == ([0] if method in ("alignment-joint", "random") else [0, 1])
         assert ("top1_drop" in row) == (not method.startswith("clean"))
     for fmt in ("png", "jpeg"):
@@ -114,7 +116,7 @@ def test_adversarial_method_protects_the_trees_with_it_and_names_its_results(tmp
     result = json.loads((tmp_path / "out" / "protect-effect-adversarial.json").read_text())
     rows = {row["method"]: row for row in result["rows"]}
     assert list(rows) == ["clean", "clean-jpeg", "protect-png", "protect-jpeg", "protect-png-jpeg", "adversarial",
-                          "random"]
+                          "random", *REFERENCES]
     assert result["config"]["method"] == "adversarial" and result["config"]["steps"] == 2
     assert rows["protect-png"]["loss_crafted"] < rows["protect-png"]["loss_clean"]
     assert rows["protect-png"]["linf_max"] == 16 and "craft_loss" in rows["adversarial"]
