@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.results import RESULTS_DIR
-from faceguard.registry import EVASION_METHODS
+from faceguard.registry import EVASION_METHODS, METHODS as CRAFTING_METHODS
 from recognition.cli import add_data_option, add_device_option, add_out_option
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ NAME = "recognizers"
 SFACE = ["profile", "dlib-resnet", "sface"]
 PROTECTIONS = {
     "alignment": ("alignment", {}),
+    "synthetic": ("synthetic", {}),  # one drawn pattern per person folder (threat model 1's method)
     "evade": ("evade", {"ensemble": ["profile", "dlib-resnet"], "regularizer": "none", "steps": 20}),
     "evade-sface": ("evade", {"ensemble": SFACE, "regularizer": "none", "steps": 20}),
     "evade-sface-ssim": ("evade", {"ensemble": SFACE, "regularizer": "ssim", "reg_weight": 1.0, "steps": 20}),
@@ -148,10 +149,12 @@ def method_settings(label: str, steps: int | None) -> dict:
 
 
 def crafted_with(label: str) -> list[str]:
-    """The recognizers a protection's crafting uses: the profile for alignment (its surrogate), the
-    settings' ensemble for evasion."""
+    """The recognizers a protection's crafting uses: the settings' ensemble for evasion, none for a
+    data-free method (synthetic patterns are drawn, not crafted), else the profile (its surrogate)."""
     method, settings = PROTECTIONS[label]
-    return list(settings["ensemble"]) if method in EVASION_METHODS else ["profile"]
+    if method in EVASION_METHODS:
+        return list(settings["ensemble"])
+    return [] if getattr(CRAFTING_METHODS.get(method), "data_free", False) else ["profile"]
 
 
 def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:

@@ -157,3 +157,13 @@ def test_protection_labels_pin_their_step_size_schedule():
     assert (default["steps"], default["decay_at"], default["reg_weight"]) == (37, [0.6], 1.5)
     assert method_settings("evade-sface-ssim1.5-s37-decay0.6", 5)["steps"] == 5
     assert default["seed"] == 0 and method_settings("evade-sface-ssim1.5-s37-decay0.6-seed1", None)["seed"] == 1
+
+
+def test_crafted_with_names_the_recognizers_each_protection_saw():
+    """White-box rows follow what crafting used: evasion its ensemble, alignment the profile, and
+    synthetic patterns (drawn without any network) none."""
+    from benchmarks.recognizers import crafted_with
+
+    assert crafted_with("evade") == ["profile", "dlib-resnet"]
+    assert crafted_with("alignment") == ["profile"]
+    assert crafted_with("synthetic") == []
