@@ -143,7 +143,10 @@ def method_settings(label: str, steps: int | None) -> dict:
     method, changes = PROTECTIONS[label]
     changes = {"decay_at": PAPER_DECAYS, **changes, **({"steps": steps} if steps is not None else {})}
     settings = protect_settings(method, **changes)
-    shown = SHOWN + (("ensemble",) if method in EVASION_METHODS else ())
+    if _data_free(method):  # drawn, not crafted: no steps to schedule
+        shown = ("steps", "seed")
+    else:
+        shown = SHOWN + (("ensemble",) if method in EVASION_METHODS else ())
     return {key: list(value) if isinstance(value, tuple) else value
             for key, value in settings.to_dict().items() if key in shown}
 
@@ -154,7 +157,12 @@ def crafted_with(label: str) -> list[str]:
     method, settings = PROTECTIONS[label]
     if method in EVASION_METHODS:
         return list(settings["ensemble"])
-    return [] if getattr(CRAFTING_METHODS.get(method), "data_free", False) else ["profile"]
+    return [] if _data_free(method) else ["profile"]
+
+
+def _data_free(method: str) -> bool:
+    """Whether the crafting method uses no network (the registry's ``data_free``)."""
+    return method not in EVASION_METHODS and getattr(CRAFTING_METHODS.get(method), "data_free", False)
 
 
 def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:

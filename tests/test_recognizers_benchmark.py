@@ -167,3 +167,10 @@ def test_crafted_with_names_the_recognizers_each_protection_saw():
     assert crafted_with("evade") == ["profile", "dlib-resnet"]
     assert crafted_with("alignment") == ["profile"]
     assert crafted_with("synthetic") == []
+
+
+def test_a_data_free_protection_shows_only_its_steps_and_seed():
+    from benchmarks.recognizers import method_settings
+
+    assert method_settings("synthetic", None) == {"steps": 0, "seed": 0}
+    assert {"step_size", "decay_at", "ensemble"} <= set(method_settings("evade", None))
