@@ -26,7 +26,7 @@ from benchmarks.recognizers_models import (
 
 PEOPLE = ["eric_clapton", "negan", "rick"]
 SMOKE = ["recognizers", "--datasets", "realfaces", "--people", *PEOPLE, "--limit-people", "3", "--steps", "2",
-         "--methods", "alignment", "evade", "target-sface-ssim0.3",
+         "--methods", "alignment", "synthetic", "target-sface-ssim0.3",
          "--device", "cpu", "--quiet"]
 ROW_KEYS = {"method", "eps", "victim", "defense", "seeds", "recognizer", "threat_model", "metric", "value"}
 
@@ -62,12 +62,12 @@ def test_results_files_and_rows(smoke):
     assert result["command"] in text and "Held out (no protection crafts with it): `insightface-mbf`, `edgeface-s`" in text
     seen = {name: info["seen_by"] for name, info in result["config"]["recognizers"].items()}
     targeted = "target-sface-ssim0.3"
-    assert seen == {"dlib-resnet": ["evade", targeted], "profile": ["alignment", "evade", targeted],
-                    "sface": [targeted], "insightface-mbf": [], "edgeface-s": []}
+    assert seen == {"dlib-resnet": [targeted], "profile": ["alignment", targeted],
+                    "sface": [targeted], "insightface-mbf": [], "edgeface-s": []}  # synthetic crafts with none
     rows = result["rows"]
     assert all(ROW_KEYS <= set(row) for row in rows)
     cells = {(r["method"], r["recognizer"], r["defense"], r["threat_model"], r["metric"]) for r in rows}
-    for method in ("clean", "alignment", "evade", targeted):
+    for method in ("clean", "alignment", "synthetic", targeted):
         for recognizer in RECOGNIZERS:
             for defense in ("none", "jpeg75", "half"):
                 for threat_model, metric in (("gallery", "match_rate"), ("gallery", "top1"),
@@ -82,7 +82,7 @@ def test_results_files_and_rows(smoke):
              if r["method"] == "clean" and r["defense"] == "none"}
     assert clean[("dlib-resnet", "match_rate")] > 0.5
     protected = [r for r in rows if r["threat_model"] == "quality" and r["metric"] == "photos_protected"]
-    assert sorted(r["method"] for r in protected) == ["alignment", "evade", targeted]
+    assert sorted(r["method"] for r in protected) == ["alignment", "synthetic", targeted]
     assert all(r["value"] == 5 for r in protected)
     manifest = json.loads((root / "work" / f"{targeted}-eps16-steps2" / "manifest.json").read_text())
     assert "--targets" in manifest["command"] and len(manifest["settings"]["targets_sha256"]) == 64
