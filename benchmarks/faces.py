@@ -9,8 +9,8 @@ leave-one-out kNN identification on the test identities (on Yale B also across l
 frontally lit images as the gallery) + verification on every available ``.bin`` →
 ``benchmarks/results/{name}.{json,md,png}``. Each seed also reports ``pixels``, ``untrained`` and
 ``untrained-bn`` rows: raw pixels, the untrained victim, and the untrained victim with BatchNorm
-statistics of the clean training faces: the floor a poison can push toward. Rows are written after every seed, so an
-interrupted run keeps what it measured. ``--surrogate ir50`` gives Table 10 (a larger surrogate
+statistics of the clean training faces: the floor a poison can push toward. Rows are written after
+every seed, so an interrupted run keeps what it measured. ``--surrogate ir50`` gives Table 10 (a larger surrogate
 crafting for the IR-18 victim). ``benchmarks/results/{name}.findings.md``, when present, is appended
 to the Markdown report (the hand-written account of what was tried).
 """
