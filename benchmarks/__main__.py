@@ -9,6 +9,8 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
               "faces": ("benchmarks.faces", "face recognition under protection: kNN identification + verification"),
               "memory": ("benchmarks.memory", "peak memory of faceguard poison for 1k vs 10k images"),
               "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage"),
+              "faces-partial": ("benchmarks.faces_partial",
+                                "one person protects their own photos, the rest of the corpus stays clean"),
               "protect-effect": ("benchmarks.protect_effect",
                                  "victims trained on photos saved by faceguard protect (PNG, JPEG) vs crop level"),
               "recognizers": ("benchmarks.recognizers",

@@ -109,15 +109,16 @@ def load_yaleb_split(path: Path, config: FacesConfig, size: int | None) -> tuple
     return select_identities(faces, split.pretrain), select_identities(faces, split.test)
 
 
-def yaleb_test_gallery(path: Path, config: FacesConfig) -> torch.Tensor:
-    """Which of the split's test images (in :func:`load_yaleb_split`'s order) are lit within Yale B's
-    subset-1 angle; needs the bundle's ``files`` array."""
+def yaleb_test_gallery(path: Path, config: FacesConfig, part: str = "test") -> torch.Tensor:
+    """Which of the split's test images (``part="pretrain"``: pre-training images), in
+    :func:`load_yaleb_split`'s order, are lit within Yale B's subset-1 angle; needs the bundle's
+    ``files`` array."""
     with np.load(path, allow_pickle=False) as data:
         if "files" not in data.files:
             raise ValueError(f"{path} lacks the files array that names each image's lighting")
         labels, files = data["labels"], data["files"]
     split = split_identities(labels, config.min_images, config.num_test, config.split_seed)
-    angles = yaleb_light_angles(files[np.isin(labels, split.test)])
+    angles = yaleb_light_angles(files[np.isin(labels, split.test if part == "test" else split.pretrain)])
     return torch.from_numpy(angles <= YALEB_SUBSET_DEGREES[0])
 
 
