@@ -27,11 +27,20 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.faces_configs import CONFIGS, resolve_config, set_overrides
 from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, summarize, write_results
 from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
 from recognition.files import write_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from benchmarks.faces_configs import FacesConfig
+    from benchmarks.faces_pipeline import FaceData
+    from recognition.datasets import ImageTensorDataset
+    from recognition.heads import MarginClassifier
 
 METRICS = ["own_cls_acc", "own_cross_light_top1", "top1", "cross_light_top1"]
 
@@ -51,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "folder for faces-partial-METHOD.json/.md", default=RESULTS_DIR)
 
 
-def protect_only(clean, protected, identity: int):
+def protect_only(clean: ImageTensorDataset, protected: ImageTensorDataset, identity: int) -> ImageTensorDataset:
     """``clean`` with the images of ``identity`` taken from ``protected`` (same order and labels)."""
     from recognition.datasets import ImageTensorDataset
 
@@ -61,7 +70,8 @@ def protect_only(clean, protected, identity: int):
     return ImageTensorDataset(images, clean.labels, clean.classes)
 
 
-def own_metrics(victim, data, frontal, identity: int, config) -> dict[str, float]:
+def own_metrics(victim: MarginClassifier, data: FaceData, frontal: torch.Tensor, identity: int,
+                config: FacesConfig) -> dict[str, float]:
     """``own_cls_acc`` and ``own_cross_light_top1`` of ``victim`` for ``identity`` (see the module)."""
     import torch
 
@@ -83,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
                                            restrict_identities, train_face_model, yaleb_test_gallery)
     from faceguard.gradients import target_gradient
     from faceguard.losses import make_loss
+    from faceguard.registry import METHODS
+    from faceguard.settings import CraftSettings
     from recognition.datasets import default_data_dir
     from recognition.device import resolve_device
 
@@ -97,11 +109,14 @@ def run(args: argparse.Namespace) -> int:
         frontal = frontal[data.pretrain.labels < args.identities]
         data = restrict_identities(data, args.identities)
     classes = len(data.pretrain.classes)
+    settings = CraftSettings.from_label(args.method, eps=args.eps)
+    data_free = getattr(METHODS.get(settings.method), "data_free", False)
     runs = []
     for seed in args.seeds:
         identity = seed % classes
         surrogate = build_face_model(config, config.surrogate, config.surrogate_width, classes, seed)
-        train_face_model(surrogate, data.pretrain, config, config.surrogate_epochs, seed, device)
+        if not data_free:  # a drawn pattern needs only the class count
+            train_face_model(surrogate, data.pretrain, config, config.surrogate_epochs, seed, device)
         target = target_gradient(surrogate.eval(), data.pretrain, batch_size=config.eval_batch,
                                  loss_fn=make_loss("rce", label_in_forward=config.margin_losses)) \
             if args.method.startswith("alignment") else None
@@ -121,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(args: argparse.Namespace, config, rows: list[dict], seconds: int, device: str) -> None:
+def _write(args: argparse.Namespace, config: FacesConfig, rows: list[dict], seconds: int, device: str) -> None:
     """Results JSON and the Markdown table (with the findings file appended when present)."""
     name = f"faces-partial-{args.method}"
     record = {"config": config.name, "method": args.method, "eps": args.eps, "seeds": args.seeds,
