@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 
 from benchmarks.defenses import DEFENSES
-from benchmarks.results import format_cell, markdown_table, mean_stderr, plot_metric_vs_eps, write_results
+from benchmarks.results import (format_cell, markdown_table, mean_stderr, plot_metric_vs_eps, write_markdown,
+                               write_results)
 from faceguard.settings import ERROR_MINIMIZING_METHODS
 
 METRIC = "accuracy"
@@ -209,10 +210,7 @@ def write_report(name: str, config: dict, command: str, rows: list[dict], out_di
     """Write ``{name}.json`` (shared format), ``{name}.md`` and ``{name}.png`` (accuracy vs ε)."""
     config = {**config, "timings": timings}
     paths = [write_results(name, config, command, rows, out_dir)]
-    md = out_dir / f"{name}.md"
-    findings = out_dir / f"{name}.findings.md"   # hand-written notes on what was tried, appended
-    md.write_text(markdown(name, config, command, rows) + ("\n" + findings.read_text() if findings.exists() else ""))
-    paths.append(md)
+    paths.append(write_markdown(out_dir / f"{name}.md", markdown(name, config, command, rows)))
     methods = {r["method"] for r in rows}
     if any(m.startswith("alignment") for m in methods) and not methods & set(OTHER_FAMILIES):
         paths.append(plot_metric_vs_eps(rows, METRIC, out_dir / f"{name}.png",

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from benchmarks.faces_configs import CONFIGS, DROP_METRICS, FacesConfig, resolve_config, set_overrides
-from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_results
+from benchmarks.results import (RESULTS_DIR, format_cell, markdown_table, plot_metric_vs_eps, summarize, write_markdown,
+                               write_results)
 from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
-from recognition.files import write_atomic
 
 
 
@@ -108,11 +108,7 @@ def _write(name: str, config: FacesConfig, args: argparse.Namespace, checksums: 
     out_dir = args.out
     path = write_results(name, record, args.command_line, rows, out_dir)
     plot_metric_vs_eps(rows, "top1", out_dir / f"{name}.png", f"{name}: kNN top-1 on test identities")
-    findings = out_dir / f"{name}.findings.md"
-    text = _markdown(name, record, args.command_line, rows, metrics)
-    if findings.exists():
-        text += "\n" + findings.read_text(encoding="utf-8")
-    write_atomic(path.with_suffix(".md"), lambda handle: handle.write(text.encode("utf-8")))
+    write_markdown(path.with_suffix(".md"), _markdown(name, record, args.command_line, rows, metrics))
 
 
 def _markdown(name: str, config: dict, command: str, rows: list[dict], metrics: list[str]) -> str:

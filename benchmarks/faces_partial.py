@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.faces_configs import CONFIGS, resolve_config, set_overrides
-from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, summarize, write_results
+from benchmarks.results import RESULTS_DIR, format_cell, markdown_table, summarize, write_markdown, write_results
 from recognition.cli import add_data_option, add_device_option, add_out_option, add_set_option
-from recognition.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +152,4 @@ def _write(args: argparse.Namespace, config: FacesConfig, rows: list[dict], seco
             "more than 12.5° off axis identified against every pre-training person's frontally lit photos (%); "
             "top1 / cross_light_top1: the face benchmark's identification of the test identities (%).\n\n"
             + markdown_table(["training set", "ε", "seeds", *METRICS], lines))
-    findings = Path(args.out) / f"{name}.findings.md"
-    if findings.exists():
-        text += "\n" + findings.read_text(encoding="utf-8")
-    write_atomic(path.with_suffix(".md"), lambda handle: handle.write(text.encode("utf-8")))
+    write_markdown(path.with_suffix(".md"), text)

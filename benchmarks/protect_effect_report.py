@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.faces_configs import DROP_METRICS
-from benchmarks.results import format_cell, markdown_table, summarize, write_results
-from recognition.files import write_bytes_atomic
+from benchmarks.results import format_cell, markdown_table, summarize, write_markdown, write_results
 
 
 def add_drops(runs: list[dict], baseline: dict[str, str | None]) -> list[dict]:
@@ -82,8 +81,5 @@ def write_report(name: str, record: dict, command: str, runs: list[dict], metric
             "clean / crafted / re-read from the saved file, means "
             "from its manifest; crop-level: the crafted batch loss); clean-train acc: the victim's accuracy on "
             "the clean pre-training crops.\n\n" + markdown_table(header, lines))
-    findings = out_dir / f"{name}.findings.md"
-    if findings.exists():
-        text += "\n" + findings.read_text(encoding="utf-8")
-    write_bytes_atomic(path.with_suffix(".md"), text.encode("utf-8"))
+    write_markdown(path.with_suffix(".md"), text)
     return path

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from recognition.files import write_json_atomic
+from recognition.files import write_bytes_atomic, write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROW_KEYS = ("method", "eps", "victim", "defense")
@@ -55,6 +55,15 @@ def write_results(name: str, config: dict, command: str, rows: list[dict],
                   out_dir: str | Path = RESULTS_DIR) -> Path:
     """Write ``{out_dir}/{name}.json`` in the shared results format and return its path."""
     return write_json_atomic(Path(out_dir) / f"{name}.json", {"config": config, "command": command, "rows": rows})
+
+
+def write_markdown(path: Path, text: str) -> Path:
+    """Write the Markdown report ``path`` atomically, with the hand-written account of what was
+    tried, ``{stem}.findings.md`` in the same folder, appended after a blank line when present."""
+    findings = path.with_name(f"{path.stem}.findings.md")
+    if findings.exists():
+        text += "\n" + findings.read_text(encoding="utf-8")
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def format_cell(row: dict, metric: str) -> str:

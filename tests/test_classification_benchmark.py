@@ -12,7 +12,7 @@ from benchmarks.classification import select_rows, split_rows
 from benchmarks.classification_configs import CLEAN, Poison, get_config
 from benchmarks.defenses import (UniformNoiseDataset, apply_data_defense, gaussian_smoothing, jpeg_reencode,
                                  train_dp_sgd)
-from benchmarks.results import mean_stderr, summarize
+from benchmarks.results import mean_stderr, summarize, write_markdown
 from recognition.datasets import ImageTensorDataset
 from recognition.training import TrainConfig
 
@@ -31,6 +31,15 @@ def test_summarize_groups_seeds_and_keeps_runs():
     clean = next(r for r in rows if r["method"] == "clean")
     assert clean["seeds"] == [0, 1] and clean["accuracy"] == 52.0 and clean["accuracy_stderr"] == 2.0
     assert len(clean["runs"]) == 2 and len(rows) == 2
+
+
+def test_markdown_reports_append_their_findings_when_present(tmp_path):
+    report = tmp_path / "run.md"
+    assert write_markdown(report, "# table\n") == report and report.read_text() == "# table\n"
+    (tmp_path / "run.findings.md").write_text("## Findings ±ε\n", encoding="utf-8")
+    write_markdown(report, "# table\n")
+    assert report.read_text(encoding="utf-8") == "# table\n\n## Findings ±ε\n"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["run.findings.md", "run.md"]  # no temporary left
 
 
 def test_configs_name_the_paper_rows_and_overrides_are_typed():
