@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                                            restrict_identities, train_face_model, yaleb_test_gallery)
     from faceguard.gradients import target_gradient
     from faceguard.losses import make_loss
-    from faceguard.registry import METHODS
+    from faceguard.registry import is_data_free
     from faceguard.settings import CraftSettings
     from recognition.datasets import default_data_dir
     from recognition.device import resolve_device
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         data = restrict_identities(data, args.identities)
     classes = len(data.pretrain.classes)
     settings = CraftSettings.from_label(args.method, eps=args.eps)
-    data_free = getattr(METHODS.get(settings.method), "data_free", False)
+    data_free = is_data_free(settings.method)
     runs = []
     for seed in args.seeds:
         identity = seed % classes

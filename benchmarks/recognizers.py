@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.results import RESULTS_DIR
-from faceguard.registry import EVASION_METHODS, METHODS as CRAFTING_METHODS
+from faceguard.registry import EVASION_METHODS, is_data_free
 from recognition.cli import add_data_option, add_device_option, add_out_option
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def method_settings(label: str, steps: int | None) -> dict:
     method, changes = PROTECTIONS[label]
     changes = {"decay_at": PAPER_DECAYS, **changes, **({"steps": steps} if steps is not None else {})}
     settings = protect_settings(method, **changes)
-    if _data_free(method):  # drawn, not crafted: no steps to schedule
+    if is_data_free(method):  # drawn, not crafted: no steps to schedule
         shown = ("steps", "seed")
     else:
         shown = SHOWN + (("ensemble",) if method in EVASION_METHODS else ())
@@ -157,12 +157,7 @@ def crafted_with(label: str) -> list[str]:
     method, settings = PROTECTIONS[label]
     if method in EVASION_METHODS:
         return list(settings["ensemble"])
-    return [] if _data_free(method) else ["profile"]
-
-
-def _data_free(method: str) -> bool:
-    """Whether the crafting method uses no network (the registry's ``data_free``)."""
-    return method not in EVASION_METHODS and getattr(CRAFTING_METHODS.get(method), "data_free", False)
+    return [] if is_data_free(method) else ["profile"]
 
 
 def _long_rows(base: dict, threat_model: str, metrics: dict, names: tuple[str, ...]) -> list[dict]:

@@ -32,6 +32,7 @@ METHODS = Registry("method", {
     "evade": "faceguard.attacks.evasion:Evade",
     "target": "faceguard.attacks.evasion:Target",
 })
+
 BACKENDS = Registry("backend", {
     "double": "faceguard.backends:DoubleBackprop",
     "fd": "faceguard.backends:central_difference",
@@ -73,3 +74,9 @@ EVASION_METHODS = ("evade", "target")
 # adding sface moved the held-out insightface-mbf most (benchmarks/results/recognizers.md).
 LEGACY_ENSEMBLE = ("profile", "dlib-resnet")
 DEFAULT_ENSEMBLE = ("profile", "dlib-resnet", "sface")
+
+
+def is_data_free(method: str) -> bool:
+    """Whether the registered crafting ``method`` uses neither a network's weights nor the images'
+    content (its class's ``data_free``): nothing needs training before it crafts."""
+    return bool(getattr(METHODS.get(method), "data_free", False))

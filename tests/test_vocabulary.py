@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faceguard.registry import BACKENDS, METHODS, OBJECTIVES, REGULARIZERS
+from faceguard.registry import BACKENDS, METHODS, OBJECTIVES, REGULARIZERS, is_data_free
 from faceguard.settings import PAPER_DECAYS, SETTINGS_VERSION, CraftSettings, protect_settings
 from recognition.cli import parse_set
 from recognition.registry import Registry
@@ -35,6 +35,10 @@ def test_a_registry_takes_a_name_once_and_imports_lazy_entries_on_use():
     import json
 
     assert registry.get("lazy") is json.dumps and registry.get("eager") is len
+
+
+def test_data_free_methods_are_the_ones_that_need_no_network():
+    assert {name for name in METHODS.names() if is_data_free(name)} == {"random", "autoregressive", "synthetic"}
 
 
 def test_settings_round_trip_and_refuse_other_versions_and_keys():

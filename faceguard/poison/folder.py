@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from faceguard.attacks import build_attack
 from faceguard.gradients import load_gradient, model_device, save_gradient, target_gradient, trainable_params
 from faceguard.poison.craft import craft_batch
-from faceguard.registry import METHODS
+from faceguard.registry import METHODS, is_data_free
 from faceguard.settings import SETTINGS_VERSION, CraftSettings
 from recognition.datasets import decode_image, scan_image_folder
 from recognition.distributed import DistributedContext, all_reduce_sum, barrier
@@ -133,7 +133,7 @@ class PoisonJob:
         """Whether the method crafts with a trained surrogate: not for methods that train their own
         copy alongside (``corpus``) or use no network at all (``data_free``: random noise,
         autoregressive perturbations)."""
-        return not (self.corpus or getattr(METHODS.get(self.settings.method), "data_free", False))
+        return not (self.corpus or is_data_free(self.settings.method))
 
     def record(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "settings"}, "settings": self.settings.to_dict()}
