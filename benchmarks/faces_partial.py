@@ -89,7 +89,7 @@ def own_metrics(victim: MarginClassifier, data: FaceData, frontal: torch.Tensor,
 def run(args: argparse.Namespace) -> int:
     """Every seed's three victims, then the results files; returns 0."""
     from benchmarks.faces_pipeline import (build_face_model, craft, evaluate_victim, load_face_data,
-                                           restrict_identities, train_face_model, yaleb_test_gallery)
+                                           restrict_identities, train_face_model, yaleb_frontal)
     from faceguard.gradients import target_gradient
     from faceguard.losses import make_loss
     from faceguard.registry import is_data_free
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     data_dir, device, start = args.data or default_data_dir(), resolve_device(args.device), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="faces-partial-") as work:
         data = load_face_data(config, data_dir, None, None, Path(work))
-    frontal = yaleb_test_gallery(data_dir / "yaleb_cropped.npz", config, part="pretrain")
+    frontal = yaleb_frontal(data_dir / "yaleb_cropped.npz", config, part="pretrain")
     if args.identities:
         frontal = frontal[data.pretrain.labels < args.identities]
         data = restrict_identities(data, args.identities)

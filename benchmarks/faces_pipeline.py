@@ -75,7 +75,7 @@ def load_face_data(config: FacesConfig, data_dir: Path, celeba: Path | None, bin
     if config.data == "yaleb":
         path = data_dir / "yaleb_cropped.npz"
         pretrain, test = load_yaleb_split(path, config, config.size)
-        gallery = yaleb_test_gallery(path, config)
+        gallery = yaleb_frontal(path, config)
         checksums[path.name] = file_sha256(path)
     elif config.data == "celeba":
         if celeba is None:
@@ -109,10 +109,12 @@ def load_yaleb_split(path: Path, config: FacesConfig, size: int | None) -> tuple
     return select_identities(faces, split.pretrain), select_identities(faces, split.test)
 
 
-def yaleb_test_gallery(path: Path, config: FacesConfig, part: str = "test") -> torch.Tensor:
-    """Which of the split's test images (``part="pretrain"``: pre-training images), in
-    :func:`load_yaleb_split`'s order, are lit within Yale B's subset-1 angle; needs the bundle's
-    ``files`` array."""
+def yaleb_frontal(path: Path, config: FacesConfig, part: str = "test") -> torch.Tensor:
+    """Which of the split's ``part`` ("test" or "pretrain") images, in :func:`load_yaleb_split`'s
+    order, are lit within Yale B's subset-1 angle (the test ones are the cross-lighting gallery);
+    needs the bundle's ``files`` array."""
+    if part not in ("test", "pretrain"):
+        raise ValueError(f"part must be 'test' or 'pretrain', got {part!r}")
     with np.load(path, allow_pickle=False) as data:
         if "files" not in data.files:
             raise ValueError(f"{path} lacks the files array that names each image's lighting")

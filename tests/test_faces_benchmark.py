@@ -102,11 +102,16 @@ def test_set_types_fields_from_the_config_and_keeps_the_name() -> None:
 def test_yaleb_subset1_gallery_holds_seven_frontal_images_per_test_identity() -> None:
     import torch
 
-    from benchmarks.faces_pipeline import load_yaleb_split, yaleb_test_gallery
+    from benchmarks.faces_pipeline import load_yaleb_split, yaleb_frontal
 
     path = require_data("yaleb_cropped.npz")
     config = resolve_config("faces-cpu")
-    gallery = yaleb_test_gallery(path, config)
+    gallery = yaleb_frontal(path, config)
     test = load_yaleb_split(path, config, 8)[1]
     assert gallery.shape == test.labels.shape and gallery.dtype == torch.bool
     assert torch.bincount(test.labels[gallery]).tolist() == [7] * len(test.classes)  # subset 1 of Yale B
+    pretrain, frontal = load_yaleb_split(path, config, 8)[0], yaleb_frontal(path, config, part="pretrain")
+    counts = torch.bincount(pretrain.labels[frontal], minlength=len(pretrain.classes))
+    assert frontal.shape == pretrain.labels.shape and set(counts.tolist()) == {6, 7}  # three people lack one
+    with pytest.raises(ValueError, match="part must be"):
+        yaleb_frontal(path, config, part="train")
