@@ -88,10 +88,8 @@ def own_metrics(victim: MarginClassifier, data: FaceData, frontal: torch.Tensor,
 
 def run(args: argparse.Namespace) -> int:
     """Every seed's three victims, then the results files; returns 0."""
-    from benchmarks.faces_pipeline import (build_face_model, craft, evaluate_victim, load_face_data,
+    from benchmarks.faces_pipeline import (alignment_target, build_face_model, craft, evaluate_victim, load_face_data,
                                            restrict_identities, train_face_model, yaleb_frontal)
-    from faceguard.gradients import target_gradient
-    from faceguard.losses import make_loss
     from faceguard.registry import is_data_free
     from faceguard.settings import CraftSettings
     from recognition.datasets import default_data_dir
@@ -116,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
         surrogate = build_face_model(config, config.surrogate, config.surrogate_width, classes, seed)
         if not data_free:  # a drawn pattern needs only the class count
             train_face_model(surrogate, data.pretrain, config, config.surrogate_epochs, seed, device)
-        target = target_gradient(surrogate.eval(), data.pretrain, batch_size=config.eval_batch,
-                                 loss_fn=make_loss("rce", label_in_forward=config.margin_losses)) \
-            if args.method.startswith("alignment") else None
+        surrogate.eval()
+        target = alignment_target(surrogate, data.pretrain, config) if settings.method == "alignment" else None
         protected, _ = craft(config, args.method, surrogate, target, data.pretrain, args.eps, seed)
         sets = {"clean": data.pretrain, f"{args.method}-one": protect_only(data.pretrain, protected, identity),
                 f"{args.method}-all": protected}

@@ -173,6 +173,13 @@ def train_face_model(model: nn.Module, data: ImageTensorDataset, config: FacesCo
     return float(history[-1]["train_acc"])
 
 
+def alignment_target(surrogate: nn.Module, data: ImageTensorDataset, config: FacesConfig) -> list[torch.Tensor]:
+    """The paper's target gradient T: the reverse cross-entropy gradient of the (eval-mode)
+    surrogate over the clean images ``data``."""
+    return target_gradient(surrogate, data, loss_fn=make_loss("rce", label_in_forward=config.margin_losses),
+                           batch_size=config.eval_batch)
+
+
 def craft(config: FacesConfig, method: str, surrogate: nn.Module, target: list[torch.Tensor] | None,
           data: ImageTensorDataset, eps: int, seed: int) -> tuple[ImageTensorDataset, dict]:
     """The protected copy of ``data`` (uint8, ``max|Δ| <= eps`` exactly) and crafting statistics.
@@ -282,9 +289,7 @@ def run_seed(config: FacesConfig, data: FaceData, seed: int, device: torch.devic
     classes = len(data.pretrain.classes)
     surrogate = build_face_model(config, config.surrogate, config.surrogate_width, classes, seed)
     surrogate_acc = train_face_model(surrogate, data.pretrain, config, config.surrogate_epochs, seed, device)
-    surrogate.eval()
-    target = target_gradient(surrogate, data.pretrain, loss_fn=make_loss("rce", label_in_forward=config.margin_losses),
-                             batch_size=config.eval_batch)
+    target = alignment_target(surrogate.eval(), data.pretrain, config)
     log(f"seed {seed}: surrogate {config.surrogate} trained (train acc {surrogate_acc:.1f} %)")
     jobs = [("clean", 0)] + [(f"alignment-{variant}", eps) for variant in config.variants for eps in config.eps]
     jobs += [("random", eps) for eps in config.random_eps]
