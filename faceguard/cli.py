@@ -11,6 +11,7 @@ COMMANDS = {
     "poison": ("faceguard.commands.poison", "protect a whole classification dataset (ImageFolder / CIFAR tree)"),
     "verify": ("faceguard.commands.verify", "check original/protected pairs: sizes, L-inf bound, PSNR, SSIM"),
     "check": ("faceguard.commands.check", "does a pretrained recognizer (dlib ResNet) still match protected photos?"),
+    "serve": ("faceguard.commands.serve", "local web page and HTTP API that protect photos as they are uploaded"),
 }
 
 
