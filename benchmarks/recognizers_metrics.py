@@ -82,20 +82,31 @@ def grown_box(box: Sequence[float], shape: tuple[int, ...], growth: float = FACE
 
 
 def face_quality(original: Path, protected: Path, box: Sequence[float] | None) -> dict:
-    """SSIM and PSNR of the face crop (:func:`grown_box`) of ``protected`` against ``original``;
-    empty when there is no box or the sizes differ."""
-    from faceguard.protect.photo import photo_metrics, read_photo
+    """SSIM and PSNR of the face crop (:func:`grown_box`; SSIM the mean over the R, G and B
+    channels, PSNR over all three) of ``protected`` against ``original``, and the visibility record
+    of the detected face box (:class:`faceguard.visibility.Visibility`: FLIP, CIEDE2000 and their
+    JPEG-90/75 references, ``visibility_`` before each key); empty when there is no box or the
+    sizes differ."""
+    from faceguard.protect.photo import colour_and_alpha, photo_metrics, read_photo
+    from faceguard.visibility import Visibility
 
     before, after = read_photo(original).pixels, read_photo(protected).pixels
     if box is None or before.shape != after.shape:
         return {}
     rows, cols = grown_box(box, before.shape)
     metrics = photo_metrics(np.ascontiguousarray(before[rows, cols]), np.ascontiguousarray(after[rows, cols]))
-    return {"ssim_face": metrics["ssim"], "psnr_face": metrics["psnr"]}
+    seen = Visibility(colour_and_alpha(before)[0], colour_and_alpha(after)[0]).region(box)
+    return {"ssim_face": metrics["ssim"], "psnr_face": metrics["psnr"],
+            **{f"visibility_{key}": value for key, value in seen.items()}}
+
+
+# the visibility keys summarised per tree (median over the faces: one blotched face is one face)
+VISIBILITY_SUMMARY = ("flip", "ciede2000", "ratio_jpeg75", "ratio_jpeg90", "flip_jpeg75", "flip_jpeg90")
 
 
 def summarise_quality(entries: Sequence[dict], faces: Sequence[dict]) -> dict:
-    """Counts, mean and min SSIM/PSNR (photo: the manifest's; face: ``faces``), L∞ max, s/photo."""
+    """Counts, mean and min SSIM/PSNR (photo: the manifest's; face: ``faces``), median and max of the
+    face visibility numbers (:data:`VISIBILITY_SUMMARY`), L∞ max, s/photo."""
     done = [entry for entry in entries if entry.get("status") == "protected"]
     out = {f"photos_{status}": sum(entry.get("status") == status for entry in entries)
            for status in ("protected", "no_face", "error")}
@@ -105,6 +116,11 @@ def summarise_quality(entries: Sequence[dict], faces: Sequence[dict]) -> dict:
         kept = [float(v) for v in values if v is not None]
         if kept:
             out[f"{key}_mean"], out[f"{key}_min"] = round(float(np.mean(kept)), 4), round(min(kept), 4)
+    for key in VISIBILITY_SUMMARY:
+        kept = [float(f[f"visibility_{key}"]) for f in faces if f.get(f"visibility_{key}") is not None]
+        if kept:
+            out[f"{key}_face_median"] = round(float(np.median(kept)), 4)
+            out[f"{key}_face_max"] = round(max(kept), 4)
     if done:
         out["linf_max"] = max(entry["linf"] for entry in done)
     seconds = [entry["seconds"] for entry in entries if "seconds" in entry]

@@ -50,19 +50,27 @@ def _mean_min(values: dict, key: str, digits: int) -> str:
     return f"{values[f'{key}_mean']:.{digits}f} ({values[f'{key}_min']:.{digits}f})"
 
 
+def _median(values: dict, key: str, digits: int = 3) -> str:
+    return f"{values[key]:.{digits}f}" if values.get(key) is not None else "–"
+
+
 def quality_table(rows: list[dict]) -> str:
-    """One line per protected method and ε: outcomes, SSIM/PSNR mean (min), L∞, s/photo."""
+    """One line per protected method and ε: outcomes, SSIM/PSNR mean (min), the face box's FLIP,
+    CIEDE2000 and FLIP ratio to JPEG-75 / JPEG-90 re-saves (median over faces), L∞, s/photo."""
     found: dict[str, dict] = {}
     for row in rows:
         if row["threat_model"] == "quality":
             found.setdefault(_column(row), {})[row["metric"]] = row["value"]
     lines = [[column, f"{v.get('photos_protected', 0)} / {v.get('photos_no_face', 0)} / {v.get('photos_error', 0)}",
               _mean_min(v, "ssim_photo", 4), _mean_min(v, "psnr_photo", 1), _mean_min(v, "ssim_face", 4),
-              _mean_min(v, "psnr_face", 1), v.get("linf_max", "–"), v.get("seconds_per_photo", "–")]
+              _mean_min(v, "psnr_face", 1), _median(v, "flip_face_median"), _median(v, "ciede2000_face_median", 2),
+              _median(v, "ratio_jpeg75_face_median", 2), _median(v, "ratio_jpeg90_face_median", 2),
+              v.get("linf_max", "–"), v.get("seconds_per_photo", "–")]
              for column, v in found.items()]
     return markdown_table(["protection", "protected / no face / error", "SSIM photo, mean (min)",
                            "PSNR photo dB, mean (min)", "SSIM face, mean (min)", "PSNR face dB, mean (min)",
-                           "L∞ max", "s / photo"], lines)
+                           "FLIP face, median", "ΔE00 face, median", "FLIP ÷ JPEG-75, median",
+                           "FLIP ÷ JPEG-90, median", "L∞ max", "s / photo"], lines)
 
 
 def _notes(config: dict) -> str:
@@ -116,7 +124,9 @@ def write_report(name: str, config: dict, command: str, rows: list[dict], out_di
         for metric, meaning in metrics.items():
             text.append(f"`{metric}`: {meaning}.\n\n" + metric_table(rows, threat_model, metric))
     text.append("## Quality of the protected photos\n\nWhole photo: the product's manifest (saved file vs "
-                "original); face: the main face's MTCNN box grown by 20 %. Seconds: protection time per photo "
+                "original); face: the main face's MTCNN box grown by 20 % for SSIM (mean over R, G, B) and PSNR, the "
+                "box itself for FLIP (LDR, 67 pixels per degree) and CIEDE2000, each also measured on a JPEG-75 and "
+                "JPEG-90 re-save of the original (ratio below 1: less visible than that re-save). Seconds: protection time per photo "
                 "as the manifest recorded it.\n\n" + quality_table(rows))
     if grid is not None:
         text.append(f"![before / after / amplified difference]({grid.name})")

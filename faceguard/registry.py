@@ -44,6 +44,7 @@ REGULARIZERS = Registry("regularizer", {
     "l2": "faceguard.regularizers:l2_penalty",
     "tv": "faceguard.regularizers:tv_penalty",
     "ssim": "faceguard.regularizers:ssim_penalty",
+    "lab": "faceguard.regularizers:lab_penalty",
 })
 OBJECTIVES = Registry("objective", {
     "ce": "faceguard.losses:cross_entropy",

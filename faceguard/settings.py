@@ -20,8 +20,9 @@ from faceguard.registry import (AUGMENTATIONS, BACKENDS, DEFAULT_BACKEND, DEFAUL
 from faceguard.units import check_eps
 
 # version 1: the flat, unversioned settings of earlier protect manifests; 2: before ``ensemble``;
-# 3: before ``decay_at`` (every run decayed at PAPER_DECAYS)
-SETTINGS_VERSION = 4
+# 3: before ``decay_at`` (every run decayed at PAPER_DECAYS); 4: before the perceptual shaping
+# (``chroma``, ``budget_floor``, ``feather``, ``grid``: every run was unshaped, on the profile's grid)
+SETTINGS_VERSION = 5
 PAPER_DECAYS = (3 / 8, 5 / 8, 7 / 8)  # the step size drops 10x at these fractions of the steps (Witches' Brew)
 NOISE_STARTS = ("zero", "uniform")  # error-minimizing noise's Δ before its first round
 DEFAULT_REG_WEIGHT = 0.1  # weight of a visibility regulariser when one is chosen without a weight
@@ -68,6 +69,15 @@ class CraftSettings:
       them after one round, leaving weak noise: benchmarks/results/faces-cpu-em.md);
       ``noise_start`` — its Δ before the first round: ``zero``, or ``uniform`` in the ε-ball (the
       original code's start).
+    * ``chroma``, ``budget_floor``, ``feather`` — perceptual shaping of Δ inside ε
+      (:mod:`faceguard.shaping`): the bound of Δ's colour (chroma) part as a fraction of the pixel's
+      budget (1 = no colour limit, 0 = grey changes only), the budget's fraction of ε on flat areas
+      (1 = ε everywhere; texture and edges always get ε), and the fraction of the crafting image's
+      side over which Δ fades out at its border (0 = none). The defaults shape nothing.
+    * ``grid`` — evasion in ``faceguard protect``: the side in pixels of the aligned crop grid Δ is
+      parametrised on and pasted from (0 = the profile's crop size, 64 for the shipped profile). Each
+      recognizer reads the perturbed photo through its own view, so the grid only sets how fine Δ
+      may be: a coarse grid upsampled into a large face makes low-frequency blotches.
     * ``seed`` — batch ``k`` of a corpus is crafted with ``seed + k``, so any batch can be redone
       alone (resume) with the same result; ``batch_size`` — images per crafting batch, also the set
       one joint cosine is taken over.
@@ -88,6 +98,10 @@ class CraftSettings:
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
     min_rounds: int = 1
     noise_start: str = "zero"
+    chroma: float = 1.0
+    budget_floor: float = 1.0
+    feather: float = 0.0
+    grid: int = 0
     seed: int = 0
     batch_size: int = 128
     fd_step: float = 1e-5
@@ -115,6 +129,7 @@ class CraftSettings:
             ENSEMBLE.check(name)
         if self.method not in EVASION_METHODS:
             ensemble = ()
+            object.__setattr__(self, "grid", 0)  # only evasion's Δ lives on a grid of its own
         elif not ensemble or len(set(ensemble)) != len(ensemble):
             raise ValueError(f"the ensemble needs at least one recognizer and no repeats, got {list(ensemble)}")
         object.__setattr__(self, "ensemble", ensemble)
@@ -125,12 +140,22 @@ class CraftSettings:
         if any(not 0 < f < 1 for f in decay_at) or list(decay_at) != sorted(set(decay_at)):
             raise ValueError(f"decay_at needs increasing fractions of the steps between 0 and 1, got {list(decay_at)}")
         object.__setattr__(self, "decay_at", decay_at)
+        if not (0 <= self.chroma <= 1 and 0 <= self.budget_floor <= 1 and 0 <= self.feather < 0.5):
+            raise ValueError(f"need chroma and budget_floor in [0, 1] and feather in [0, 0.5), got chroma={self.chroma}, "
+                             f"budget_floor={self.budget_floor}, feather={self.feather}")
+        if self.grid != 0 and not 16 <= self.grid <= 512:
+            raise ValueError(f"grid must be 0 (the profile's crop size) or a side of 16-512 pixels, got {self.grid}")
         if self.batch_size < 1 or self.fd_refresh < 1 or self.min_rounds < 1 or self.step_size <= 0 or self.fd_step <= 0:
             raise ValueError("batch_size, fd_refresh and min_rounds must be >= 1, step_size and fd_step > 0")
 
     def replace(self, **changes: object) -> CraftSettings:
         """A copy with some fields changed (checked like a new object)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def shaped(self) -> bool:
+        """Whether Δ is shaped beyond the ℓ∞ ball (:mod:`faceguard.shaping`)."""
+        return self.chroma < 1 or self.budget_floor < 1 or self.feather > 0
 
     @property
     def label(self) -> str:
@@ -144,16 +169,19 @@ class CraftSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> CraftSettings:
-        """Settings stored by :meth:`to_dict`; versions 2 and 3 are read with what they stored
-        implicitly (2: the ensemble evasion used then; both: the paper's step-size decays), another
+        """Settings stored by :meth:`to_dict`; versions 2 to 4 are read with what they stored
+        implicitly (2: the ensemble evasion used then; 2 and 3: the paper's step-size decays; all:
+        no shaping), another
         version or an unknown key is refused by name."""
         data = dict(data)
         version = data.pop("version", None)
         if version == 2 and "ensemble" not in data:
             version, data["ensemble"] = 3, LEGACY_ENSEMBLE
         if version == 3:
-            version = SETTINGS_VERSION
+            version = 4
             data.setdefault("decay_at", PAPER_DECAYS)
+        if version == 4:  # unshaped: the defaults of the shaping fields
+            version = SETTINGS_VERSION
         if version != SETTINGS_VERSION:
             raise ValueError(f"crafting settings of version {version} are not supported "
                              f"(this faceguard reads version {SETTINGS_VERSION})")

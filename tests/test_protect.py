@@ -65,7 +65,14 @@ def test_png_run_perturbs_every_face_within_the_bound_and_nowhere_else(png_run, 
             assert (changed > 0).mean() > 0.3, f"{rel}: face at {face.box} barely perturbed"
         assert not diff[~inside].any(), f"{rel}: pixels outside the face regions changed"
         assert all(entry["loss"][k] is not None for k in ("clean", "crafted", "saved"))
-    assert "data:image/png;base64," in (out / "report.html").read_text()
+        seen = entry["visibility"]  # the most visible face's record, and the whole photo's numbers
+        assert seen == max((d["visibility"] for d in entry["face_details"]), key=lambda r: r["flip"]) | {
+            "photo_flip": seen["photo_flip"], "photo_ciede2000": seen["photo_ciede2000"]}
+        assert 0 < seen["photo_flip"] <= seen["flip"] and seen["ratio_jpeg75"] == pytest.approx(
+            seen["flip"] / seen["flip_jpeg75"], rel=1e-2)
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "FLIP error map, face 1" in page
+    assert page.count("compare at 100 %") == 1 + 3  # the explanation, then one button per photo
 
 
 def test_rerun_does_nothing(png_run, profile_path, capsys):

@@ -54,6 +54,15 @@ def test_settings_round_trip_and_refuse_other_versions_and_keys():
     assert custom.decay_at == (0.75,) and CraftSettings.from_dict(custom.to_dict()) == custom
     version3 = {key: value for key, value in custom.to_dict().items() if key != "decay_at"} | {"version": 3}
     assert CraftSettings.from_dict(version3) == custom.replace(decay_at=PAPER_DECAYS)  # what version 3 ran
+    shaped = custom.replace(chroma=0.0, budget_floor=0.4, feather=0.1, grid=128)
+    assert shaped.shaped and not custom.shaped and CraftSettings.from_dict(shaped.to_dict()) == shaped
+    version4 = {key: value for key, value in shaped.to_dict().items()
+                if key not in ("chroma", "budget_floor", "feather", "grid")} | {"version": 4}
+    assert CraftSettings.from_dict(version4) == custom  # what version 4 ran: unshaped, on the profile's grid
+    assert CraftSettings(method="alignment", grid=128).grid == 0  # only evasion has a grid of its own
+    for bad in ({"chroma": 1.5}, {"budget_floor": -0.1}, {"feather": 0.5}, {"grid": 8}):
+        with pytest.raises(ValueError):
+            CraftSettings(method="evade", **bad)
     for bad in ([0.5, 0.25], [0.0], [1.0], [0.5, 0.5]):
         with pytest.raises(ValueError, match="decay_at"):
             CraftSettings(decay_at=bad)

@@ -15,7 +15,7 @@ from faceguard.settings import DEFAULT_REG_WEIGHT, NOISE_STARTS, CraftSettings
 
 # the CraftSettings fields these options set (each option's dest is the field's name)
 _FIELDS = ("method", "eps", "steps", "restarts", "step_size", "decay_at", "variant", "backend", "augment", "regularizer",
-           "reg_weight", "min_rounds", "noise_start", "seed", "ensemble")
+           "reg_weight", "min_rounds", "noise_start", "chroma", "budget_floor", "feather", "grid", "seed", "ensemble")
 
 
 Defaults = CraftSettings | Callable[[str], CraftSettings]
@@ -83,6 +83,14 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
     add("--min-rounds", "error-minimizing noise: rounds run before its model fitting the perturbed images "
         "may stop it", type=int)
     add("--noise-start", "error-minimizing noise: its perturbation before the first round", choices=NOISE_STARTS)
+    add("--chroma", "shaping: bound of the colour part of the change as a fraction of its budget (0 = grey "
+        "changes only, 1 = no colour limit; docs/methods.md)", type=float)
+    add("--budget-floor", "shaping: fraction of eps allowed on flat areas such as skin (texture and edges always "
+        "get eps; 1 = eps everywhere)", type=float)
+    add("--feather", "shaping: fraction of the face crop's side over which the change fades out at its border",
+        type=float)
+    add("--grid", "evasion: side in pixels of the face crop grid the change is made on (0 = the profile's crop "
+        "size; finer grids give finer, less visible changes on large faces)", type=int)
     add("--seed", "crafting seed", type=int)
     if ensemble:
         found = default("ensemble", [m for m in methods if m in EVASION_METHODS] or None)

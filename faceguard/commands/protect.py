@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "detection; the image's centre square, resized to the profile's crop size, is the face")
     add_device_option(parser)
     parser.add_argument("--report", action="store_true", help="write OUT/report.html (before/after/difference)")
+    parser.add_argument("--no-visibility", dest="visibility", action="store_false",
+                        help="leave out the visibility numbers (FLIP and CIEDE2000 of each face against JPEG-90/75 "
+                             "re-saves of the original; they cost about three FLIPs of each face box)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if args.targets is not None:
             protector.load_targets(args.targets)
         options = FolderOptions(out=args.out, format=args.format, identities=args.identities, report=args.report,
-                                progress=not args.quiet, command=args.command_line)
+                                visibility=args.visibility, progress=not args.quiet, command=args.command_line)
         summary = protect_folder(args.photos, protector, options, context)
     finally:
         close_distributed()

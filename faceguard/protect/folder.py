@@ -55,12 +55,15 @@ STATUSES = ("protected", "no_face", "error")
 @dataclass
 class FolderOptions:
     """Folder-level choices: output folder (default ``PHOTOS-protected`` beside PHOTOS), output
-    format (``keep`` or ``png``), identity mode, HTML report, progress bar, the command line."""
+    format (``keep`` or ``png``), identity mode, HTML report, the visibility numbers of each photo
+    (:mod:`faceguard.visibility`; they cost about three FLIPs of each face box), progress bar, the
+    command line."""
 
     out: Path | None = None
     format: str = "keep"
     identities: str = "folders"
     report: bool = False
+    visibility: bool = True
     progress: bool = True
     command: str = ""
 
@@ -188,9 +191,23 @@ def _mean(values: list[float | None]) -> float | None:
     return round(float(np.mean(kept)), 6) if kept else None
 
 
+def visibility_entry(original: np.ndarray, saved: np.ndarray, details: list[dict]) -> dict:
+    """Add each face's visibility record to its ``details`` (its box against the original's JPEG
+    re-saves, :class:`faceguard.visibility.Visibility`) and return the photo's: the most visible
+    face's record, with ``photo_flip`` and ``photo_ciede2000`` of the whole photo."""
+    from faceguard.visibility import photo_visibility
+
+    seen = photo_visibility(colour_and_alpha(original)[0], colour_and_alpha(saved)[0], [d["box"] for d in details])
+    for detail, record in zip(details, seen["faces"]):
+        detail["visibility"] = record
+    worst = max(seen["faces"], key=lambda record: record["flip"])
+    return {**worst, "photo_flip": seen["photo"]["flip"], "photo_ciede2000": seen["photo"]["ciede2000"]}
+
+
 def _protect_one(protector: Protector, source: Path, target: Path, fmt: str, faces: list,
-                 names: list[str | None]) -> dict:
-    """Protect, write, re-read and measure one photo whose faces are already detected."""
+                 names: list[str | None], visibility: bool = True) -> dict:
+    """Protect, write, re-read and measure one photo whose faces are already detected (with the
+    visibility numbers of the saved file unless ``visibility`` is False)."""
     photo = read_photo(source)
     out_format = "PNG" if fmt == "png" else photo.format
     entry = {"faces": len(faces), "format": out_format, "lossy": not is_lossless(out_format)}
@@ -206,7 +223,8 @@ def _protect_one(protector: Protector, source: Path, target: Path, fmt: str, fac
     protector.measure_saved(crafted, saved, faces)
     details = [asdict(face) for face in crafted.faces]
     loss = {key: _mean([d[f"loss_{key}"] for d in details]) for key in ("clean", "crafted", "saved")}
-    return entry | {"status": "protected", "reason": "", **photo_metrics(photo.pixels, saved),
+    seen = {"visibility": visibility_entry(photo.pixels, saved, details)} if visibility else {}
+    return entry | {"status": "protected", "reason": "", **photo_metrics(photo.pixels, saved), **seen,
                     "loss": loss, "face_details": details}
 
 
@@ -353,7 +371,8 @@ class _FolderRun:
                 continue
             start, target = time.perf_counter(), self.out / self.targets[rel]
             try:
-                entry = _protect_one(protector, self.root / rel, target, self.options.format, faces, names[rel])
+                entry = _protect_one(protector, self.root / rel, target, self.options.format, faces, names[rel],
+                                     self.options.visibility)
                 entry |= {"output": self.targets[rel].as_posix(), "input_sha256": self.digests[rel],
                           "output_sha256": file_sha256(target), "eps": protector.eps}
             except Exception as exc:  # one bad photo must not stop the run

@@ -179,8 +179,11 @@ class Protector:
 
     def _region(self, colour: np.ndarray, face: Face) -> FaceRegion:
         """Where one face's perturbation lives (see :mod:`faceguard.protect.warp`); for evasion the
-        region also holds every ensemble member's view of the face."""
+        region also holds every ensemble member's view of the face, and its crop grid is
+        ``settings.grid`` when that is set (the members read the region, not the grid)."""
         size = self.profile.input_size
+        if self.ensemble and self.settings.grid:
+            size = self.settings.grid
         if self.aligned:
             return fit_region(colour, size)
         cover = [member.view.corners(face.landmarks) for member in self.ensemble]

@@ -1,0 +1,108 @@
+"""Perceptual shaping of Δ inside the ℓ∞ ball: where and in which colours a perturbation may go.
+
+ε stays the hard bound per pixel and channel (``--eps 16`` keeps its meaning); shaping only takes
+room away, where people would see the change most:
+
+* **Colour** (``chroma``): Δ per pixel is split into its luminance part L = mean over R, G, B (an
+  equal change of the three channels: grey) and its chroma part ρ = Δ − L (what tints the pixel;
+  Σρ = 0). ρ is bounded by ``chroma`` x the pixel's budget (0 = grey changes only, 1 = no
+  colour limit), L by what is left, so |L + ρ_c| never exceeds the budget. People see saturated,
+  low-frequency colour changes on skin at once (the blotches of unshaped evasion), and face
+  recognizers read mostly luminance structure.
+* **Budget map** (``budget_floor``, ``feather``): a per-pixel fraction m(x) ∈ [floor, 1] of ε,
+  from the clean image: large on texture and edges (hair, brows, eyes, lips), where contrast
+  masking hides a change, ``floor`` on flat skin (:func:`texture_budget`); times a raised-cosine
+  fade over the outer ``feather`` of the image's side (:func:`feather_map`), so no edge shows where
+  the perturbed face region ends.
+
+The methods apply it in their projection (:meth:`faceguard.attacks.base.Perturbation.project`) and
+steer their signed steps with :func:`shape_gradient`, so every iterate lies in the shaped set.
+All ops are plain tensor functions (kornia-style) on [B, C, H, W] images in [0, 1].
+"""
+from __future__ import annotations
+
+import kornia
+import torch
+from torch import Tensor
+
+TEXTURE_WINDOW = 5  # side of the window over which local contrast is taken (pixels of the crafting grid)
+TEXTURE_SCALE = 0.04  # local luminance std at which a pixel gets its full budget (about 10 levels)
+
+
+def luminance(x: Tensor) -> Tensor:
+    """Mean over the colour channels [B, 1, H, W] (the grey part of a change)."""
+    return x.mean(1, keepdim=True)
+
+
+def texture_budget(x: Tensor, floor: float, window: int = TEXTURE_WINDOW, scale: float = TEXTURE_SCALE) -> Tensor:
+    """Per-pixel budget fraction [B, 1, H, W] in [floor, 1]: ``floor`` + (1 − floor) · min(1, s / scale)
+    with s the local standard deviation of the clean image's luminance over a ``window``² box,
+    dilated by one window (a change just beside an edge is masked too). ``floor`` = 1 gives ones."""
+    if not 0 <= floor <= 1:
+        raise ValueError(f"budget floor must lie in [0, 1], got {floor}")
+    grey = luminance(x)
+    if floor == 1:
+        return torch.ones_like(grey)
+    size = (window, window)
+    mean = kornia.filters.box_blur(grey, size, border_type="reflect")
+    spread = (kornia.filters.box_blur(grey * grey, size, border_type="reflect") - mean * mean).clamp_min(0).sqrt()
+    texture = kornia.morphology.dilation(spread, torch.ones(size, device=x.device, dtype=x.dtype))
+    return floor + (1 - floor) * (texture / scale).clamp(max=1)
+
+
+def feather_map(height: int, width: int, fraction: float, device: torch.device | None = None) -> Tensor:
+    """[1, 1, H, W] raised-cosine fade from 0 at the border to 1 at ``fraction`` of the side inside
+    (ones for ``fraction`` = 0)."""
+    if not 0 <= fraction < 0.5:
+        raise ValueError(f"feather must lie in [0, 0.5), got {fraction}")
+
+    def ramp(length: int) -> Tensor:
+        if fraction == 0:
+            return torch.ones(length, device=device)
+        position = torch.arange(length, device=device, dtype=torch.float32) + 0.5
+        edge = torch.minimum(position, length - position) / (fraction * length)
+        return 0.5 - 0.5 * torch.cos(torch.pi * edge.clamp(max=1))
+
+    return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
+
+
+def budget_map(x: Tensor, floor: float = 1.0, feather: float = 0.0) -> Tensor:
+    """The per-pixel fraction of ε [B, 1, H, W] of clean images x: texture budget times feather."""
+    out = texture_budget(x, floor)
+    if feather:
+        out = out * feather_map(x.shape[-2], x.shape[-1], feather, x.device).to(out.dtype)
+    return out
+
+
+def project_shaped(x: Tensor, delta: Tensor, radius: Tensor | float, chroma: float = 1.0) -> Tensor:
+    """Δ projected onto the shaped ball: chroma part bounded by ``chroma`` · radius, luminance by
+    what is left and by what keeps x + Δ in [0, 1] (a last clamp to [0, 1] remains for a tint
+    that alone leaves it). ``radius`` is ε in [0, 1] units, a number or a
+    per-pixel map broadcastable to Δ (:func:`budget_map` · ε). One colour channel: plain clamp."""
+    if not 0 <= chroma <= 1:
+        raise ValueError(f"chroma must lie in [0, 1], got {chroma}")
+    if delta.shape[1] == 1 or chroma == 1:
+        shaped = torch.maximum(torch.minimum(delta, radius + 0 * delta), -radius + 0 * delta)
+    else:
+        grey = luminance(delta)
+        tint = delta - grey
+        peak = tint.abs().amax(1, keepdim=True)
+        allowed = chroma * radius + 0 * peak
+        tint = tint * torch.where(peak > allowed, allowed / peak.clamp_min(1e-12), torch.ones_like(peak))
+        room = radius - tint.abs().amax(1, keepdim=True)
+        # the grey part also keeps every channel of x + Δ in [0, 1], so the clamp below leaves the
+        # tint alone wherever that is possible (it is unless ρ alone leaves [0, 1])
+        low = torch.maximum(-room, (-x - tint).amax(1, keepdim=True))
+        high = torch.minimum(room, (1 - x - tint).amin(1, keepdim=True))
+        shaped = torch.maximum(torch.minimum(grey, high), low) + tint
+    return (x + shaped).clamp(0, 1) - x
+
+
+def shape_gradient(grad: Tensor, chroma: float = 1.0) -> Tensor:
+    """The gradient whose sign drives a step inside the shaped set: for ``chroma`` < 1 the chroma
+    part is scaled by ``chroma`` (0: every channel steps with the sign of the luminance gradient,
+    so a grey Δ stays grey)."""
+    if grad.shape[1] == 1 or chroma == 1:
+        return grad
+    grey = luminance(grad)
+    return grey + chroma * (grad - grey)
