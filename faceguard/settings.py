@@ -70,10 +70,11 @@ class CraftSettings:
       ``noise_start`` — its Δ before the first round: ``zero``, or ``uniform`` in the ε-ball (the
       original code's start).
     * ``chroma``, ``budget_floor``, ``feather`` — perceptual shaping of Δ inside ε
-      (:mod:`faceguard.shaping`): the bound of Δ's colour (chroma) part as a fraction of the pixel's
-      budget (1 = no colour limit, 0 = grey changes only), the budget's fraction of ε on flat areas
-      (1 = ε everywhere; texture and edges always get ε), and the fraction of the crafting image's
-      side over which Δ fades out at its border (0 = none). The defaults shape nothing.
+      (:mod:`faceguard.shaping`): the bound of Δ's colour (chroma) part as a fraction of ε (1 = no
+      colour limit, 0 = grey changes only; every PGD method), and for ``faceguard protect``'s photos
+      the budget map of each face's paste mask: its fraction of ε on flat areas (1 = ε everywhere;
+      texture and edges always get ε) and the fraction of the face crop's side over which Δ fades
+      out at its border (0 = none). The defaults shape nothing.
     * ``grid`` — evasion in ``faceguard protect``: the side in pixels of the aligned crop grid Δ is
       parametrised on and pasted from (0 = the profile's crop size, 64 for the shipped profile). Each
       recognizer reads the perturbed photo through its own view, so the grid only sets how fine Δ

@@ -5,28 +5,30 @@ room away, where people would see the change most:
 
 * **Colour** (``chroma``): Δ per pixel is split into its luminance part L = mean over R, G, B (an
   equal change of the three channels: grey) and its chroma part ρ = Δ − L (what tints the pixel;
-  Σρ = 0). ρ is bounded by ``chroma`` x the pixel's budget (0 = grey changes only, 1 = no
-  colour limit), L by what is left, so |L + ρ_c| never exceeds the budget. People see saturated,
-  low-frequency colour changes on skin at once (the blotches of unshaped evasion), and face
-  recognizers read mostly luminance structure.
-* **Budget map** (``budget_floor``, ``feather``): a per-pixel fraction m(x) ∈ [floor, 1] of ε,
-  from the clean image: large on texture and edges (hair, brows, eyes, lips), where contrast
-  masking hides a change, ``floor`` on flat skin (:func:`texture_budget`); times a raised-cosine
-  fade over the outer ``feather`` of the image's side (:func:`feather_map`), so no edge shows where
-  the perturbed face region ends.
+  Σρ = 0). ρ is bounded by ``chroma`` x ε (0 = grey changes only, 1 = no colour limit), L by
+  what is left, so |L + ρ_c| never exceeds ε. People see saturated, low-frequency colour changes
+  on skin at once (the blotches of unshaped evasion). The methods apply it in their projection
+  (:meth:`faceguard.attacks.base.Perturbation.project`) and steer their signed steps with
+  :func:`shape_gradient`, so every iterate lies in the shaped set.
+* **Budget map** (``budget_floor``, ``feather``): a per-pixel fraction m ∈ [0, 1] of ε that
+  multiplies the paste mask of a face in the photo (:class:`faceguard.protect.warp.PhotoFaces`), at
+  the photo's own resolution, where people look: :func:`texture_budget` is 1 on texture and edges
+  (hair, brows, eyes, lips), where contrast masking hides a change, and ``floor`` on flat skin;
+  :func:`feather_map`, drawn on the face's crop grid and warped into the photo like Δ, fades the
+  change out over the outer ``feather`` of the crop's side, so no edge shows where it ends.
 
-The methods apply it in their projection (:meth:`faceguard.attacks.base.Perturbation.project`) and
-steer their signed steps with :func:`shape_gradient`, so every iterate lies in the shaped set.
 All ops are plain tensor functions (kornia-style) on [B, C, H, W] images in [0, 1].
 """
 from __future__ import annotations
 
 import kornia
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-TEXTURE_WINDOW = 5  # side of the window over which local contrast is taken (pixels of the crafting grid)
-TEXTURE_SCALE = 0.04  # local luminance std at which a pixel gets its full budget (about 10 levels)
+TEXTURE_WINDOW = 7  # side of the window over which local contrast is taken (photo pixels: about 0.1° at 67 ppd)
+TEXTURE_SCALE = 0.08  # local luminance std at which a pixel gets its full budget (about 20 levels: wrinkles,
+# skin pores and JPEG blocks stay below it, hair, brows, eyes and lips reach it)
 
 
 def luminance(x: Tensor) -> Tensor:
@@ -37,7 +39,7 @@ def luminance(x: Tensor) -> Tensor:
 def texture_budget(x: Tensor, floor: float, window: int = TEXTURE_WINDOW, scale: float = TEXTURE_SCALE) -> Tensor:
     """Per-pixel budget fraction [B, 1, H, W] in [floor, 1]: ``floor`` + (1 − floor) · min(1, s / scale)
     with s the local standard deviation of the clean image's luminance over a ``window``² box,
-    dilated by one window (a change just beside an edge is masked too). ``floor`` = 1 gives ones."""
+    dilated by one pixel (a change right beside an edge is masked too). ``floor`` = 1 gives ones."""
     if not 0 <= floor <= 1:
         raise ValueError(f"budget floor must lie in [0, 1], got {floor}")
     grey = luminance(x)
@@ -46,7 +48,7 @@ def texture_budget(x: Tensor, floor: float, window: int = TEXTURE_WINDOW, scale:
     size = (window, window)
     mean = kornia.filters.box_blur(grey, size, border_type="reflect")
     spread = (kornia.filters.box_blur(grey * grey, size, border_type="reflect") - mean * mean).clamp_min(0).sqrt()
-    texture = kornia.morphology.dilation(spread, torch.ones(size, device=x.device, dtype=x.dtype))
+    texture = F.max_pool2d(spread, 3, stride=1, padding=1)  # a flat dilation: a change right beside an edge is masked
     return floor + (1 - floor) * (texture / scale).clamp(max=1)
 
 
@@ -66,19 +68,11 @@ def feather_map(height: int, width: int, fraction: float, device: torch.device |
     return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
 
 
-def budget_map(x: Tensor, floor: float = 1.0, feather: float = 0.0) -> Tensor:
-    """The per-pixel fraction of ε [B, 1, H, W] of clean images x: texture budget times feather."""
-    out = texture_budget(x, floor)
-    if feather:
-        out = out * feather_map(x.shape[-2], x.shape[-1], feather, x.device).to(out.dtype)
-    return out
-
-
 def project_shaped(x: Tensor, delta: Tensor, radius: Tensor | float, chroma: float = 1.0) -> Tensor:
     """Δ projected onto the shaped ball: chroma part bounded by ``chroma`` · radius, luminance by
     what is left and by what keeps x + Δ in [0, 1] (a last clamp to [0, 1] remains for a tint
-    that alone leaves it). ``radius`` is ε in [0, 1] units, a number or a
-    per-pixel map broadcastable to Δ (:func:`budget_map` · ε). One colour channel: plain clamp."""
+    that alone leaves it). ``radius`` is ε in [0, 1] units, a number or a per-pixel map
+    broadcastable to Δ. One colour channel: plain clamp."""
     if not 0 <= chroma <= 1:
         raise ValueError(f"chroma must lie in [0, 1], got {chroma}")
     if delta.shape[1] == 1 or chroma == 1:

@@ -36,7 +36,7 @@ from faceguard.gradients import model_device, trainable_params
 from faceguard.losses import LossFn
 from faceguard.registry import AUGMENTATIONS, NO_AUGMENTATION, NO_REGULARIZER, OBJECTIVES, REGULARIZERS
 from faceguard.settings import CraftSettings
-from faceguard.shaping import budget_map, project_shaped, shape_gradient
+from faceguard.shaping import project_shaped, shape_gradient
 from faceguard.units import eps_radius
 
 Preprocess = Callable[[Tensor, Tensor], Tensor]
@@ -59,9 +59,8 @@ class Perturbation:
     """Base of all methods: ``x_adv = method(x, y)`` with ``‖x_adv − x‖∞ ≤ ε`` and x_adv ∈ [0, 1].
 
     ``self.eps`` is the bound in pixel levels (as given), ``self.radius`` the same bound in the
-    [0, 1] range the images are in. With shaping settings (:attr:`CraftSettings.shaped`) the
-    projection also keeps Δ inside the per-pixel budget and colour bound of :mod:`faceguard.shaping`,
-    whose budget map is taken from each call's clean batch.
+    [0, 1] range the images are in. With ``chroma`` < 1 the projection also bounds Δ's colour
+    part (:func:`faceguard.shaping.project_shaped`).
     """
 
     name = ""  # the method's name in faceguard.registry.METHODS
@@ -77,7 +76,6 @@ class Perturbation:
         self.radius = eps_radius(self.eps)
         self.seed = self.settings.seed
         self.report = CraftReport()
-        self.budget: Tensor | None = None  # per-pixel radius map of the current call (shaped settings)
 
     def __call__(self, x: Tensor, y: Tensor, seed: int | None = None) -> Tensor:
         """Perturb a batch of [0, 1] images; same seed and inputs → identical output."""
@@ -86,9 +84,6 @@ class Perturbation:
         was_training = self.model.training
         self.model.eval()
         start = time.perf_counter()
-        settings = self.settings
-        self.budget = (budget_map(x0, settings.budget_floor, settings.feather) * self.radius
-                       if settings.budget_floor < 1 or settings.feather > 0 else None)
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(self.seed if seed is None else seed)
@@ -115,11 +110,10 @@ class Perturbation:
 
     def project(self, x: Tensor, delta: Tensor) -> Tensor:
         """Project Δ onto {‖Δ‖∞ ≤ ε} ∩ {x + Δ ∈ [0, 1]} (in place; Δ itself stays signed), and
-        onto the shaped set when the settings shape Δ (:func:`faceguard.shaping.project_shaped`)."""
+        onto the colour-bounded set for ``chroma`` < 1 (:func:`faceguard.shaping.project_shaped`)."""
         with torch.no_grad():
-            if self.settings.shaped:
-                radius = self.radius if self.budget is None else self.budget
-                delta.copy_(project_shaped(x, delta, radius, self.settings.chroma))
+            if self.settings.chroma < 1:
+                delta.copy_(project_shaped(x, delta, self.radius, self.settings.chroma))
                 return delta
             delta.clamp_(-self.radius, self.radius)
             delta.copy_((x + delta).clamp_(0, 1) - x)

@@ -271,16 +271,18 @@ class Protector:
             return Crafted(pixels.copy(), [])
         colour, alpha = colour_and_alpha(pixels)
         regions = [self._region(colour, face) for face in faces]
+        budget = {"budget_floor": self.settings.budget_floor, "feather": self.settings.feather}
         if self.corpus:  # the noise's own classifier, each face labelled with its person's row
             if self.identity_noise is None:
                 raise ValueError("no identity noise learned yet: faceguard protect learns it over the whole folder "
                                  "(Python: Protector.learn_identity_noise)")
             noise = self.identity_noise
-            model = PhotoFaces(noise.model.backbone, noise.model.head, colour, regions, noise.rows(identities)).eval()
+            model = PhotoFaces(noise.model.backbone, noise.model.head, colour, regions, noise.rows(identities),
+                               **budget).eval()
         else:
             head, labels = self._head(identities, self.embed(colour, faces))
             scale = work_scale(self.ensemble, [face.landmarks for face in faces]) if self.ensemble else 1.0
-            model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale).eval()
+            model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale, **budget).eval()
         index = torch.arange(len(faces), device=self.device)
         z_clean, anchors, targets, sign = model.clean_crops, None, [""] * len(faces), 1.0
         if not self.ensemble:

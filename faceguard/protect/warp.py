@@ -32,6 +32,7 @@ from kornia.geometry.transform import warp_affine
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
+from faceguard.shaping import feather_map, texture_budget
 from recognition.alignment import AlignedFace, align_face, paste_mask, transform_points
 
 
@@ -156,6 +157,10 @@ class PhotoFaces(nn.Module):
     rather than in every pass of the crafting backend. ``colour`` holds the photo's colour channels
     only (1 = grayscale, fed to the surrogate as three equal channels).
 
+    ``budget_floor`` < 1 or ``feather`` > 0 multiply each paste mask by the perceptual budget map of
+    :mod:`faceguard.shaping` (texture budget of the clean region, feather at the crop's border), so
+    Δ = warped δ · mask stays within that fraction of ε pixel by pixel.
+
     ``work_scale`` < 1 crafts on the regions area-downscaled by that factor (:func:`work_matrix`
     maps region pixels to work pixels; :attr:`to_work` holds it per face): everything a method
     reads (:meth:`photo_delta`, :meth:`perturbed_regions`, :meth:`crops`) is then at the work scale,
@@ -164,7 +169,8 @@ class PhotoFaces(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, photo: np.ndarray,
-                 regions: list[FaceRegion], labels: Tensor, work_scale: float = 1.0) -> None:
+                 regions: list[FaceRegion], labels: Tensor, work_scale: float = 1.0,
+                 budget_floor: float = 1.0, feather: float = 0.0) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         size = regions[0].aligned.size
@@ -190,6 +196,8 @@ class PhotoFaces(nn.Module):
         to_work = torch.from_numpy(work_matrix(self.full_size, self.region_size)).float()
         from_work = torch.linalg.inv(to_work)
         to_crop, to_region = self._matrices(regions, inverse=False), self._matrices(regions, inverse=True)
+        if budget_floor < 1 or feather > 0:  # the perceptual budget map (faceguard.shaping), at photo resolution
+            self.masks = self.masks * self._budget(to_region.to(device), size, budget_floor, feather)
         self.register_buffer("to_work", to_work.expand(len(regions), 3, 3).clone().to(device))
         self.register_buffer("full_to_region", to_region.to(device))
         self.register_buffer("to_crop", (to_crop @ from_work).to(device))
@@ -206,6 +214,15 @@ class PhotoFaces(nn.Module):
             ry, rx = (torch.tensor(m, dtype=torch.float32, device=device)[None] for m in regions[0].resize)
             self.register_buffer("resize_rows", ry)
             self.register_buffer("resize_columns", rx)
+
+    def _budget(self, to_region: Tensor, size: int, floor: float, feather: float) -> Tensor:
+        """Per region pixel, the fraction of ε a change may use [n, 1, h, w]: the texture budget of
+        the clean region times the crop grid's feather warped into the photo (as Δ is)."""
+        budget = texture_budget(self.regions, floor)
+        if feather > 0:
+            fade = feather_map(size, size, feather, self.regions.device).expand(len(self.regions), -1, -1, -1)
+            budget = budget * warp_affine(fade, to_region, self.full_size, padding_mode="zeros")
+        return budget
 
     @staticmethod
     def _matrices(regions: list[FaceRegion], inverse: bool) -> Tensor:
