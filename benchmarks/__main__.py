@@ -13,6 +13,8 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
                                 "one person protects their own photos, the rest of the corpus stays clean"),
               "protect-effect": ("benchmarks.protect_effect",
                                  "victims trained on photos saved by faceguard protect (PNG, JPEG) vs crop level"),
+              "serve": ("benchmarks.serve", "faceguard serve: photos/s and latency at 1, 2, 4 clients, overhead vs protect"),
+              "frontier": ("benchmarks.frontier", "protection against visibility from recognizers results files"),
               "recognizers": ("benchmarks.recognizers",
                               "pretrained recognizers vs real photos protected by faceguard protect: gallery and "
                               "scraper-fit threat models, defenses, quality")}

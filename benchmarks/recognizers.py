@@ -78,9 +78,22 @@ PROTECTIONS = {
 PROTECTIONS.update({f"{label}-seed{seed}": ("evade", {**PROTECTIONS[label][1], "seed": seed})
                     for label in ("evade-sface-ssim1.5-s37-decay0.6", "evade-sface-ssim1.5-s33-decay0.67")
                     for seed in (1, 2)})
+# Session 20's perceptual shaping (faceguard.shaping) over the session-17 default (-s33-decay0.67):
+# -luma: grey changes only (chroma 0) on a 128-pixel crop grid; -masked-lab adds the
+# photo-resolution budget map (0.3 of ε on flat skin, feathered over the outer 0.1 of the crop)
+# and the CIELAB penalty at weight 3 in place of SSIM. Each also at crafting seeds 1 and 2.
+SHAPINGS = {"luma": {"chroma": 0.0, "grid": 128},
+            "masked-lab": {"chroma": 0.0, "grid": 128, "budget_floor": 0.3, "feather": 0.1, "regularizer": "lab",
+                           "reg_weight": 3.0}}
+PROTECTIONS.update({f"evade-{name}": ("evade", {**PROTECTIONS["evade-sface-ssim1.5-s33-decay0.67"][1], **changes})
+                    for name, changes in SHAPINGS.items()})
+PROTECTIONS.update({f"evade-{name}-seed{seed}": ("evade", {**PROTECTIONS[f"evade-{name}"][1], "seed": seed})
+                    for name in SHAPINGS for seed in (1, 2)})
 # listed in the report (+ evasion's ensemble)
-SHOWN = ("steps", "step_size", "decay_at", "augment", "regularizer", "reg_weight", "seed")
+SHOWN = ("steps", "step_size", "decay_at", "augment", "regularizer", "reg_weight", "chroma", "budget_floor", "feather",
+         "grid", "seed")
 METHODS = tuple(PROTECTIONS)
+HALVES = ("tuning", "held-out")  # the people split of session 20 (recognizers_data.half_of)
 DATASET_CHOICES = ("realfaces", "photos")  # kept in step with recognizers_data.DATASETS
 DEFENSE_CHOICES = ("none", "jpeg75", "half")  # kept in step with recognizers_data.DEFENSES
 
@@ -103,6 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="false-accept rate at which a cosine threshold is fitted on other people's clean pairs")
     parser.add_argument("--people", nargs="+", help="only these people (folder names)")
     parser.add_argument("--limit-people", type=int, help="only the first N people (sorted by name; smoke runs)")
+    parser.add_argument("--half", choices=HALVES,
+                        help="only one half of the people (sorted by name, alternately: tuning = 1st, 3rd, ...; "
+                             "held-out = 2nd, 4th, ...): settings are chosen on the tuning half and reported on "
+                             "the held-out half, whose photos no choice may see")
     parser.add_argument("--work", type=Path,
                         help="cache folder: protected trees, embeddings (default: runs/recognizers)")
     add_out_option(parser, "folder for NAME.json/.md/.png", default=RESULTS_DIR)
@@ -244,8 +261,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown recognizers {', '.join(unknown)}; registered: {', '.join(RECOGNIZERS)}")
     work = args.work or Path("runs") / NAME
-    samples = data.split_samples(data.read_people(args.data or default_data_dir(), tuple(args.datasets)),
-                                 args.people, args.limit_people)
+    people = data.read_people(args.data or default_data_dir(), tuple(args.datasets))
+    samples = data.split_samples(people, args.people or (data.half_of(people, args.half) if args.half else None),
+                                 args.limit_people)
     people = sorted({s.person for s in samples})
     released = [s for s in samples if s.released]
     log(f"{len(people)} people, {len(released)} released photos, {len(samples) - len(released)} clean probes; "
@@ -273,12 +291,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{r['recognizer']} {r['metric']} {r['value']:.2f}" for r in found))
         if entries:
             rows += quality_rows(ref, embeddings, method, eps, files, entries)
-    config = {"datasets": args.datasets, "people": len(people), "released": len(released),
+    config = {"datasets": args.datasets, "half": args.half, "people": len(people), "released": len(released),
               "probes": len(samples) - len(released), "probes_with_face": len(ref.probe_people),
               "methods": labels, "eps": sorted({e for _, e in runs}), "defenses": args.defenses, "far": args.far,
               "settings": {m: method_settings(m, args.steps) for m in labels},
               "recognizers": {n: {"metric": RECOGNIZERS[n].metric, "threshold": RECOGNIZERS[n].threshold,
                                   "seen_by": [m for m in labels if n in crafted_with(m)],
+                                  "held_out": RECOGNIZERS[n].held_out,
                                   "note": RECOGNIZERS[n].note,
                                   "thresholds": {p: round(t, 4) for p, t in ref.thresholds[n].items()}}
                               for n in names},

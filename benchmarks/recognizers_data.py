@@ -74,6 +74,16 @@ def read_people(data_dir: Path, datasets: tuple[str, ...]) -> dict[str, list[Pat
     return people
 
 
+def half_of(people: dict[str, list[Path]], half: str) -> list[str]:
+    """One half of the people with ≥ 2 photos, sorted by name and taken alternately: ``tuning``
+    the 1st, 3rd, ... and ``held-out`` the 2nd, 4th, ... (session 20's split: settings are chosen
+    on the first, reported on the second)."""
+    names = sorted(name for name, paths in people.items() if len(paths) >= 2)
+    if half not in ("tuning", "held-out"):
+        raise ValueError(f"half is tuning or held-out, got {half!r}")
+    return names[0::2] if half == "tuning" else names[1::2]
+
+
 def split_samples(people: dict[str, list[Path]], only: list[str] | None = None,
                   limit: int | None = None) -> list[Sample]:
     """Released and probe samples of the people with ≥ 2 photos, sorted by name; ``only`` keeps
@@ -195,7 +205,8 @@ def protect_released(work: Path, released: Path, samples: list[Sample], label: s
     if method == "target":
         protector.load_targets(targets)
         command += f" --targets {targets}"
-    summary = protect_folder(released, protector, FolderOptions(out=out, progress=not quiet, command=command))
+    summary = protect_folder(released, protector, FolderOptions(out=out, progress=not quiet, command=command,
+                                                                     visibility=False))
     log(f"{name}: {summary.line()}")
     entries = read_manifest(out)["files"]
     files = {}

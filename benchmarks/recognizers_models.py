@@ -41,12 +41,14 @@ class Recognizer:
     """A recognizer of the benchmark: how it compares embeddings (``euclidean`` distance below
     ``threshold``, or ``cosine`` similarity at least ``threshold``, fitted on clean photos of other
     people when ``threshold`` is None), a line for the report, and its loader. Which protections
-    craft with it is theirs to say (``benchmarks.recognizers.crafted_with``)."""
+    craft with it is theirs to say (``benchmarks.recognizers.crafted_with``). ``held_out``: no
+    setting of any protection was ever chosen on its rows (the others were tuned on, white-box or not)."""
 
     metric: str
     threshold: float | None
     note: str
     load: Callable[[str], Describer]
+    held_out: bool = False
 
 
 class DlibDescriber:
@@ -160,7 +162,7 @@ RECOGNIZERS: dict[str, Recognizer] = {
     "facenet-casia": Recognizer("cosine", None, "Sandberg's FaceNet (Inception-ResNet-v1, CASIA-WebFace, 512-d, "
                                 "160² MTCNN box crop with margin; MIT weights, research training data, used only "
                                 "to measure; **held out**: chosen in session 20 before any setting was tried, "
-                                "never used to choose one)", FaceNetCropDescriber),
+                                "never used to choose one)", FaceNetCropDescriber, held_out=True),
 }
 
 

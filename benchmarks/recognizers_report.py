@@ -90,14 +90,18 @@ def _notes(config: dict) -> str:
             rule = (f"{info['metric']} threshold fitted per person at FAR {config['far']:g} on the clean impostor "
                     f"pairs of all *other* people (leave-one-person-out; {min(values):.3f}–{max(values):.3f})")
         lines.append(f"- `{name}`: {info['note']}; {kind}; {rule}.")
-    held_out = [f"`{name}`" for name, info in config["recognizers"].items() if not info["seen_by"]]
-    if held_out:
-        lines.append(f"- Held out (no protection crafts with it): {', '.join(held_out)}. A recognizer's rows for a "
+    unseen = [f"`{name}`" for name, info in config["recognizers"].items() if not info["seen_by"]]
+    held_out = [f"`{name}`" for name, info in config["recognizers"].items() if info.get("held_out")]
+    if unseen:
+        lines.append(f"- Not crafted with by any protection here: {', '.join(unseen)}. A recognizer's rows for a "
                      "protection that did not craft with it measure **transfer**; white-box rows are optimistic "
                      "for a recognizer you do not know.")
     else:
-        lines.append("- **No held-out recognizer**: every recognizer here is used by some protection's crafting; "
-                     "only the rows of protections that did not craft with a recognizer measure transfer.")
+        lines.append("- Every recognizer here is used by some protection's crafting; only the rows of protections "
+                     "that did not craft with a recognizer measure transfer.")
+    lines.append(f"- **Held out** from every choice of settings (never tuned on): {', '.join(held_out)}; every other "
+                 "recognizer's rows have been used to choose settings (tuning sets)." if held_out else
+                 "- **No recognizer here is held out**: every one's rows have been used to choose settings.")
     return "\n".join(lines)
 
 
@@ -110,7 +114,9 @@ def write_report(name: str, config: dict, command: str, rows: list[dict], out_di
                          for method, s in config["settings"].items())
     datasets = " and ".join(f"`{d}/`" for d in config["datasets"])
     summary = (
-        f"{config['people']} people of {datasets} with ≥ 2 photos: {config['released']} released photos "
+        f"{config['people']} people of {datasets} with ≥ 2 photos"
+        + (f" (the **{config['half']}** half: every other person by name)" if config.get("half") else "")
+        + f": {config['released']} released photos "
         "(every other one per person in manifest order; protected, format kept), "
         f"{config['probes']} clean probes ({config['probes_with_face']} with a face MTCNN finds). "
         f"Protection settings ({settings}); ε in 0–255 levels. Defenses act on the released photos before "

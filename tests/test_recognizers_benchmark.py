@@ -59,11 +59,12 @@ def test_results_files_and_rows(smoke):
     assert result["config"]["people"] == 3 and result["config"]["released"] == 5
     assert (root / "out" / "recognizers.png").stat().st_size > 0
     text = (root / "out" / "recognizers.md").read_text()
-    assert result["command"] in text and "Held out (no protection crafts with it): `insightface-mbf`, `edgeface-s`" in text
+    assert result["command"] in text and "Not crafted with by any protection here: `insightface-mbf`, `edgeface-s`, `facenet-casia`" in text
+    assert "**Held out** from every choice of settings (never tuned on): `facenet-casia`" in text
     seen = {name: info["seen_by"] for name, info in result["config"]["recognizers"].items()}
     targeted = "target-sface-ssim0.3"
     assert seen == {"dlib-resnet": [targeted], "profile": ["alignment", targeted],
-                    "sface": [targeted], "insightface-mbf": [], "edgeface-s": []}  # synthetic crafts with none
+                    "sface": [targeted], "insightface-mbf": [], "edgeface-s": [], "facenet-casia": []}  # synthetic crafts with none
     rows = result["rows"]
     assert all(ROW_KEYS <= set(row) for row in rows)
     cells = {(r["method"], r["recognizer"], r["defense"], r["threat_model"], r["metric"]) for r in rows}

@@ -108,10 +108,10 @@ VIEWER = """<div id="viewer" hidden><div class="bar"><button onclick="flip()">fl
 <script>
 let views = [], shown = 0;
 function compare(before, after, x, y) {
-  views = [before, after]; shown = 1; show();
-  document.getElementById('viewer').hidden = false;
   const frame = document.getElementById('frame');
   document.getElementById('full').onload = () => { frame.scrollLeft = x; frame.scrollTop = y; };
+  document.getElementById('viewer').hidden = false;
+  views = [before, after]; shown = 1; show();
 }
 function show() {
   document.getElementById('full').src = views[shown];
