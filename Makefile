@@ -1,9 +1,9 @@
-# Two entry points for newcomers: `make demo` and `make test`. Both create .venv and install first.
+# Entry points for newcomers: `make demo`, `make test` and `make serve` (the web page). All create .venv and install first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test serve clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The web page for people who do not use a terminal: opens http://127.0.0.1:8000/ in the browser (docs/serve.md).
+serve: $(STAMP)
+	$(VENV)/bin/faceguard serve --open
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-photos demo-photos-protected

@@ -64,8 +64,8 @@ class TinyEngine(Engine):
         self.calls.append((method, eps))
         return TinyProtector(eps, self.delay)
 
-    def settings(self, method, eps, identities):
-        return {"crafting": {"method": method, "eps": eps}, "identities": identities}
+    def settings(self, method, eps):
+        return {"crafting": {"method": method, "eps": eps}, "identities": "folders"}
 
     def check(self, originals, protected, identities):
         rels = sorted(p.relative_to(originals).as_posix() for p in Path(originals).rglob("*") if p.is_file())
@@ -74,6 +74,17 @@ class TinyEngine(Engine):
 
 class SlowEngine(TinyEngine):
     delay = 1.0
+
+
+class CrashEngine(TinyEngine):
+    """Kills its worker process on a photo named crash.png (as the out-of-memory killer would)."""
+
+    def protect_file(self, source, target, method, eps):
+        if Path(source).name == "crash.png":
+            import os
+
+            os._exit(1)
+        return super().protect_file(source, target, method, eps)
 
 
 def _png(image: Image.Image | None = None, fmt: str = "PNG") -> bytes:
@@ -100,8 +111,9 @@ def _files(root: Path) -> list[Path]:
 @pytest.fixture()
 def serve(tmp_path):
     """A running app (TestClient) with the tiny engine in one thread; yields (client, app, parent)."""
-    def start(factory=TinyEngine, **limits):
-        config = ServeConfig(workers=0, factory=factory, limits=Limits(**limits), temp_parent=tmp_path / "tmp")
+    def start(factory=TinyEngine, workers=0, **limits):
+        config = ServeConfig(workers=workers, threads=1, factory=factory, limits=Limits(**limits),
+                             temp_parent=tmp_path / "tmp")
         (tmp_path / "tmp").mkdir(exist_ok=True)
         app = create_app(config)
         client = TestClient(app, raise_server_exceptions=False)
@@ -261,7 +273,8 @@ def test_job_api_progress_results_check_and_zip(serve):
     assert sorted(archive.namelist()) == sorted(["manifest.json", "plain.png", "late.png", "trip/p0.png",
                                                   "trip/p0 (2).png", "trip/p1.png", "trip/p2.png"])
     manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["settings"]["crafting"]["eps"] == 12 and manifest["files"]["notes.jpg"]["status"] == "error"
+    assert manifest["settings"]["crafting"]["eps"] == 12 and manifest["settings"]["identities"] == "single"
+    assert manifest["files"]["notes.jpg"]["status"] == "error" and "settings" not in manifest["files"]["late.png"]
     assert manifest["check"]["model"] == "stand-in"
     assert client.get(f"/api/jobs/{job['id']}").status_code == 404  # downloaded: removed
     assert _files(app.state.root) == []
@@ -331,6 +344,14 @@ def test_client_disconnects_mid_upload_and_mid_job(serve):
     time.sleep(1.2)  # the photo in the worker finishes, and its output is removed
     assert _files(app.state.root) == []
     assert client.post("/api/protect", files={"photo": ("me.png", _png())}).status_code == 200
+
+
+def test_a_worker_process_that_dies_fails_only_its_photo(serve):
+    client, _ = serve(factory=CrashEngine, workers=1)
+    crashed = client.post("/api/protect", files={"photo": ("crash.png", _png())})
+    assert crashed.status_code == 422 and "the worker failed" in crashed.json()["error"]
+    for _ in range(2):  # the pool is started again
+        assert client.post("/api/protect", files={"photo": ("me.png", _png())}).status_code == 200
 
 
 def test_serve_command_warns_off_loopback(monkeypatch, capsys):

@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="photos waiting at most; more are refused with 503 until the queue shortens")
     parser.add_argument("--job-ttl", type=float, default=DEFAULTS.job_ttl,
                         help="seconds an unused job (and its temporary files) is kept")
+    parser.add_argument("--open", action="store_true", help="open the page in the default web browser once ready")
     add_device_option(parser)
 
 
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                          changes={} if args.steps is None else {"steps": args.steps}, limits=limits,
                          command=args.command_line)
     shown = f"[{args.host}]" if ":" in args.host else args.host
+    config.open_url = f"http://{shown}:{args.port}/" if args.open else None
     print(f"serve: loading the models in {args.workers} worker(s); then open http://{shown}:{args.port}/",
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")

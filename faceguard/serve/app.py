@@ -26,6 +26,7 @@ import functools
 import json
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -56,7 +57,8 @@ class ServeConfig:
     """One server: worker processes (0: a thread of this process) with ``threads`` torch threads
     each, the device and profile they load, crafting ``changes`` for every method (``{"steps": 2}``),
     the limits, where its temporary folder goes (default: the system's), whether it starts its
-    workers before serving, the command recorded in manifests, and an engine ``factory`` (tests)."""
+    workers before serving, the command recorded in manifests, an engine ``factory`` (tests), and
+    a page to open in the default browser once the workers are ready (``faceguard serve --open``)."""
 
     workers: int = 1
     threads: int | None = None
@@ -68,6 +70,7 @@ class ServeConfig:
     warm: bool = True
     command: str = "faceguard serve"
     factory: object | None = None
+    open_url: str | None = None
 
     def engine_factory(self) -> object:
         """A picklable callable building one worker's engine."""
@@ -122,6 +125,10 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         try:
             if config.warm:
                 await pool.warm_up()
+            if config.open_url:
+                import webbrowser
+
+                threading.Thread(target=webbrowser.open, args=(config.open_url,), daemon=True).start()
             yield
         finally:
             sweeper.cancel()
@@ -254,7 +261,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     async def download(job_id: str, request: Request, keep: bool = False) -> FileResponse:
         jobs = store(request)
         job = jobs.get(job_id)
-        path = await jobs.build_zip(job, config.command)
+        path = await asyncio.to_thread(jobs.build_zip, job, config.command)
         after = None if keep else BackgroundTask(jobs.remove, job)
         return FileResponse(path, media_type="application/zip", background=after,
                             headers={"Content-Disposition": _attachment("faceguard-protected.zip")})

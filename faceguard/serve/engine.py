@@ -52,15 +52,17 @@ class Engine:
         self._protectors.move_to_end(key)
         return self._protectors[key]
 
-    def settings(self, method: str, eps: float, identities: str) -> dict:
-        """The manifest ``settings`` of a folder protected with this method and ε (as the CLI records them)."""
+    def settings(self, method: str, eps: float) -> dict:
+        """The manifest ``settings`` of a folder protected with this method and ε, as the CLI records
+        them (``identities`` is the job's, set when its manifest is written)."""
         from faceguard.protect.folder import FolderOptions, _settings
 
-        return _settings(self.protector(method, eps), FolderOptions(identities=identities), {})
+        return _settings(self.protector(method, eps), FolderOptions(), {})
 
     def protect_file(self, source: str, target: str, method: str, eps: float) -> dict:
-        """Protect the photo ``source`` into ``target`` (same format); its manifest entry. Never
-        raises: a failure is an ``error`` entry with a one-line reason, as in ``faceguard protect``."""
+        """Protect the photo ``source`` into ``target`` (same format); its manifest entry, plus the
+        run's manifest ``settings`` under that key (the job keeps them). Never raises: a failure is
+        an ``error`` entry with a one-line reason, as in ``faceguard protect``."""
         from faceguard.protect.folder import _protect_one
         from faceguard.protect.photo import read_photo
 
@@ -70,7 +72,7 @@ class Engine:
             faces = protector.detect(read_photo(source_path).pixels)
             entry = _protect_one(protector, source_path, target_path, "keep", faces, [None] * len(faces))
             entry |= {"input_sha256": file_sha256(source_path), "output_sha256": file_sha256(target_path),
-                      "eps": protector.eps, "method": method}
+                      "eps": protector.eps, "method": method, "settings": self.settings(method, eps)}
         except Exception as exc:  # one bad photo must not stop the server
             target_path.unlink(missing_ok=True)
             entry = {"status": "error", "reason": one_line(exc)}

@@ -73,6 +73,7 @@ class Job:
     touched: float = field(default_factory=time.monotonic)
     check: dict | None = None
     check_status: str = "none"  # none, running, done, error
+    settings: dict | None = None  # the manifest settings, from the first photo a worker protected
 
     @property
     def incoming(self) -> Path:
@@ -170,17 +171,21 @@ class JobStore:
         (job.protected / photo.name).parent.mkdir(parents=True, exist_ok=True)
         photo.future = self.pool.submit_future("protect_file", str(source), str(job.protected / photo.name),
                                                job.method, job.eps)
-        photo.task = asyncio.get_running_loop().create_task(self._finish(photo))
+        photo.task = asyncio.get_running_loop().create_task(self._finish(job, photo))
         return photo
 
-    async def _finish(self, photo: JobPhoto) -> None:
-        """Record the worker's outcome of ``photo`` (a cancelled or failed call is an error)."""
+    async def _finish(self, job: Job, photo: JobPhoto) -> None:
+        """Record the worker's outcome of ``photo`` (a cancelled or failed call is an error) and
+        keep the first manifest settings a worker reports."""
         try:
             entry = await asyncio.wrap_future(photo.future)
         except asyncio.CancelledError:
             entry = {"status": "error", "reason": "cancelled before it was protected"}
         except Exception as exc:  # the worker process died
             entry = {"status": "error", "reason": f"the worker failed: {one_line(exc)}"}
+        settings = entry.pop("settings", None)
+        if settings is not None and job.settings is None:
+            job.settings = settings
         photo.record = {"input": photo.name, "output": photo.name, **entry}
         photo.status, photo.reason, photo.future = entry["status"], entry.get("reason", ""), None
 
@@ -198,7 +203,7 @@ class JobStore:
             job.check, job.check_status = {"error": one_line(exc)}, "error"
         return job.check
 
-    async def build_zip(self, job: Job, command: str) -> Path:
+    def build_zip(self, job: Job, command: str) -> Path:
         """``download.zip`` of the job: every protected or unchanged (no face) photo under its name,
         and ``manifest.json`` (settings, one entry per photo, the check when it was run)."""
         import json
@@ -210,7 +215,7 @@ class JobStore:
         kept = [photo for photo in job.photos if photo.status in ("protected", "no_face")]
         if not kept:
             raise UploadError(409, f"job {job.id} has no photo to download")
-        settings = await self.pool.run("settings", job.method, job.eps, job.identities)
+        settings = {**(job.settings or {"method": job.method, "eps": job.eps}), "identities": job.identities}
         manifest = {"version": VERSION, "command": command, "settings": settings,
                     "files": {photo.name: photo.record or {"status": photo.status, "reason": photo.reason}
                               for photo in job.photos}, "check": job.check}

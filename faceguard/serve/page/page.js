@@ -57,8 +57,10 @@ function card(name) {
   node.dataset.name = name; node.querySelector(".name").textContent = name;
   const viewer = node.querySelector(".viewer"), after = node.querySelector("img.after");
   const split = node.querySelector(".split"), flip = node.querySelector(".flip");
+  const divider = node.querySelector(".divider");
   const show = (value) => {  // the after photo covers the part right of the split
     split.value = value; after.style.clipPath = `inset(0 0 0 ${value}%)`;
+    divider.hidden = value <= 0 || value >= 100; divider.style.left = `${value}%`;
     node.querySelector(".showing").textContent = value >= 100 ? "before" : value <= 0 ? "after" : "before | after";
     flip.textContent = value >= 100 ? "Show after" : "Show before";
     node.dataset.showing = value >= 100 ? "before" : value <= 0 ? "after" : "split";
