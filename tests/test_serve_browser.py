@@ -119,7 +119,7 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
             first.locator(".split").fill("50")
             assert first.get_attribute("data-showing") == "split"
             assert first.locator(".numbers").inner_text().count("\n") >= 6
-            page.screenshot(path=str(tmp_path / "serve-page.png"), full_page=False)
+            page.screenshot(path=str(tmp_path / "serve-page.png"), full_page=True)
             with page.expect_download() as one:
                 first.locator("a.download").click()
             name = first.get_attribute("data-name")
