@@ -16,6 +16,7 @@ stops. A photo's status is ``queued``, ``protecting`` (handed to a worker), then
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
 import time
@@ -149,6 +150,7 @@ class JobStore:
         return added
 
     def _refused(self, job: Job, upload: Upload, reason: str) -> JobPhoto:
+        """Drop a refused upload's bytes and record it as an ``error`` photo of the job (the page shows it)."""
         upload.path.unlink(missing_ok=True)
         photo = JobPhoto(len(job.photos), unique_name(upload.name, job.taken), upload.size, "error", reason)
         job.photos.append(photo)
@@ -206,8 +208,6 @@ class JobStore:
     def build_zip(self, job: Job, command: str) -> Path:
         """``download.zip`` of the job: every protected or unchanged (no face) photo under its name,
         and ``manifest.json`` (settings, one entry per photo, the check when it was run)."""
-        import json
-
         from faceguard.protect.manifest import VERSION
 
         if not job.done:
