@@ -81,10 +81,12 @@ PROTECTIONS.update({f"{label}-seed{seed}": ("evade", {**PROTECTIONS[label][1], "
 # Session 20's perceptual shaping (faceguard.shaping) over the session-17 default (-s33-decay0.67):
 # -luma: grey changes only (chroma 0) on a 128-pixel crop grid; -masked-lab adds the
 # photo-resolution budget map (0.3 of ε on flat skin, feathered over the outer 0.1 of the crop)
-# and the CIELAB penalty at weight 3 in place of SSIM. Each also at crafting seeds 1 and 2.
+# and the CIELAB penalty at weight 3 in place of SSIM; -masked-free the same budget map with no
+# regulariser (the map alone limits what shows). Each also at crafting seeds 1 and 2.
+MASK = {"chroma": 0.0, "grid": 128, "budget_floor": 0.3, "feather": 0.1}
 SHAPINGS = {"luma": {"chroma": 0.0, "grid": 128},
-            "masked-lab": {"chroma": 0.0, "grid": 128, "budget_floor": 0.3, "feather": 0.1, "regularizer": "lab",
-                           "reg_weight": 3.0}}
+            "masked-lab": {**MASK, "regularizer": "lab", "reg_weight": 3.0},
+            "masked-free": {**MASK, "regularizer": "none"}}
 PROTECTIONS.update({f"evade-{name}": ("evade", {**PROTECTIONS["evade-sface-ssim1.5-s33-decay0.67"][1], **changes})
                     for name, changes in SHAPINGS.items()})
 PROTECTIONS.update({f"evade-{name}-seed{seed}": ("evade", {**PROTECTIONS[f"evade-{name}"][1], "seed": seed})
@@ -154,12 +156,13 @@ def method_settings(label: str, steps: int | None) -> dict:
     """Crafting settings of a protection beyond ε and its method: the product's defaults for the
     method with the changes of :data:`PROTECTIONS` (those of :data:`SHOWN`, and the ensemble of an
     evasion); ``steps`` overrides the steps. A label that names no ``decay_at`` keeps the paper's
-    step-size schedule, which every such label was measured with, whatever the product's default."""
+    step-size schedule, which every such label was measured with, whatever the product's default;
+    one that names no shaping is unshaped (``--strength high``), as every label before session 20."""
     from faceguard.settings import PAPER_DECAYS, protect_settings
 
     method, changes = PROTECTIONS[label]
     changes = {"decay_at": PAPER_DECAYS, **changes, **({"steps": steps} if steps is not None else {})}
-    settings = protect_settings(method, **changes)
+    settings = protect_settings(method, strength="high", **changes)  # unshaped unless the label shapes
     if is_data_free(method):  # drawn, not crafted: no steps to schedule
         shown = ("steps", "seed")
     else:

@@ -216,6 +216,19 @@ ERROR_MINIMIZING_STEPS = {"steps": 10, "step_size": 0.1}
 # error-minimizing noise with the poison's inner steps.
 EVASION_DEFAULTS = {"steps": 33, "step_size": 0.25, "decay_at": (0.67,), "augment": "scraper", "regularizer": "ssim",
                     "reg_weight": 1.5}
+# faceguard protect --strength: points of the protection / visibility frontier for evasion, chosen on
+# the tuning half of the recognizers benchmark's people (benchmarks/results/frontier.md). ``high`` is
+# session 17's unshaped default (colour changes on the profile's 64-pixel grid: most protection,
+# about 4.4x as visible as a JPEG-75 re-save); ``mid``, the default since session 20, makes grey
+# changes only on a 128-pixel grid (no colour blotches; about 3.4x; weaker against
+# insightface-mbf, as strong or stronger against dlib-resnet and edgeface-s); ``low`` adds the
+# photo-resolution budget map, a feather and the CIELAB term (about 2.4x; much weaker everywhere).
+STRENGTHS: dict[str, dict] = {
+    "high": {},
+    "mid": {"chroma": 0.0, "grid": 128},
+    "low": {"chroma": 0.0, "grid": 128, "budget_floor": 0.3, "feather": 0.1, "regularizer": "lab", "reg_weight": 3.0},
+}
+DEFAULT_STRENGTH = "mid"
 PROTECT_DEFAULTS: dict[str, dict] = {
     "alignment": {"steps": 10, "augment": NO_AUGMENTATION},
     "evade": EVASION_DEFAULTS,
@@ -245,11 +258,15 @@ def poison_settings(method: str = DEFAULT_POISON_METHOD, **changes: object) -> C
     return CraftSettings(**{"method": method, **POISON_DEFAULTS.get(method, {}), **changes})
 
 
-def protect_settings(method: str = DEFAULT_PROTECT_METHOD, **changes: object) -> CraftSettings:
+def protect_settings(method: str = DEFAULT_PROTECT_METHOD, strength: str = DEFAULT_STRENGTH,
+                     **changes: object) -> CraftSettings:
     """The defaults of ``faceguard protect`` for ``method`` (:data:`PROTECT_DEFAULTS`): ε = 16, one
-    restart, the ``fd-frozen`` backend, and the method's steps, step size and augmentation;
-    ``changes`` override them."""
+    restart, the ``fd-frozen`` backend, and the method's steps, step size and augmentation; for an
+    evasion method also the shaping of ``strength`` (:data:`STRENGTHS`); ``changes`` override them."""
     if method not in PROTECT_METHODS:
         raise ValueError(f"protect crafts with one of {', '.join(PROTECT_METHODS)}; got method {method!r}")
+    if strength not in STRENGTHS:
+        raise ValueError(f"unknown strength {strength!r}; choose from {', '.join(STRENGTHS)}")
+    shaping = STRENGTHS[strength] if method in EVASION_METHODS else {}
     return CraftSettings(**{"eps": 16.0, "restarts": 1, "backend": PROTECT_BACKEND, "method": method,
-                            **PROTECT_DEFAULTS[method], **changes})
+                            **PROTECT_DEFAULTS[method], **shaping, **changes})

@@ -185,3 +185,17 @@ def test_help_does_not_load_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_strengths_shape_evasion_only_and_explicit_options_win():
+    from faceguard.settings import DEFAULT_STRENGTH, STRENGTHS
+
+    assert DEFAULT_STRENGTH in STRENGTHS and protect_settings() == protect_settings(strength=DEFAULT_STRENGTH)
+    high, mid, low = (protect_settings("evade", strength=s) for s in ("high", "mid", "low"))
+    assert not high.shaped and high.grid == 0 and high.regularizer == "ssim"  # session 17's default
+    assert mid.chroma == 0 and mid.grid == 128 and mid.budget_floor == 1
+    assert low.budget_floor < 1 and low.feather > 0 and low.regularizer == "lab"
+    assert protect_settings("alignment", strength="low") == protect_settings("alignment", strength="high")
+    assert protect_settings("evade", strength="low", budget_floor=0.5).budget_floor == 0.5
+    with pytest.raises(ValueError, match="unknown strength"):
+        protect_settings("evade", strength="max")

@@ -45,11 +45,16 @@ def _default(defaults: Defaults, methods: list[str], field: str) -> tuple[object
                                                    for value, names in others.items()) + ")"
 
 
+SHAPING_FIELDS = ("chroma", "budget_floor", "feather", "grid", "regularizer")  # what protect's --strength sets
+
+
 def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, methods: list[str] | None = None,
-                         ensemble: bool = False, method_help: str | None = None) -> None:
+                         ensemble: bool = False, method_help: str | None = None, strength: bool = False) -> None:
     """``--method --eps --steps --restarts --step-size --variant --backend --augment
     --regularizer --reg-weight --seed`` with their defaults shown; ``methods`` limits --method;
-    ``ensemble`` adds ``--ensemble`` (the recognizers evasion crafts against). ``defaults`` is one
+    ``ensemble`` adds ``--ensemble`` (the recognizers evasion crafts against); ``strength``: the
+    command has a ``--strength`` that sets the shaping options (:data:`SHAPING_FIELDS`), so they
+    default to None (resolved from it) and their help says so. ``defaults`` is one
     :class:`CraftSettings` or a function of the method giving that method's defaults; with a
     function, ``--method`` defaults to None (the command resolves it) and ``method_help`` says how."""
     methods = methods or METHODS.names()
@@ -59,7 +64,11 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
         return {"default": value, "note": note}
 
     def add(flag: str, help: str, **kwargs: object) -> None:
-        found = default(flag.lstrip("-").replace("-", "_"))
+        field = flag.lstrip("-").replace("-", "_")
+        found = default(field)
+        if strength and field in SHAPING_FIELDS:
+            found = {"default": None, "note": (found["note"] or f" (default: {_text(found['default'])})")[:-1]
+                     + "; for evasion: set by --strength)"}
         group.add_argument(flag, default=found["default"], help=help + found["note"], **kwargs)
 
     group = parser.add_argument_group("crafting")
@@ -84,7 +93,7 @@ def add_crafting_options(parser: argparse.ArgumentParser, defaults: Defaults, me
         "may stop it", type=int)
     add("--noise-start", "error-minimizing noise: its perturbation before the first round", choices=NOISE_STARTS)
     add("--chroma", "shaping: bound of the colour part of the change as a fraction of its budget (0 = grey "
-        "changes only, 1 = no colour limit; docs/methods.md)", type=float)
+        "changes only, 1 = no colour limit; docs/visibility.md)", type=float)
     add("--budget-floor", "shaping: fraction of eps allowed on flat areas such as skin (texture and edges always "
         "get eps; 1 = eps everywhere)", type=float)
     add("--feather", "shaping: fraction of the face crop's side over which the change fades out at its border",

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from faceguard.commands.crafting import add_crafting_options, settings_from_args
-from faceguard.settings import DEFAULT_PROTECT_METHOD, PROTECT_METHODS, protect_settings
+from faceguard.settings import DEFAULT_PROTECT_METHOD, DEFAULT_STRENGTH, PROTECT_METHODS, STRENGTHS, protect_settings
 from recognition.cli import add_device_option, add_out_option
 
 IDENTITY_MODES = ("folders", "single", "cluster")  # kept in step with faceguard.protect.identities
@@ -16,12 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "output folder (default: PHOTOS-protected beside PHOTOS)")
     parser.add_argument("--profile", type=Path,
                         help="profile from `faceguard fit` (default: the profile shipped in the package)")
-    add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True,
+    add_crafting_options(parser, protect_settings, methods=list(PROTECT_METHODS), ensemble=True, strength=True,
                          method_help=f"crafting method (default: {DEFAULT_PROTECT_METHOD}; alignment with --aligned, "
                                      "which evasion does not handle; target pulls each face toward another "
                                      "person of --targets; error-minimizing-classwise learns one "
                                      "perturbation per person over the whole folder first, synthetic "
                                      "draws one block pattern per person)")
+    parser.add_argument("--strength", choices=list(STRENGTHS), default=DEFAULT_STRENGTH,
+                        help="evasion: how much protection against how much visible change (docs/visibility.md): "
+                             "high = colour changes, most protection, most visible; mid = grey changes on a finer "
+                             "grid, no colour blotches; low = also less on flat skin, least visible and weakest; "
+                             "--eps stays the cap and explicit shaping options override it")
     parser.add_argument("--targets", type=Path, metavar="DIR",
                         help="--method target: photos of other people, one sub-folder per person (e.g. public "
                              "figures); each face is pulled toward the one least like it")
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     args.method = args.method or ("alignment" if args.aligned else DEFAULT_PROTECT_METHOD)
     if (args.method == "target") != (args.targets is not None):
         raise ValueError("--method target needs --targets DIR, and --targets only goes with --method target")
-    settings = settings_from_args(args, protect_settings)
+    settings = settings_from_args(args, partial(protect_settings, strength=args.strength))
     context = init_distributed(args.device)  # under torchrun: one share of the photos per process
     try:
         protector = Protector(args.profile, settings, device=context.device, aligned=args.aligned)
