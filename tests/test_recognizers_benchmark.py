@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_data
+from conftest import require_data, require_models
 from test_protect_support import one_thread  # noqa: F401 (autouse)
 
 from benchmarks import recognizers_data
@@ -33,6 +33,7 @@ ROW_KEYS = {"method", "eps", "victim", "defense", "seeds", "recognizer", "threat
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, dlib_recognizer, dlib_cache):
+    require_models(*RECOGNIZERS)  # insightface-mbf, edgeface-s, facenet-casia: make bench-models
     data = require_data("realfaces").parent
     root = tmp_path_factory.mktemp("recognizers")
     args = [*SMOKE, "--data", str(data), "--work", str(root / "work"), "--out", str(root / "out")]

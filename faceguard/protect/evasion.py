@@ -103,9 +103,12 @@ insightface_mbf_member = _onnx_member("insightface-mbf")
 
 
 def load_ensemble(names: Sequence[str], profile, device: torch.device) -> list[Member]:
-    """The members named (:data:`faceguard.registry.ENSEMBLE`), in that order, on ``device``."""
+    """The members named (:data:`faceguard.registry.ENSEMBLE`), in that order, on ``device``; a
+    member whose weights do not allow any use prints a one-line warning (once per process)."""
     from faceguard.registry import ENSEMBLE
+    from recognition.models.licences import warn_if_restricted
 
+    warn_if_restricted(names)
     return [ENSEMBLE.get(name)(profile, device) for name in names]
 
 

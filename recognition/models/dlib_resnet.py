@@ -26,7 +26,6 @@ SHA-256, so later loads never decode or execute anything. Nothing is downloaded.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from torch import nn
 
 from recognition.dlib_format import DlibFormatError, DlibNet, Layer, read_dnn
 from recognition.files import file_sha256, write_bytes_atomic
+from recognition.models.licences import weights_file
 from recognition.models.registry import register_model
 
 INPUT_SIZE = 150
@@ -178,13 +178,10 @@ def default_weights_path() -> Path:
     """dlib's model file inside the installed ``face_recognition_models`` package.
 
     Located with ``find_spec`` rather than imported: the package's ``__init__`` needs
-    ``pkg_resources``, which current setuptools no longer ships.
+    ``pkg_resources``, which current setuptools no longer ships. Of its other files only the
+    5-point predictor is read, by a test (:data:`recognition.models.licences.DLIB_MODELS`).
     """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package face-recognition-models is not installed "
-                                "(pip install face-recognition-models)")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / MODEL_FILE
+    return weights_file("dlib-resnet")
 
 
 def cache_dir() -> Path:

