@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from faceguard.attacks.base import Perturbation, PGDAttack
+from faceguard.progress import RoundsProgress, progress_shown
 from faceguard.settings import CraftSettings
 
 
@@ -83,7 +84,10 @@ class ErrorMinimizing(Perturbation):
     (a deep copy is trained); :attr:`rounds` and :attr:`train_accuracy` report how the last call ended,
     :attr:`noise` holds its raw Δ (one per class when class-wise, before the [0, 1] clamp of each
     image) and :attr:`trained` the copy trained alongside (in eval mode), so the noise can be applied
-    to other images of the same classes and its effect measured.
+    to other images of the same classes and its effect measured. Each round is reported on stderr
+    (:class:`~faceguard.progress.RoundsProgress`: round k of at least/at most N, the accuracy on
+    x + Δ, the time left) when ``progress`` is True, or when it is None (the default) inside
+    :func:`~faceguard.progress.showing_progress` ``(True)``.
     """
 
     name = "error-minimizing"
@@ -93,7 +97,7 @@ class ErrorMinimizing(Perturbation):
     def __init__(self, model: nn.Module, settings: CraftSettings | None = None, *, classwise: bool = False,
                  train_steps: int = 10, max_rounds: int = 10, stop_accuracy: float = 0.99, lr: float = 0.1,
                  loss_fn: object = None, params: object = None, preprocess: object = None,
-                 **changes: object) -> None:
+                 progress: bool | None = None, **changes: object) -> None:
         super().__init__(model, settings, **changes)
         if loss_fn is not None or params is not None or preprocess is not None:
             raise ValueError("error-minimizing noise trains its own copy of a classifier: no loss_fn, params "
@@ -101,7 +105,7 @@ class ErrorMinimizing(Perturbation):
         if train_steps < 1 or max_rounds < 1 or not 0 < stop_accuracy <= 1:
             raise ValueError("need train_steps >= 1, max_rounds >= 1 and 0 < stop_accuracy <= 1")
         self.classwise, self.train_steps, self.max_rounds = classwise, train_steps, max_rounds
-        self.stop_accuracy, self.lr = stop_accuracy, lr
+        self.stop_accuracy, self.lr, self.progress = stop_accuracy, lr, progress
         self.rounds, self.train_accuracy = 0, 0.0
         self.noise: Tensor | None = None
         self.trained: nn.Module | None = None
@@ -123,11 +127,28 @@ class ErrorMinimizing(Perturbation):
         delta = torch.zeros((classes, *x.shape[1:]) if self.classwise else x.shape, device=x.device)
         if self.settings.noise_start == "uniform":  # seeded by the call, as every random start
             delta.uniform_(-self.radius, self.radius)
-        order = iter(())
         least = self.settings.min_rounds
-        for rounds in range(1, max(self.max_rounds, least) + 1):
+        most = max(self.max_rounds, least)
+        report = RoundsProgress(self.name, len(x), least, most, self.stop_accuracy,
+                                self.train_steps + (self.settings.steps + 1) * len(self._batches(x)),
+                                progress_shown(self.progress))
+        try:
+            self._alternate(model, optimizer, augment, x, y, delta, report)
+        finally:
+            report.close()
+        self.noise, self.trained = delta, model.eval()
+        return self.project(x, (delta[y] if self.classwise else delta).clone())
+
+    def _alternate(self, model: nn.Module, optimizer: torch.optim.Optimizer, augment: Callable[[Tensor], Tensor] | None,
+                   x: Tensor, y: Tensor, delta: Tensor, report: RoundsProgress) -> None:
+        """The rounds: train the model, minimise Δ (in place), test whether to stop; each reported."""
+        order: Iterator[Tensor] = iter(())
+        least, most = report.least, report.most
+        for rounds in range(1, most + 1):
             self.rounds = rounds
+            report.begin_round(rounds)
             model.train()
+            losses = torch.zeros((), device=x.device)
             for _ in range(self.train_steps):
                 index = next(order, None)
                 if index is None:
@@ -138,13 +159,16 @@ class ErrorMinimizing(Perturbation):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                losses += loss.detach()
+                report.tick()
             model.eval()
-            self._minimise(model, x, y, delta)
-            self.train_accuracy = self._accuracy(model, x, y, delta)
+            report.phase("perturb")
+            self._minimise(model, x, y, delta, report)
+            report.phase("test")
+            self.train_accuracy = self._accuracy(model, x, y, delta, report)
+            report.end_round(rounds, self.train_accuracy, float(losses) / self.train_steps)
             if rounds >= least and self.train_accuracy >= self.stop_accuracy:
-                break
-        self.noise, self.trained = delta, model.eval()
-        return self.project(x, (delta[y] if self.classwise else delta).clone())
+                return
 
     def _batches(self, x: Tensor, shuffle: bool = False) -> tuple[Tensor, ...]:
         """Index batches of ``settings.batch_size`` over the corpus, in order or shuffled (global RNG)."""
@@ -155,8 +179,9 @@ class ErrorMinimizing(Perturbation):
         own = delta[y[index]] if self.classwise else delta[index]
         return (x[index] + own).clamp(0, 1)
 
-    def _minimise(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor) -> None:
-        """``settings.steps`` signed descent steps on Δ (in place), projected onto the ε-ball."""
+    def _minimise(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor, report: RoundsProgress) -> None:
+        """``settings.steps`` signed descent steps on Δ (in place), projected onto the ε-ball; each
+        batch ticks ``report``."""
         step = self.settings.step_size * self.radius
         for _ in range(self.settings.steps):
             total = torch.zeros_like(delta) if self.classwise else None
@@ -168,16 +193,19 @@ class ErrorMinimizing(Perturbation):
                     total.index_add_(0, y[index], grad)
                 else:
                     delta[index] = (delta[index] - step * grad.sign()).clamp(-self.radius, self.radius)
+                report.tick()
             if self.classwise:
                 delta.sub_(step * total.sign()).clamp_(-self.radius, self.radius)
         if not self.classwise:
             delta.copy_(self.project(x, delta))
 
     @torch.no_grad()
-    def _accuracy(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor) -> float:
+    def _accuracy(self, model: nn.Module, x: Tensor, y: Tensor, delta: Tensor, report: RoundsProgress) -> float:
+        """The stopping test: the fraction of x + Δ the model classifies correctly (each batch ticks ``report``)."""
         correct = 0
         for index in self._batches(x):
             correct += int((model(self._perturbed(x, y, delta, index)).argmax(1) == y[index]).sum())
+            report.tick()
         return correct / len(x)
 
 

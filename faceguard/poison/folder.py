@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from faceguard.attacks import build_attack
 from faceguard.gradients import load_gradient, model_device, save_gradient, target_gradient, trainable_params
 from faceguard.poison.craft import craft_batch
+from faceguard.progress import showing_progress
 from faceguard.registry import METHODS, is_data_free
 from faceguard.settings import SETTINGS_VERSION, CraftSettings
 from recognition.datasets import decode_image, scan_image_folder
@@ -167,21 +168,22 @@ def poison_folder(data_dir: Path, out_dir: Path, model: nn.Module, job: PoisonJo
     target = _whole_set_target(model, index, job, state, context) if job.target == "all" else None
     bar = tqdm(total=len(index.files), desc="poison", unit="img", disable=not (progress and context.is_main))
     records, batch_counter = [], 0
-    for number, chunk in enumerate(chunks):
-        marker = state / f"chunk-{number:05d}.json"
-        images = FolderImages(index, chunk, job.size)
-        batches = shape_batches(images, job.settings.batch_size)
-        if marker.exists():
-            records.append(json.loads(marker.read_text()))
-            bar.update(len(chunk))
-        else:
-            records.append(_poison_corpus_chunk(model, images, batch_counter, job, out_dir, bar)
-                           if job.corpus else
-                           _poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar, context))
-            barrier(context)
-            if context.is_main:
-                write_json_atomic(marker, records[-1])
-        batch_counter += len(batches)
+    with showing_progress(progress and context.is_main):  # a corpus method reports its rounds
+        for number, chunk in enumerate(chunks):
+            marker = state / f"chunk-{number:05d}.json"
+            images = FolderImages(index, chunk, job.size)
+            batches = shape_batches(images, job.settings.batch_size)
+            if marker.exists():
+                records.append(json.loads(marker.read_text()))
+                bar.update(len(chunk))
+            else:
+                records.append(_poison_corpus_chunk(model, images, batch_counter, job, out_dir, bar)
+                               if job.corpus else
+                               _poison_chunk(model, images, batches, batch_counter, job, out_dir, target, bar, context))
+                barrier(context)
+                if context.is_main:
+                    write_json_atomic(marker, records[-1])
+            batch_counter += len(batches)
     bar.close()
     summary = {"root": str(root), "images": len(index.files), "classes": index.classes, "chunks": records,
                "processes": context.world_size, "job": job.record()}

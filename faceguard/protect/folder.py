@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceguard.progress import showing_progress
 from faceguard.protect.identities import assign_names, identity_key, share_embeddings
 from faceguard.protect.manifest import MANIFEST, Manifest
 from faceguard.protect.photo import colour_and_alpha, is_lossless, photo_metrics, read_photo, write_photo
@@ -327,7 +328,8 @@ class _FolderRun:
         with tqdm(total=len(self.mine & set(todo)), unit="photo", desc="protect", disable=not shown or None) as self.bar:
             if corpus:  # every photo's faces first (finished ones too: the noise is learned from all)
                 detected = [self.detect_group(key, group, set(todo)) for key, group in groups.items()]
-                prepare_identity_noise(self.protector, detected, self.crops, self.out, self.manifest.settings)
+                with showing_progress(shown):  # its rounds, accuracy and time left
+                    prepare_identity_noise(self.protector, detected, self.crops, self.out, self.manifest.settings)
                 for faces, names in detected:
                     self.protect_detected({rel: faces[rel] for rel in faces if rel in todo}, names)
             else:  # group by group; under torchrun every group is detected (and shared) first, so the

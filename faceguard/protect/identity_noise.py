@@ -142,7 +142,9 @@ def learn_identity_noise(backbone: nn.Module, crops: Tensor, names: list[str], s
     people (at least two), with ``settings``: class-wise error-minimizing noise (ε, inner steps and
     step size, batch size, seed; ``backbone`` is not changed, a seeded fresh copy is trained), or
     with ``settings.method == "synthetic"`` each person's block pattern times ε (seed and the
-    number of people alone; people in sorted order)."""
+    number of people alone; people in sorted order). The error-minimizing rounds report their
+    progress on stderr inside :func:`~faceguard.progress.showing_progress` ``(True)``, as
+    ``faceguard protect`` without ``--quiet`` calls it: minutes of work on a large folder."""
     people = sorted(set(names))
     if len(people) < 2:
         raise ValueError(f"{settings.method} noise tells people apart, so it needs faces of at least "
