@@ -20,18 +20,24 @@ def protected_setup(cifar_surrogate):
 def test_crafting_lowers_alignment_loss_clearly_below_a_random_start(protected_setup, variant):
     """The batch alignment A (Eq. 3) falls far below its random-start value for both variants.
 
-    For the independent variant the per-image losses 1 − cos(T, g_i) must fall too, but less: one
-    image's gradient is dominated by directions of its own, while their sum aligns (measured here:
-    batch A 0.98 → 0.38, mean per-image loss 1.02 → 0.91 after 20 steps).
+    The random start's A depends on the briefly trained surrogate, whose training the CPU kernels and
+    thread count steer (measured 0.35-1.08 over surrogate seeds 0-3 on one and two threads of an
+    AVX-512 CPU), so the bounds are on what 40 steps reach there: joint A 0.11-0.28 (at most 0.41 of
+    its start); the independent variant, which lowers each image's own loss 1 − cos(T, g_i), takes
+    the batch A to 0.16-0.32 (at most 0.77 of its start) and its mean per-image loss down by
+    0.11-0.24 (one image's gradient is dominated by directions of its own, while their sum aligns).
     """
     model, target, x, y = protected_setup
     batch_loss = Alignment(model, target, BASE, steps=0, restarts=1, variant="joint")
-    atk = Alignment(model, target, BASE, steps=20, restarts=1, variant=variant)
+    atk = Alignment(model, target, BASE, steps=40, restarts=1, variant=variant)
     random_start = RandomNoise(model, BASE)(x, y)
     x_adv = atk(x, y)
     start, final = batch_loss.loss(x, y, random_start), batch_loss.loss(x, y, x_adv)
-    assert final < start - 0.4, (float(start), float(final))
-    assert atk.loss(x, y, x_adv).mean() < atk.loss(x, y, random_start).mean() - 0.05
+    if variant == "joint":
+        assert final < min(0.6 * start, 0.35), (float(start), float(final))
+    else:
+        assert final < min(start, 0.4), (float(start), float(final))
+        assert atk.loss(x, y, x_adv).mean() < atk.loss(x, y, random_start).mean() - 0.06
     trace = atk.report.step_losses[0]
     assert trace[-1] < trace[0]
 

@@ -9,7 +9,7 @@
   same seed.
 - ``error-minimizing`` (sample-wise and class-wise): a fresh net trained for 8 epochs on the noisy
   images of 200 CIFAR-10 training images reaches a lower training loss than on the clean ones (the
-  shortcut; measured 0.92 and 0.73 against 1.20), the surrogate passed in is left untouched, and
+  shortcut; ratios measured in the test's docstring), the surrogate passed in is left untouched, and
   class-wise noise is one Δ per class.
 """
 from __future__ import annotations
@@ -74,14 +74,14 @@ def clean_training_loss(small_corpus):
     return _training_loss(*small_corpus, epochs=8)
 
 
-def _error_minimizing(x: torch.Tensor, y: torch.Tensor, classwise: bool, seed: int):
+def _error_minimizing(x: torch.Tensor, y: torch.Tensor, classwise: bool, seed: int, eps: float = 8):
     """The noise attack on a tiny ResNet (seeded), and its output on the corpus."""
     from faceguard.attacks import build_attack
     from recognition.models import create_model
 
     torch.manual_seed(seed)
     model = create_model("resnet18", num_classes=10, width=0.125)
-    settings = CraftSettings(method="error-minimizing-classwise" if classwise else "error-minimizing", eps=8,
+    settings = CraftSettings(method="error-minimizing-classwise" if classwise else "error-minimizing", eps=eps,
                              steps=10, step_size=0.2, augment="none", batch_size=50, seed=seed)
     attack = build_attack(model, settings)
     # 3 training steps a round: with the default 10 the crafting model memorises 200 images within
@@ -90,7 +90,7 @@ def _error_minimizing(x: torch.Tensor, y: torch.Tensor, classwise: bool, seed: i
     before = {name: value.clone() for name, value in model.state_dict().items()}
     x_adv = attack(x, y)
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
-    assert attack.rounds >= 1 and (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    assert attack.rounds >= 1 and (x_adv - x).abs().max() <= eps / 255 + 1e-6
     return attack, x_adv
 
 
@@ -98,14 +98,17 @@ def _error_minimizing(x: torch.Tensor, y: torch.Tensor, classwise: bool, seed: i
 def test_error_minimizing_noise_makes_training_easy(small_corpus, clean_training_loss, classwise):
     """A fresh net trained on the noise fits it much faster than the clean images (the shortcut).
 
-    Victim loss after 8 epochs over the clean one, measured for crafting seeds 0-3 on one and two
-    threads: sample-wise 0.50-0.77; class-wise 0.39-0.96, its seed 0 alone 0.60 (one thread) and
-    0.73 (two). How far a 200-image run goes depends on the arithmetic as much as on the seed, so
-    class-wise noise is judged by the mean of two crafting seeds (0.56-0.75 over the pairs measured)."""
+    Victim loss after 8 epochs over the clean one. How far a 200-image run goes depends on the
+    arithmetic (CPU kernels, thread count) as much as on the crafting seed, so each kind is judged by
+    the mean of two crafting seeds. Measured for seeds 0-3 on one and two threads of an AVX-512 CPU
+    (session 21): class-wise at ε = 8 0.04-0.95, the mean of seeds 0 and 1 0.29 (one thread) and 0.41
+    (two); sample-wise at ε = 8 0.66-1.01, no shortcut left at two threads (0.86-1.01), so it is
+    crafted at ε = 16, protect's default: 0.04-0.81, the mean of seeds 0 and 1 0.31 and 0.67
+    (another machine had given 0.50-0.77 at ε = 8)."""
     x, y = small_corpus
     ratios = []
-    for seed in (0, 1) if classwise else (0,):
-        attack, x_adv = _error_minimizing(x, y, classwise, seed)
+    for seed in (0, 1):
+        attack, x_adv = _error_minimizing(x, y, classwise, seed, eps=8 if classwise else 16)
         if classwise:  # one Δ per class, except where the [0, 1] clamp cut it
             delta = x_adv - x
             same = (delta[y == 3] - delta[y == 3][:1]).abs() < 1e-6
