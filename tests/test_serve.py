@@ -334,6 +334,36 @@ def _multipart(name: str, data: bytes, boundary: str = "b0undary") -> bytes:
             f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
 
 
+class _ChunkedRequest:
+    """A Starlette-like request whose multipart body arrives in small chunks, yielding between them."""
+
+    def __init__(self, body: bytes, boundary: str) -> None:
+        self.body, self.headers = body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+    async def stream(self):
+        for start in range(0, len(self.body), 512):
+            await asyncio.sleep(0)  # let the other upload run: their parts are written interleaved
+            yield self.body[start:start + 512]
+
+
+def test_uploads_into_one_folder_at_once_keep_their_own_bytes(tmp_path):
+    """The page sends a job's photos as several requests at once, into one job folder: each
+    upload must land in a file of its own (the bug: both wrote ``.upload-0.part``)."""
+    from faceguard.serve.uploads import read_form
+
+    photos = [_png(gradient_image(size)) for size in (64, 96, 128)]
+    requests = [_ChunkedRequest(_multipart(f"p{k}.png", data), "b0undary") for k, data in enumerate(photos)]
+
+    async def read_all():
+        return await asyncio.gather(*(read_form(request, tmp_path, Limits()) for request in requests))
+
+    forms = asyncio.run(read_all())
+    uploads = [form.files[0] for form in forms]
+    assert len({upload.path for upload in uploads}) == 3
+    assert [upload.path.read_bytes() for upload in uploads] == photos
+    assert [upload.size for upload in uploads] == [len(data) for data in photos]
+
+
 def test_client_disconnects_mid_upload_and_mid_job(serve):
     client, app = serve(factory=SlowEngine)
     body = _multipart("me.png", _png(gradient_image(200)))

@@ -101,7 +101,12 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
             page.click("#start")
             cards = page.locator("li.photo")
             expect(cards).to_have_count(2, timeout=30_000)
-            expect(page.locator("li.photo.protected")).to_have_count(2, timeout=180_000)
+            try:
+                expect(page.locator("li.photo.protected")).to_have_count(2, timeout=180_000)
+            except AssertionError as waited:  # say what each card shows and what the server logged
+                shown = " | ".join(cards.all_inner_texts())
+                log = (tmp_path / "serve.log").read_text()[-3000:]
+                raise AssertionError(f"{waited}\ncards: {shown}\nserver log:\n{log}") from None
             first = page.locator("li.photo.protected").first
             expect(first.locator(".check")).to_contain_text("dlib-resnet", timeout=120_000)
             after = first.locator("img.after")

@@ -3,7 +3,7 @@ checked with ``faceguard check`` and downloaded alone or as a zip with their man
 
 Every job lives in its own folder inside the server's temporary folder::
 
-    ROOT/jobs/ID/incoming/   uploads being received (numbered .part files)
+    ROOT/jobs/ID/incoming/   uploads being received (a .part file each)
     ROOT/jobs/ID/originals/  accepted uploads under their safe names
     ROOT/jobs/ID/protected/  what the workers wrote, same names and formats
     ROOT/jobs/ID/download.zip
@@ -19,6 +19,7 @@ import asyncio
 import json
 import secrets
 import shutil
+import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -190,6 +191,9 @@ class JobStore:
             job.settings = settings
         photo.record = {"input": photo.name, "output": photo.name, **entry}
         photo.status, photo.reason, photo.future = entry["status"], entry.get("reason", ""), None
+        said = f": {photo.reason}" if photo.reason else ""
+        print(f"serve: job {job.id} photo {photo.index} ({photo.name}) {photo.status}{said} "
+              f"in {entry.get('seconds', '?')} s", file=sys.stderr, flush=True)
 
     async def check(self, job: Job) -> dict:
         """Run ``faceguard check`` on the job's finished photos (409 while photos are still queued)."""

@@ -10,6 +10,8 @@ path, no control characters, so nothing can be written outside that folder.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
@@ -137,7 +139,7 @@ def check_photo(upload: Upload, limits: Limits) -> None:
 
 class _PartReader:
     """The python-multipart callbacks of one request: text fields kept (bounded), ``photo`` parts
-    written to numbered files in ``folder`` and counted against the byte limit."""
+    each written to a file of its own in ``folder`` and counted against the byte limit."""
 
     def __init__(self, folder: Path, limits: Limits) -> None:
         self.folder, self.limits, self.form = folder, limits, Form()
@@ -172,10 +174,12 @@ class _PartReader:
             if len(self.form.files) >= self.limits.max_files_per_request:
                 raise UploadError(413, f"more than {self.limits.max_files_per_request} photos in one request")
             filename = options[b"filename"].decode("utf-8", "replace")  # browsers send UTF-8 bytes
-            path = self.folder / f".upload-{len(self.form.files)}.part"
-            self.upload = Upload(safe_name(filename), path)
+            # a file of its own (created exclusively): requests uploading into one job's folder at
+            # the same time never share a path
+            descriptor, path = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=self.folder)
+            self.upload = Upload(safe_name(filename), Path(path))
             self.form.files.append(self.upload)
-            self.handle = open(path, "wb")
+            self.handle = os.fdopen(descriptor, "wb")
 
     def data(self, data: bytes, start: int, end: int) -> None:
         if self.upload is not None:
