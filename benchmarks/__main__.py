@@ -9,6 +9,8 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
               "faces": ("benchmarks.faces", "face recognition under protection: kNN identification + verification"),
               "memory": ("benchmarks.memory", "peak memory of faceguard poison for 1k vs 10k images"),
               "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage"),
+              "crafting-costs": ("benchmarks.crafting_costs",
+                                 "per ensemble member: forward + backward ms in fp32, bf16, compiled; crafting per face-step"),
               "faces-partial": ("benchmarks.faces_partial",
                                 "one person protects their own photos, the rest of the corpus stays clean"),
               "protect-effect": ("benchmarks.protect_effect",
