@@ -60,11 +60,11 @@ class TinyEngine(Engine):
     def __init__(self) -> None:
         self.changes, self.calls = {}, []
 
-    def protector(self, method, eps):
-        self.calls.append((method, eps))
+    def protector(self, method, eps, strength="mid"):
+        self.calls.append((method, eps, strength))
         return TinyProtector(eps, self.delay)
 
-    def settings(self, method, eps):
+    def settings(self, method, eps, strength="mid"):
         return {"crafting": {"method": method, "eps": eps}, "identities": "folders"}
 
     def check(self, originals, protected, identities):
@@ -79,12 +79,12 @@ class SlowEngine(TinyEngine):
 class CrashEngine(TinyEngine):
     """Kills its worker process on a photo named crash.png (as the out-of-memory killer would)."""
 
-    def protect_file(self, source, target, method, eps):
+    def protect_file(self, source, target, method, eps, strength="mid"):
         if Path(source).name == "crash.png":
             import os
 
             os._exit(1)
-        return super().protect_file(source, target, method, eps)
+        return super().protect_file(source, target, method, eps, strength)
 
 
 def _png(image: Image.Image | None = None, fmt: str = "PNG") -> bytes:
@@ -137,6 +137,8 @@ def test_health_options_and_page(serve):
     assert "pixel levels" in options["eps"]["help"] and options["eps"]["help"] == _cli_help("eps")
     assert options["method"]["default"] == "evade" and "target" in options["method"]["not_served"]
     assert "crafting method (default: evade" in options["method"]["help"] == _cli_help("method")
+    assert options["strength"]["default"] == "mid" and options["strength"]["choices"] == ["high", "mid", "low"]
+    assert options["strength"]["help"] == _cli_help("strength") and options["strength"]["methods"] == ["evade"]
     assert options["check"]["caveat"].startswith("passing this check against one known model (dlib-resnet)")
     page = client.get("/").text
     assert '<input type="file"' in page and "webkitdirectory" in page
@@ -163,6 +165,7 @@ def test_protect_returns_the_photo_in_its_own_format_and_the_record(serve):
         record = json.loads(response.headers[RECORD_HEADER])
         assert record["status"] == "protected" and record["faces"] == 1 and record["eps"] == 8
         assert record["format"] == fmt and record["lossy"] == (fmt == "JPEG") and record["method"] == "alignment"
+        assert record["strength"] == "mid"  # the CLI's default
         if fmt != "JPEG":
             assert record["linf"] == 1 and np.array_equal(np.asarray(out)[8:], np.asarray(image)[8:])
 
@@ -198,7 +201,7 @@ def test_bad_options_and_bodies(serve):
     photo = {"photo": ("me.png", _png())}
     for data, words in (({"eps": "0.03"}, "looks like a fraction"), ({"eps": "abc"}, "eps"),
                         ({"eps": "0"}, "at least 1"), ({"method": "target"}, "not served"),
-                        ({"identities": "cluster"}, "identities")):
+                        ({"identities": "cluster"}, "identities"), ({"strength": "max"}, "strength must be one of")):
         response = client.post("/api/protect", files=photo, data=data)
         assert response.status_code == 422 and words in response.json()["error"], (data, response.text)
     assert client.post("/api/protect", content=b"{}", headers={"content-type": "application/json"}).status_code == 415
@@ -242,10 +245,10 @@ def test_job_api_progress_results_check_and_zip(serve):
     files = [("photo", (f"trip/p{k}.png", _png())) for k in range(3)]
     files += [("photo", ("trip/p0.png", _png())), ("photo", ("plain.png", _png(Image.new("L", (32, 32)))))]
     files += [("photo", ("notes.jpg", b"not a photo"))]
-    created = client.post("/api/jobs", files=files, data={"eps": "12", "method": "adversarial"})
+    created = client.post("/api/jobs", files=files, data={"eps": "12", "method": "adversarial", "strength": "low"})
     assert created.status_code == 201, created.text
     job = created.json()
-    assert (job["method"], job["eps"], job["identities"]) == ("adversarial", 12, "single")
+    assert (job["method"], job["eps"], job["strength"], job["identities"]) == ("adversarial", 12, "low", "single")
     names = [p["name"] for p in job["photos"]]
     assert names == ["trip/p0.png", "trip/p1.png", "trip/p2.png", "trip/p0 (2).png", "plain.png", "notes.jpg"]
     assert job["photos"][-1]["status"] == "error" and "not a readable" in job["photos"][-1]["reason"]
@@ -260,6 +263,7 @@ def test_job_api_progress_results_check_and_zip(serve):
         time.sleep(0.05)
     assert job["counts"] == {"queued": 0, "protecting": 0, "protected": 5, "no_face": 1, "error": 2}
     assert job["photos"][4]["record"]["status"] == "no_face"
+    assert job["photos"][0]["record"]["strength"] == "low"  # the job's strength reached the worker
     base = f"/api/jobs/{job['id']}/photos"
     original, protected = client.get(f"{base}/0/original"), client.get(f"{base}/0/protected?download=1")
     assert original.content == _png() and protected.headers["content-type"] == "image/png"

@@ -96,6 +96,12 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
             page.goto(server + "/")
             expect(page.locator("#eps")).to_have_value("16")  # the CLI's default, from /api/options
             expect(page.locator("#method")).to_have_value("evade")
+            expect(page.locator("#strength")).to_have_value("mid")
+            expect(page.locator("#strength-help")).to_contain_text("--eps stays the cap")
+            page.select_option("#method", "adversarial")
+            expect(page.locator("#strength")).to_be_disabled()  # only evasion is shaped by strength
+            page.select_option("#method", "evade")
+            page.select_option("#strength", "high")
             expect(page.locator("#caveat")).to_contain_text("passing this check against one known model")
             page.set_input_files("#files", paths)
             page.click("#start")
@@ -139,6 +145,7 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
             manifest = json.loads(archive.read("manifest.json"))
             assert {entry["status"] for entry in manifest["files"].values()} == {"protected"}
             assert manifest["check"]["model"] == "dlib-resnet"
+            assert {entry["strength"] for entry in manifest["files"].values()} == {"high"}
             expect(page.locator("#download-note")).to_contain_text("removed its copies")
         finally:
             browser.close()

@@ -15,6 +15,7 @@ from PIL import Image
 
 from faceguard.protect.check import CAVEAT
 from faceguard.serve.app import RECORD_HEADER, ServeConfig, create_app
+from faceguard.settings import protect_settings
 from test_protect_support import one_thread, require_data  # noqa: F401
 
 PHOTOS = ("kit_harington/john2.jpg", "kit_harington/john1.jpg")
@@ -37,6 +38,7 @@ def test_protect_a_real_photo_with_the_default_method(client):
     assert response.status_code == 200, response.text
     record = json.loads(response.headers[RECORD_HEADER])
     assert record["status"] == "protected" and record["method"] == "evade" and record["eps"] == 16
+    assert record["strength"] == "mid"
     assert record["faces"] >= 1 and record["format"] == "JPEG" and record["lossy"] is True
     out, original = Image.open(io.BytesIO(response.content)), Image.open(path)
     assert out.format == "JPEG" and out.size == original.size
@@ -48,7 +50,7 @@ def test_protect_a_real_photo_with_the_default_method(client):
 
 def test_a_job_of_real_photos_is_checked_with_dlib_resnet(client):
     files = [("photo", (f"me/{rel.split('/')[1]}", (require_data("photos") / rel).read_bytes())) for rel in PHOTOS]
-    job = client.post("/api/jobs", files=files, data={"eps": "16"}).json()
+    job = client.post("/api/jobs", files=files, data={"eps": "16", "strength": "high"}).json()
     for _ in range(600):
         job = client.get(f"/api/jobs/{job['id']}").json()
         if job["done"]:
@@ -67,4 +69,9 @@ def test_a_job_of_real_photos_is_checked_with_dlib_resnet(client):
     archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/jobs/{job['id']}/download").content))
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["settings"]["crafting"]["steps"] == 2 and manifest["settings"]["identities"] == "single"
+    shaping = ("chroma", "grid", "budget_floor", "feather", "regularizer")  # set by --strength
+    high = protect_settings(strength="high").to_dict()
+    assert {key: manifest["settings"]["crafting"][key] for key in shaping} == {key: high[key] for key in shaping}
+    assert high != protect_settings().to_dict()  # the default (mid) shapes differently
+    assert {entry["strength"] for entry in manifest["files"].values()} == {"high"}
     assert sorted(archive.namelist()) == ["manifest.json", "me/john1.jpg", "me/john2.jpg"]

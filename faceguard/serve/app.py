@@ -77,10 +77,11 @@ class ServeConfig:
         if self.factory is not None:
             return self.factory
         from faceguard.serve.engine import Engine
-        from faceguard.settings import DEFAULT_PROTECT_METHOD
+        from faceguard.settings import DEFAULT_PROTECT_METHOD, DEFAULT_STRENGTH
 
         eps = float(page_options(self.limits)["eps"]["default"])
-        return functools.partial(Engine, self.profile, self.device, self.changes, (DEFAULT_PROTECT_METHOD, eps))
+        return functools.partial(Engine, self.profile, self.device, self.changes,
+                                 (DEFAULT_PROTECT_METHOD, eps, DEFAULT_STRENGTH))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -169,7 +170,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         job = jobs.create("", 0.0)
         try:
             form = await read_form(request, job.incoming, limits) if request.headers.get("content-type") else Form()
-            job.method, job.eps, job.identities = parse_options(form.fields, default_eps)
+            job.method, job.eps, job.strength, job.identities = parse_options(form.fields, default_eps)
         except BaseException:
             jobs.remove(job)
             raise

@@ -5,7 +5,7 @@ Protection goes through the CLI's own per-photo function (:func:`faceguard.prote
 so a served photo is named, decoded, crafted, written and measured exactly as in a protected folder
 (EXIF orientation, alpha, lossless stays lossless, JPEG re-encoded with its own tables) and its record
 has the same keys as a manifest entry. A :class:`~faceguard.protect.protector.Protector` is built per
-(method, ε) asked for and kept (the last :data:`KEPT_PROTECTORS`); they share one MTCNN detector.
+(method, ε, strength) asked for and kept (the last :data:`KEPT_PROTECTORS`); they share one MTCNN detector.
 """
 from __future__ import annotations
 
@@ -13,53 +13,56 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from faceguard.settings import DEFAULT_STRENGTH
 from recognition.files import file_sha256, one_line
 
 KEPT_PROTECTORS = 2
 
 
 class Engine:
-    """The models of one worker: protectors by (method, ε), the check's recognizer, one detector.
+    """The models of one worker: protectors by (method, ε, strength), the check's recognizer, one detector.
 
     ``changes`` override crafting settings for every method (e.g. ``{"steps": 2}`` for a quick
-    server, ``faceguard serve --steps``); ``preload`` builds the default method's protector now, so
+    server, ``faceguard serve --steps``); ``preload`` (method, ε, strength) builds that protector now, so
     the first upload does not pay for it.
     """
 
     def __init__(self, profile: str | Path | None = None, device: str = "cpu", changes: dict | None = None,
-                 preload: tuple[str, float] | None = None) -> None:
+                 preload: tuple[str, float, str] | None = None) -> None:
         from recognition.detection import FaceDetector
         from recognition.device import resolve_device
 
         self.profile, self.device = profile, resolve_device(device)
         self.changes = dict(changes or {})
         self.detector = FaceDetector(device=self.device)
-        self._protectors: OrderedDict[tuple[str, float], object] = OrderedDict()
+        self._protectors: OrderedDict[tuple[str, float, str], object] = OrderedDict()
         self._describer = None
         if preload is not None:
             self.protector(*preload)
 
-    def protector(self, method: str, eps: float) -> object:
-        """The protector for ``method`` at ``eps`` (built on first use, the least recent dropped)."""
+    def protector(self, method: str, eps: float, strength: str = DEFAULT_STRENGTH) -> object:
+        """The protector for ``method`` at ``eps`` and ``strength`` (built on first use, the least
+        recent dropped)."""
         from faceguard.protect.protector import Protector
 
-        key = (method, float(eps))
+        key = (method, float(eps), strength)
         if key not in self._protectors:
             while len(self._protectors) >= KEPT_PROTECTORS:
                 self._protectors.popitem(last=False)
             self._protectors[key] = Protector(self.profile, device=self.device, detector=self.detector,
-                                              method=method, eps=float(eps), **self.changes)
+                                              method=method, eps=float(eps), strength=strength, **self.changes)
         self._protectors.move_to_end(key)
         return self._protectors[key]
 
-    def settings(self, method: str, eps: float) -> dict:
-        """The manifest ``settings`` of a folder protected with this method and ε, as the CLI records
+    def settings(self, method: str, eps: float, strength: str = DEFAULT_STRENGTH) -> dict:
+        """The manifest ``settings`` of a folder protected with this method, ε and strength, as the CLI records
         them (``identities`` is the job's, set when its manifest is written)."""
         from faceguard.protect.folder import FolderOptions, _settings
 
-        return _settings(self.protector(method, eps), FolderOptions(), {})
+        return _settings(self.protector(method, eps, strength), FolderOptions(), {})
 
-    def protect_file(self, source: str, target: str, method: str, eps: float) -> dict:
+    def protect_file(self, source: str, target: str, method: str, eps: float,
+                     strength: str = DEFAULT_STRENGTH) -> dict:
         """Protect the photo ``source`` into ``target`` (same format); its manifest entry, plus the
         run's manifest ``settings`` under that key (the job keeps them). Never raises: a failure is
         an ``error`` entry with a one-line reason, as in ``faceguard protect``."""
@@ -68,11 +71,12 @@ class Engine:
 
         start, source_path, target_path = time.perf_counter(), Path(source), Path(target)
         try:
-            protector = self.protector(method, eps)
+            protector = self.protector(method, eps, strength)
             faces = protector.detect(read_photo(source_path).pixels)
             entry = _protect_one(protector, source_path, target_path, "keep", faces, [None] * len(faces))
             entry |= {"input_sha256": file_sha256(source_path), "output_sha256": file_sha256(target_path),
-                      "eps": protector.eps, "method": method, "settings": self.settings(method, eps)}
+                      "eps": protector.eps, "method": method, "strength": strength,
+                      "settings": self.settings(method, eps, strength)}
         except Exception as exc:  # one bad photo must not stop the server
             target_path.unlink(missing_ok=True)
             entry = {"status": "error", "reason": one_line(exc)}

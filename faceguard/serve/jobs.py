@@ -27,6 +27,7 @@ from pathlib import Path
 
 from faceguard.serve.pool import WorkerPool
 from faceguard.serve.uploads import Form, Limits, Upload, UploadError, check_photo, unique_name
+from faceguard.settings import DEFAULT_STRENGTH
 from recognition.files import one_line, write_atomic
 
 FINISHED = ("protected", "no_face", "error")
@@ -61,13 +62,14 @@ class JobPhoto:
 
 @dataclass(eq=False)
 class Job:
-    """Photos protected with one method and ε, in one folder; ``identities`` is how the check groups
+    """Photos protected with one method, ε and strength, in one folder; ``identities`` is how the check groups
     them into people (``single``: all one person; ``folders``: sub-folders are people)."""
 
     id: str
     folder: Path
     method: str
     eps: float
+    strength: str = DEFAULT_STRENGTH
     identities: str = "single"
     photos: list[JobPhoto] = field(default_factory=list)
     taken: set[str] = field(default_factory=set)
@@ -99,7 +101,8 @@ class Job:
         counts = {status: sum(p["status"] == status for p in photos)
                   for status in ("queued", "protecting", *FINISHED)}
         seconds = [p["record"]["seconds"] for p in photos if p["record"] and "seconds" in p["record"]]
-        return {"id": self.id, "method": self.method, "eps": self.eps, "identities": self.identities,
+        return {"id": self.id, "method": self.method, "eps": self.eps, "strength": self.strength,
+                "identities": self.identities,
                 "done": self.done, "counts": counts, "photos": photos,
                 "seconds_per_photo": round(sum(seconds) / len(seconds), 2) if seconds else None,
                 "check_status": self.check_status, "check": self.check}
@@ -112,10 +115,10 @@ class JobStore:
         self.root, self.pool, self.limits = Path(root), pool, limits
         self.jobs: dict[str, Job] = {}
 
-    def create(self, method: str, eps: float, identities: str = "single") -> Job:
+    def create(self, method: str, eps: float, strength: str = DEFAULT_STRENGTH, identities: str = "single") -> Job:
         """A new empty job with its folders."""
         job_id = secrets.token_urlsafe(12)
-        job = Job(job_id, self.root / "jobs" / job_id, method, eps, identities)
+        job = Job(job_id, self.root / "jobs" / job_id, method, eps, strength, identities)
         for folder in (job.incoming, job.originals, job.protected):
             folder.mkdir(parents=True)
         self.jobs[job_id] = job
@@ -173,7 +176,7 @@ class JobStore:
         job.photos.append(photo)
         (job.protected / photo.name).parent.mkdir(parents=True, exist_ok=True)
         photo.future = self.pool.submit_future("protect_file", str(source), str(job.protected / photo.name),
-                                               job.method, job.eps)
+                                               job.method, job.eps, job.strength)
         photo.task = asyncio.get_running_loop().create_task(self._finish(job, photo))
         return photo
 
@@ -219,7 +222,8 @@ class JobStore:
         kept = [photo for photo in job.photos if photo.status in ("protected", "no_face")]
         if not kept:
             raise UploadError(409, f"job {job.id} has no photo to download")
-        settings = {**(job.settings or {"method": job.method, "eps": job.eps}), "identities": job.identities}
+        settings = {**(job.settings or {"method": job.method, "eps": job.eps, "strength": job.strength}),
+                    "identities": job.identities}
         manifest = {"version": VERSION, "command": command, "settings": settings,
                     "files": {photo.name: photo.record or {"status": photo.status, "reason": photo.reason}
                               for photo in job.photos}, "check": job.check}

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from faceguard.protect.check import CAVEAT, CHECK_IDENTITIES, MODEL, THRESHOLD
 from faceguard.serve.uploads import Limits, UploadError
-from faceguard.settings import DEFAULT_PROTECT_METHOD, PROTECT_CORPUS_METHODS, PROTECT_METHODS
+from faceguard.settings import (DEFAULT_PROTECT_METHOD, DEFAULT_STRENGTH, EVASION_METHODS, PROTECT_CORPUS_METHODS,
+                                PROTECT_METHODS, STRENGTHS)
 from faceguard.units import check_eps
 
 SERVE_METHODS = tuple(m for m in PROTECT_METHODS if m not in PROTECT_CORPUS_METHODS and m != "target")
@@ -27,14 +28,18 @@ def _actions(add_arguments: Callable[[argparse.ArgumentParser], None]) -> dict[s
 
 
 def cli_options() -> dict:
-    """ε, method and check identities as the CLI defines them (default, help, choices)."""
+    """ε, method, strength and check identities as the CLI defines them (default, help, choices);
+    ``strength.methods``: the methods it shapes (the evasion ones; the others ignore it, as in the CLI)."""
     from faceguard.commands import check, protect
 
     protect_actions, check_actions = _actions(protect.add_arguments), _actions(check.add_arguments)
     eps, method, identities = protect_actions["eps"], protect_actions["method"], check_actions["identities"]
+    strength = protect_actions["strength"]
     return {"eps": {"default": eps.default, "help": eps.help, "min": 1, "max": 255},
             "method": {"default": DEFAULT_PROTECT_METHOD, "choices": list(SERVE_METHODS), "help": method.help,
                        "not_served": [m for m in method.choices if m not in SERVE_METHODS]},
+            "strength": {"default": DEFAULT_STRENGTH, "choices": list(STRENGTHS), "help": strength.help,
+                         "methods": [m for m in SERVE_METHODS if m in EVASION_METHODS]},
             "identities": {"default": DEFAULT_IDENTITIES, "choices": list(identities.choices),
                            "help": identities.help}}
 
@@ -45,8 +50,8 @@ def page_options(limits: Limits) -> dict:
             "limits": limits.to_dict()}
 
 
-def parse_options(fields: dict[str, str], default_eps: float) -> tuple[str, float, str]:
-    """(method, ε, identities) from form fields, the CLI's defaults for those left out; 422 for a
+def parse_options(fields: dict[str, str], default_eps: float) -> tuple[str, float, str, str]:
+    """(method, ε, strength, identities) from form fields, the CLI's defaults for those left out; 422 for a
     value the CLI would refuse."""
     method = fields.get("method") or DEFAULT_PROTECT_METHOD
     if method not in SERVE_METHODS:
@@ -59,7 +64,10 @@ def parse_options(fields: dict[str, str], default_eps: float) -> tuple[str, floa
         raise UploadError(422, f"eps: {exc}" if "eps" not in str(exc) else str(exc)) from exc
     if eps == 0:
         raise UploadError(422, "eps must be at least 1 pixel level (0 allows no change)")
+    strength = fields.get("strength") or DEFAULT_STRENGTH
+    if strength not in STRENGTHS:
+        raise UploadError(422, f"strength must be one of {', '.join(STRENGTHS)}, got {strength!r}")
     identities = fields.get("identities") or DEFAULT_IDENTITIES
     if identities not in CHECK_IDENTITIES:
         raise UploadError(422, f"identities must be one of {', '.join(CHECK_IDENTITIES)}, got {identities!r}")
-    return method, eps, identities
+    return method, eps, strength, identities

@@ -23,6 +23,13 @@ async function loadOptions() {
   }
   $("method-help").textContent = `${o.method.help}. Here each photo is protected on its own; ` +
     `${o.method.not_served.join(", ")} need a whole folder: use faceguard protect.`;
+  for (const s of o.strength.choices) {
+    $("strength").add(new Option(s + (s === o.strength.default ? " (default)" : ""), s, false, s === o.strength.default));
+  }
+  $("strength-help").textContent = `${o.strength.help} (default: ${o.strength.default}; ` +
+    `it shapes ${o.strength.methods.join(", ")}; the other methods ignore it).`;
+  const shaped = () => { $("strength").disabled = !o.strength.methods.includes($("method").value); };
+  $("method").addEventListener("change", shaped); shaped();
   $("identities").value = o.identities.default; $("identities-help").textContent = o.identities.help + ".";
   $("caveat").textContent = `Recognizer check (${o.check.model}, same person below ${o.check.threshold}): ` +
     `note: ${o.check.caveat}.`;
@@ -76,7 +83,8 @@ function card(name) {
 function fmt(value) { return typeof value === "number" ? (Number.isInteger(value) ? value : value.toFixed(4)) : value; }
 
 function numbers(record) {
-  const rows = [["faces", record.faces], ["ε (pixel levels)", record.eps],
+  const shaped = state.options.strength.methods.includes(record.method);
+  const rows = [["faces", record.faces], ["ε (pixel levels)", record.eps], ["strength", shaped ? record.strength : null],
     ["largest change L∞", `${record.linf}${record.lossy ? " (JPEG re-encoding: the ε bound is not exact)" : ""}`],
     ["PSNR (dB)", record.psnr], ["SSIM", record.ssim], ["format", record.format], ["seconds", record.seconds]];
   for (const [key, value] of Object.entries(record.visibility || {})) rows.push([`visibility: ${key}`, value]);
@@ -171,7 +179,7 @@ async function start() {
   $("start").disabled = true; $("results").hidden = false; $("photos").replaceChildren();
   Object.assign(state, { cards: new Map(), checked: false, downloaded: false });
   const form = new FormData();
-  for (const key of ["eps", "method", "identities"]) form.append(key, $(key).value);
+  for (const key of ["eps", "method", "strength", "identities"]) form.append(key, $(key).value);
   try { state.job = await api("POST", "/api/jobs", form); }
   catch (e) { $("summary").textContent = `error: ${e.message}`; $("start").disabled = false; return; }
   const queue = [...state.chosen]; state.uploading = queue.length;
