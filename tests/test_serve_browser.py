@@ -118,7 +118,10 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
             after = first.locator("img.after")
             expect(after).to_have_js_property("complete", True)
             width = after.evaluate("img => img.naturalWidth")
-            assert width == Image.open(paths[0]).width  # the protected photo at full resolution
+            # uploads run at once, so the first card is whichever photo's upload was answered first
+            name = first.get_attribute("data-name")
+            source = paths[PHOTOS.index("kit_harington/" + Path(name).name)]
+            assert width == Image.open(source).width  # the protected photo at full resolution
             first.locator(".full").check()
             assert first.locator("img.before").evaluate("img => img.getBoundingClientRect().width") == width
             assert first.get_attribute("data-showing") == "after"
@@ -133,11 +136,10 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
             page.screenshot(path=str(tmp_path / "serve-page.png"), full_page=True)
             with page.expect_download() as one:
                 first.locator("a.download").click()
-            name = first.get_attribute("data-name")
             single = Path(one.value.path()).read_bytes()
             assert one.value.suggested_filename == Path(name).name
             assert Image.open(io.BytesIO(single)).format == "JPEG"
-            assert single != Path(paths[PHOTOS.index("kit_harington/" + Path(name).name)]).read_bytes()
+            assert single != Path(source).read_bytes()
             with page.expect_download() as everything:
                 page.click("#download-all")
             archive = zipfile.ZipFile(everything.value.path())
