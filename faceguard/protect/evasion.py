@@ -29,7 +29,10 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
-from faceguard.protect.warp import FaceRegion, as_channels_first, as_rgb, crop_corners, rgb_view
+from faceguard.attacks import build_attack
+from faceguard.attacks.evasion import anchor_similarity, embeddings_of
+from faceguard.protect.warp import FaceRegion, PhotoFaces, as_channels_first, as_rgb, crop_corners, rgb_view
+from faceguard.settings import CraftSettings
 from recognition.alignment import align_face, estimate_similarity
 from recognition.face_chip import CHIP_SIZE, MTCNN_TEMPLATE, chip_to_image, mtcnn_face_chip
 
@@ -177,3 +180,39 @@ def saved_views(pixels: np.ndarray, landmarks: list[np.ndarray], members: Sequen
         views = torch.stack([as_channels_first(member.view.cut(pixels, points)) for points in landmarks])
         out.append(F.normalize(member.network(as_rgb(views.to(device))), dim=1))
     return out
+
+
+@dataclass(eq=False)
+class EvasionCraft:
+    """What :func:`craft_evasion` made for one photo's faces: the perturbed crop-grid ``z``, the
+    per-face losses (the clean faces' then the crafted ones'), each member's ``anchors`` the loss
+    reads (clean embeddings or target centres), the target person per face ("" when untargeted)
+    and the sign of the cosine to the anchors in the loss."""
+
+    z: Tensor
+    losses: Tensor
+    anchors: list[Tensor]
+    targets: list[str]
+    sign: float
+
+
+def craft_evasion(members: Sequence[Member], settings: CraftSettings, model: PhotoFaces,
+                  landmarks: Sequence[np.ndarray], regions: Sequence[FaceRegion], device: torch.device,
+                  choose: Callable[[list[Tensor]], tuple[list[Tensor], list[str]]] | None = None) -> EvasionCraft:
+    """Craft ``settings.method`` (evade, or target when ``choose`` picks target centres from the
+    clean embeddings: :meth:`faceguard.protect.targets.TargetSet.choose`) for every face of one
+    photo through the members' views of its perturbed regions."""
+    index = torch.arange(len(regions), device=device)
+    z_clean = model.clean_crops
+    views = photo_views(members, landmarks, regions, device, model.to_work)
+    with torch.no_grad():
+        anchors = clean = embeddings_of(views, model.perturbed_regions(z_clean, index))
+    targets = [""] * len(regions)
+    if choose is not None:
+        anchors, targets = choose(clean)
+    attack = build_attack(views, settings, anchors, preprocess=model.perturbed_regions)
+    z = attack(z_clean, index)
+    # The losses without more passes: the clean one from the clean embeddings (a regulariser is 0
+    # at Δ = 0), the crafted one as the attack selected its restart.
+    losses = torch.cat([attack.sign * anchor_similarity(clean, attack.anchors, index), attack.report.best_loss])
+    return EvasionCraft(z, losses, anchors, targets, attack.sign)

@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceguard.attacks import AdversarialPoison, Alignment, Target, build_attack
-from faceguard.attacks.evasion import anchor_similarity, embeddings_of
+from faceguard.attacks import AdversarialPoison, Alignment, Target
+from faceguard.attacks.evasion import anchor_similarity
 from faceguard.gradients import per_sample_alignment
 from faceguard.profile.store import Profile, load_profile
-from faceguard.protect.evasion import load_ensemble, photo_views, saved_views, work_scale
+from faceguard.protect.evasion import craft_evasion, load_ensemble, saved_views, work_scale
 from faceguard.protect.identity_noise import IdentityNoise, learn_identity_noise
 from faceguard.protect.photo import colour_and_alpha
 from faceguard.protect.targets import TargetSet, load_targets
@@ -284,23 +284,17 @@ class Protector:
             scale = work_scale(self.ensemble, [face.landmarks for face in faces]) if self.ensemble else 1.0
             model = PhotoFaces(self.profile.backbone, head, colour, regions, labels, work_scale=scale, **budget).eval()
         index = torch.arange(len(faces), device=self.device)
-        z_clean, anchors, targets, sign = model.clean_crops, None, [""] * len(faces), 1.0
+        anchors, targets, sign = None, [""] * len(faces), 1.0
         if not self.ensemble:
-            z, losses = self._classify(model, z_clean, index)
+            z, losses = self._classify(model, model.clean_crops, index)
         else:
-            views = photo_views(self.ensemble, [face.landmarks for face in faces], regions, self.device, model.to_work)
-            with torch.no_grad():
-                anchors = clean = embeddings_of(views, model.perturbed_regions(z_clean, index))
-            if self.settings.method == Target.name:
-                if self.targets is None:
-                    raise ValueError("no target identities: faceguard protect --method target needs --targets DIR "
-                                     "(Python: Protector.load_targets)")
-                anchors, targets = self.targets.choose(clean)
-            attack = build_attack(views, self.settings, anchors, preprocess=model.perturbed_regions)
-            z, sign = attack(z_clean, index), attack.sign
-            # The losses without more passes: the clean one from the clean embeddings (a regulariser
-            # is 0 at Δ = 0), the crafted one as the attack selected its restart.
-            losses = torch.cat([sign * anchor_similarity(clean, attack.anchors, index), attack.report.best_loss])
+            if self.settings.method == Target.name and self.targets is None:
+                raise ValueError("no target identities: faceguard protect --method target needs --targets DIR "
+                                 "(Python: Protector.load_targets)")
+            choose = self.targets.choose if self.settings.method == Target.name else None
+            craft = craft_evasion(self.ensemble, self.settings, model, [face.landmarks for face in faces], regions,
+                                  self.device, choose)
+            z, losses, anchors, targets, sign = craft.z, craft.losses, craft.anchors, craft.targets, craft.sign
         with torch.no_grad():
             deltas = model.saved_delta(z, index).cpu()
         clean_loss, crafted_loss = losses.split(len(faces))
