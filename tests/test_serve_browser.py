@@ -113,14 +113,16 @@ def test_the_page_protects_shows_and_downloads_real_photos(server, tmp_path):
                 shown = " | ".join(cards.all_inner_texts())
                 log = (tmp_path / "serve.log").read_text()[-3000:]
                 raise AssertionError(f"{waited}\ncards: {shown}\nserver log:\n{log}") from None
+            # the cards keep the order the photos were chosen in, whichever upload was answered first
+            names = [Path(card.get_attribute("data-name")).name for card in cards.all()]
+            assert names == [Path(rel).name for rel in PHOTOS]
             first = page.locator("li.photo.protected").first
             expect(first.locator(".check")).to_contain_text("dlib-resnet", timeout=120_000)
             after = first.locator("img.after")
             expect(after).to_have_js_property("complete", True)
             width = after.evaluate("img => img.naturalWidth")
-            # uploads run at once, so the first card is whichever photo's upload was answered first
             name = first.get_attribute("data-name")
-            source = paths[PHOTOS.index("kit_harington/" + Path(name).name)]
+            source = paths[0]
             assert width == Image.open(source).width  # the protected photo at full resolution
             first.locator(".full").check()
             assert first.locator("img.before").evaluate("img => img.getBoundingClientRect().width") == width

@@ -59,9 +59,9 @@ function readEntry(entry, prefix) {  // a dropped file or folder (recursively) a
   });
 }
 
-function card(name) {
+function card(name, place = null) {  // a photo's card, after ``place`` or at the end of the list
   const node = $("card").content.firstElementChild.cloneNode(true);
-  node.dataset.name = name; node.querySelector(".name").textContent = name;
+  named(node, name);
   const viewer = node.querySelector(".viewer"), after = node.querySelector("img.after");
   const split = node.querySelector(".split"), flip = node.querySelector(".flip");
   const divider = node.querySelector(".divider");
@@ -76,9 +76,11 @@ function card(name) {
   flip.addEventListener("click", () => show(Number(split.value) >= 100 ? 0 : 100));
   node.querySelector(".full").addEventListener("change", (e) => viewer.classList.toggle("full", e.target.checked));
   show(0);
-  $("photos").append(node);
+  if (place) place.after(node); else $("photos").append(node);
   return node;
 }
+
+function named(node, name) { node.dataset.name = name; node.querySelector(".name").textContent = name; }
 
 function fmt(value) { return typeof value === "number" ? (Number.isInteger(value) ? value : value.toFixed(4)) : value; }
 
@@ -164,13 +166,19 @@ async function poll() {
   }
 }
 
-async function upload(entry) {
+async function upload(entry) {  // fills the entry's waiting card (a zip's further photos go right after it)
   const form = new FormData(); form.append("photo", entry.file, entry.path);
   try {
     const data = await api("POST", `/api/jobs/${state.job.id}/photos`, form);
-    for (const photo of data.photos) { state.cards.set(photo.index, card(photo.name)); update(photo); }
+    let place = null;
+    for (const photo of data.photos) {
+      const node = place ? card(photo.name, place) : entry.node;
+      named(node, photo.name);
+      state.cards.set(photo.index, node); update(photo); place = node;
+    }
+    if (!place) entry.node.remove();
   } catch (e) {  // refused upload: its own message, the others go on
-    const node = card(entry.path); node.className = "photo error";
+    const node = entry.node; node.className = "photo error";
     node.querySelector(".status").textContent = `error: ${e.message}`; node.querySelector(".progress").hidden = true;
   }
 }
@@ -182,7 +190,10 @@ async function start() {
   for (const key of ["eps", "method", "strength", "identities"]) form.append(key, $(key).value);
   try { state.job = await api("POST", "/api/jobs", form); }
   catch (e) { $("summary").textContent = `error: ${e.message}`; $("start").disabled = false; return; }
-  const queue = [...state.chosen]; state.uploading = queue.length;
+  // one card per photo at once, in the order chosen; each upload fills its own as it is answered
+  const queue = state.chosen.map((entry) => ({ ...entry, node: card(entry.path) }));
+  for (const { node } of queue) node.querySelector(".status").textContent = "uploading…";
+  state.uploading = queue.length;
   state.timer = setInterval(poll, 1000);
   const worker = async () => { while (queue.length) { await upload(queue.shift()); state.uploading--; } };
   await Promise.all(Array.from({ length: UPLOADS_AT_ONCE }, worker));
