@@ -54,6 +54,13 @@ def collect(paths: list[Path], metric: str, defense: str) -> dict[tuple[str, int
     return points
 
 
+def spread(values: np.ndarray) -> list[list[float]]:
+    """Error-bar lengths below and above the mean of `values` (min to max); never negative, since the
+    mean of equal floats can land an ulp outside them."""
+    mean = values.mean()
+    return [[max(mean - values.min(), 0.0)], [max(values.max() - mean, 0.0)]]
+
+
 def run(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -74,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
             if not point.get(name):
                 continue
             x, y = np.asarray(point["ratio"]), np.asarray(point[name])
-            axis.errorbar(x.mean(), y.mean(), xerr=[[x.mean() - x.min()], [x.max() - x.mean()]],
-                          yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=markers.get(eps, "D"),
+            axis.errorbar(x.mean(), y.mean(), xerr=spread(x), yerr=spread(y), fmt=markers.get(eps, "D"),
                           color=colours[label], label=f"{label} ε{eps}", capsize=2)
         axis.axvline(1.0, color="grey", linestyle="--", linewidth=1)
         axis.set(title=name, xlabel="face FLIP ÷ JPEG-75 re-save (median)", ylabel=f"{args.metric} ({args.defense})",

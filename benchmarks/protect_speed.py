@@ -6,7 +6,8 @@ of ``--method`` (and ``--ensemble`` for evade) exactly as the CLI does (``protec
 splits the wall time into detection (MTCNN on the full photo), crafting (PGD through the photo warp,
 incl. its loss evaluations), the re-detection and loss of the saved photo, and the rest (decoding,
 encoding, hashing, SSIM, manifest writes). Writes ``benchmarks/results/protect-speed.{json,md}``
-for alignment and ``protect-speed-<method>.{json,md}`` otherwise.
+for alignment, ``protect-speed-<method>-<strength>.{json,md}`` for an evasion method (``--strength``:
+protect's shaping) and ``protect-speed-<method>.{json,md}`` otherwise.
 
 Under ``torchrun --nproc_per_node=W -m benchmarks protect-speed`` the folder is protected by W
 processes as ``faceguard protect`` does under torchrun; seconds per photo are then wall seconds
@@ -20,8 +21,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from faceguard.registry import ENSEMBLE
-from faceguard.settings import PROTECT_METHODS
+from faceguard.registry import ENSEMBLE, EVASION_METHODS
+from faceguard.settings import DEFAULT_STRENGTH, PROTECT_METHODS, STRENGTHS
 from recognition.cli import add_data_option, add_device_option, add_out_option
 
 STAGES = ("detect", "craft", "measure_saved")
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=PROTECT_METHODS, default="alignment", help="protect's --method")
     parser.add_argument("--ensemble", nargs="+", choices=ENSEMBLE.names(),
                         help="protect's --ensemble (evade; default: the product's)")
+    parser.add_argument("--strength", choices=list(STRENGTHS), default=DEFAULT_STRENGTH,
+                        help="protect's --strength (evasion methods; default: %(default)s); the results file "
+                        "name then has -STRENGTH after the method")
     parser.add_argument("--steps", type=int, help="protect's --steps (default: the method's); the results "
                         "file name then ends in -sSTEPS")
     parser.add_argument("--work", type=Path, default=Path("runs/protect-speed"),
@@ -66,7 +70,8 @@ def markdown_report(result: dict) -> str:
     lines = [[stage, f"{seconds:.3f}", f"{100 * seconds / spent:.0f} %"] for stage, seconds in stages]
     lines.append(["total (wall)", f"{row['seconds_per_photo']:.3f}", "100 %" if processes == 1 else "–"])
     table = markdown_table(["stage", "s / photo", "share"], lines)
-    settings = f"--method {config['method']} defaults, {config['steps']} steps"
+    strength = f" --strength {config['strength']}" if config.get("strength") else ""
+    settings = f"--method {config['method']}{strength} defaults, {config['steps']} steps"
     settings += f", ensemble {' + '.join(config['ensemble'])}" if config.get("ensemble") else ""
     workers = f"{processes} processes (torchrun; stages in process-seconds) of " if processes > 1 else ""
     return (f"# faceguard protect speed\n\n`{result['command']}`\n\n{row['photos']} photos ({row['faces']} faces), "
@@ -91,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         changes["steps"] = args.steps
     context = init_distributed(args.device)
+    evasion = args.method in EVASION_METHODS
+    if evasion:
+        changes["strength"] = args.strength
     protector = Protector(eps=args.eps, device=context.device, method=args.method, **changes)
     protector.detect = _timed(stats, "detect", protector.detect)
     protector.protect_pixels = _timed(stats, "craft", protector.protect_pixels)
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.photos
     rest = total * context.world_size - sum(stats[s] for s in STAGES)
     name = ("protect-speed" if args.method == "alignment" else f"protect-speed-{args.method}") + \
-        (f"-s{args.steps}" if args.steps is not None else "")
+        (f"-{args.strength}" if evasion else "") + (f"-s{args.steps}" if args.steps is not None else "")
     label = f"protect-{'png' if args.format == 'png' else 'keep'}"
     row = {"method": label if args.method == "alignment" else f"{label}-{args.method}", "eps": int(args.eps),
            "victim": "none", "defense": "none", "seeds": [0], "photos": n, "faces": summary.faces,
@@ -130,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
            "seconds_per_photo": round(total / n, 3),
            **{f"seconds_{s}_per_photo": round(stats[s] / n, 3) for s in STAGES},
            "seconds_other_per_photo": round(rest / n, 3)}
-    config = {"photos": n, "eps": args.eps, "method": args.method, "steps": protector.settings.steps,
+    config = {"photos": n, "eps": args.eps, "method": args.method, "strength": args.strength if evasion else None,
+              "steps": protector.settings.steps,
               "restarts": protector.settings.restarts, "format": args.format,
-              "ensemble": list(protector.settings.ensemble) if args.method == "evade" else None,
+              "ensemble": list(protector.settings.ensemble) if evasion else None,
               "device": args.device, "threads": torch.get_num_threads(), "processes": context.world_size,
               "profile": protector.profile.config["provenance"]["command"]}
     out = args.out or Path(RESULTS_DIR)

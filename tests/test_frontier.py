@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from benchmarks.__main__ import main
 from benchmarks.frontier import collect
 
@@ -33,3 +35,13 @@ def test_seeds_of_a_label_are_one_point_and_the_plot_is_written(tmp_path):
     assert (out / "frontier.png").stat().st_size > 0
     assert "| evade-x | 16 | 3 | 2.20 (2.00–2.40) | 0.20 (0.10–0.30) |" in text
     assert "python -m benchmarks recognizers --name b" in text
+
+
+def test_equal_seeds_plot_without_negative_error_bars(tmp_path):
+    # three equal floats whose mean lands an ulp above them: matplotlib refuses a negative bar length
+    value = 0.09
+    assert np.asarray([value] * 3).mean() > value
+    _results(tmp_path / "a.json", {("evade-x", 16): (2.0, value), ("evade-x-seed1", 16): (2.1, value),
+                                   ("evade-x-seed2", 16): (2.2, value)})
+    assert main(["frontier", str(tmp_path / "a.json"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "frontier.png").stat().st_size > 0

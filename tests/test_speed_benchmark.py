@@ -48,8 +48,9 @@ def test_protect_speed_report_shares_process_seconds_among_several_processes():
 
     row = {"photos": 10, "faces": 12, "seconds_total": 70.0, "seconds_per_photo": 7.0, "seconds_detect_per_photo": 0.7,
            "seconds_craft_per_photo": 12.6, "seconds_measure_saved_per_photo": 0.0, "seconds_other_per_photo": 0.7}
-    config = {"method": "evade", "steps": 40, "eps": 16, "ensemble": ["sface"], "processes": 2, "threads": 1,
-              "device": "cpu"}
+    config = {"method": "evade", "strength": "mid", "steps": 40, "eps": 16, "ensemble": ["sface"], "processes": 2,
+              "threads": 1, "device": "cpu"}
     text = markdown_report({"config": config, "command": "torchrun ...", "rows": [row]})
     assert "| craft | 12.600 | 90 % |" in text and "| detect | 0.700 | 5 % |" in text
     assert "2 processes" in text and "| total (wall) | 7.000 | – |" in text
+    assert "--method evade --strength mid defaults, 40 steps, ensemble sface" in text
