@@ -4,8 +4,10 @@ Builds a folder of ``--photos`` photos (the bundle's 16 colour photos, cycled, u
 in their identity folders), protects it at ε = 16 with the default profile and the default settings
 of ``--method`` (and ``--ensemble`` for evade) exactly as the CLI does (``protect_folder``), and
 splits the wall time into detection (MTCNN on the full photo), crafting (PGD through the photo warp,
-incl. its loss evaluations), the re-detection and loss of the saved photo, and the rest (decoding,
-encoding, hashing, SSIM, manifest writes). Writes ``benchmarks/results/protect-speed.{json,md}``
+incl. its loss evaluations), the re-detection and loss of the saved photo, its visibility numbers
+(FLIP and CIEDE2000 of each face and of the photo, and of the original's JPEG re-saves; what
+protect's ``--no-visibility`` leaves out), and the rest (decoding, encoding, hashing, SSIM,
+manifest writes). Writes ``benchmarks/results/protect-speed.{json,md}``
 for alignment, ``protect-speed-<method>-<strength>.{json,md}`` for an evasion method (``--strength``:
 protect's shaping) and ``protect-speed-<method>.{json,md}`` otherwise.
 
@@ -25,7 +27,7 @@ from faceguard.registry import ENSEMBLE, EVASION_METHODS
 from faceguard.settings import DEFAULT_STRENGTH, PROTECT_METHODS, STRENGTHS
 from recognition.cli import add_data_option, add_device_option, add_out_option
 
-STAGES = ("detect", "craft", "measure_saved")
+STAGES = ("detect", "craft", "measure_saved", "visibility")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +68,8 @@ def markdown_report(result: dict) -> str:
     config, row = result["config"], result["rows"][0]
     processes = config.get("processes", 1)
     spent = row["seconds_per_photo"] * processes
-    stages = [(stage, row[f"seconds_{stage}_per_photo"]) for stage in (*STAGES, "other")]
+    stages = [(stage, row[f"seconds_{stage}_per_photo"]) for stage in (*STAGES, "other")
+              if f"seconds_{stage}_per_photo" in row]  # files written before a stage was timed lack it
     lines = [[stage, f"{seconds:.3f}", f"{100 * seconds / spent:.0f} %"] for stage, seconds in stages]
     lines.append(["total (wall)", f"{row['seconds_per_photo']:.3f}", "100 %" if processes == 1 else "–"])
     table = markdown_table(["stage", "s / photo", "share"], lines)
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.results import RESULTS_DIR, write_results
     from faceguard.protect.protector import Protector
+    from faceguard.protect import folder
     from faceguard.protect.folder import FolderOptions, protect_folder
     from recognition.datasets import default_data_dir
     from recognition.distributed import all_reduce_sum, barrier, close_distributed, init_distributed
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     protector.detect = _timed(stats, "detect", protector.detect)
     protector.protect_pixels = _timed(stats, "craft", protector.protect_pixels)
     protector.measure_saved = _timed(stats, "measure_saved", protector.measure_saved)
+    measure_visibility = folder.visibility_entry
+    folder.visibility_entry = _timed(stats, "visibility", measure_visibility)
     work = args.work
     try:
         src = work / "photos"
@@ -121,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         summed = all_reduce_sum(torch.tensor([stats[s] for s in STAGES], dtype=torch.float64), context).tolist()
         stats.update(zip(STAGES, summed))
     finally:
+        folder.visibility_entry = measure_visibility
         barrier(context)
         close_distributed()
         if context.is_main:

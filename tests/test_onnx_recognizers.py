@@ -165,7 +165,7 @@ def test_registry_contract_and_clear_errors(name, tmp_path, monkeypatch):
 
 
 def test_streamlined_graph_computes_what_the_converted_one_does(name, chips):
-    """Batch norms folded into their convolutions and PReLU as relu(x) − a·relu(−x): the same
+    """Batch norms folded into their convolutions and PReLU as torch's kernel: the same
     embeddings to float32 rounding (SFace on the test's crops: 6e-7 of the largest value; the test
     asks 5e-6) and input gradients in the same direction (cosine 1 to float32 rounding; element-wise
     SFace's differ by up to 1.4e-3 of the largest, rounding carried through many layers)."""
@@ -190,3 +190,24 @@ def test_streamlined_graph_computes_what_the_converted_one_does(name, chips):
     assert (outputs[0] - outputs[1]).abs().max() <= 5e-6 * outputs[0].abs().max()
     cosine = torch.nn.functional.cosine_similarity(gradients[0].flatten(), gradients[1].flatten(), dim=0)
     assert cosine > 0.9999
+
+
+@pytest.mark.parametrize("shape, slope_shape", [((2, 5, 7, 6), (5, 1, 1)), ((2, 5, 7, 6), (5,)), ((3, 5), (5,)),
+                                                ((2, 5, 7, 6), (1,))])
+def test_frozen_prelu_is_prelu(shape, slope_shape):
+    """FrozenPReLU with ONNX's slope shapes gives nn.PReLU's values and input gradients exactly
+    (the same kernel), on both signs and with the batch in channels-last layout."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    slope = torch.rand(slope_shape, generator=generator, dtype=torch.float64) * 0.5
+    reference = torch.nn.PReLU(num_parameters=slope.numel()).double()
+    with torch.no_grad():
+        reference.weight.copy_(slope.reshape(-1))
+    weights = torch.randn(shape, generator=generator, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((onnx_rec.FrozenPReLU()(x, slope) * weights).sum(), x)
+    (theirs,) = torch.autograd.grad((reference(x) * weights).sum(), x)
+    assert torch.equal(onnx_rec.FrozenPReLU()(x, slope), reference(x))
+    assert torch.equal(ours, theirs) and (ours != weights).any()  # negative inputs are scaled by their slope

@@ -116,13 +116,14 @@ def fill_clip_bounds(model) -> None:
 
 
 class FrozenPReLU(nn.Module):
-    """Drop-in for onnx2torch's ``OnnxPReLU`` (called with the input and the slope) in a network
-    whose slopes are not trained: relu(x) − a·relu(−x), which equals PReLU exactly."""
+    """Drop-in for onnx2torch's ``OnnxPReLU`` (called with the input and the ONNX slope, one per
+    channel of dimension 1, shaped [C, 1, 1] or [C]) in a network whose slopes are not trained:
+    torch's own PReLU kernel, not onnx2torch's broadcasting ``where``. relu(x) − a·relu(−x), used
+    before, gives the same embeddings, input gradients and protected photos bit for bit, and one
+    thread's SFace forward and backward pass took about 8 % longer with it."""
 
     def forward(self, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-        if slope.numel() > 1:
-            slope = slope.reshape(1, -1, *[1] * (x.dim() - 2))
-        return F.relu(x) - slope * F.relu(-x)
+        return F.prelu(x, slope.reshape(-1))
 
 
 def streamline(graph: fx.GraphModule) -> fx.GraphModule:
