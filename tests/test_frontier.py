@@ -35,6 +35,7 @@ def test_seeds_of_a_label_are_one_point_and_the_plot_is_written(tmp_path):
     assert (out / "frontier.png").stat().st_size > 0
     assert "| evade-x | 16 | 3 | 2.20 (2.00–2.40) | 0.20 (0.10–0.30) |" in text
     assert "python -m benchmarks recognizers --name b" in text
+    assert "the least visible point here, `evade-x` at ε = 8, is 1.10×." in text
 
 
 def test_equal_seeds_plot_without_negative_error_bars(tmp_path):
