@@ -219,10 +219,10 @@ EVASION_DEFAULTS = {"steps": 33, "step_size": 0.25, "decay_at": (0.67,), "augmen
 # faceguard protect --strength: points of the protection / visibility frontier for evasion, chosen on
 # the tuning half of the recognizers benchmark's people (benchmarks/results/frontier.md). ``high`` is
 # session 17's unshaped default (colour changes on the profile's 64-pixel grid: most protection,
-# about 4.4x as visible as a JPEG-75 re-save); ``mid``, the default since session 20, makes grey
-# changes only on a 128-pixel grid (no colour blotches; about 3.4x; weaker against
-# insightface-mbf, as strong or stronger against dlib-resnet and edgeface-s); ``low`` adds the
-# photo-resolution budget map, a feather and the CIELAB term (about 2.4x; much weaker everywhere).
+# 3.9-4.4x as visible as a JPEG-75 re-save); ``mid``, the default since session 20, makes grey
+# changes only on a 128-pixel grid (no colour blotches; 2.8-3.4x; weaker against
+# insightface-mbf, about as strong against dlib-resnet and edgeface-s); ``low`` adds the
+# photo-resolution budget map, a feather and the CIELAB term (2.3-2.5x; much weaker everywhere).
 STRENGTHS: dict[str, dict] = {
     "high": {},
     "mid": {"chroma": 0.0, "grid": 128},
