@@ -85,7 +85,7 @@ def markdown_report(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmarks.results import RESULTS_DIR, write_results
+    from benchmarks.results import RESULTS_DIR, write_markdown, write_results
     from faceguard.protect.protector import Protector
     from faceguard.protect import folder
     from faceguard.protect.folder import FolderOptions, protect_folder
@@ -154,6 +154,6 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(RESULTS_DIR)
     write_results(name, config, args.command_line, [row], out)
     text = markdown_report({"config": config, "command": args.command_line, "rows": [row]})
-    (out / f"{name}.md").write_text(text)
+    write_markdown(out / f"{name}.md", text)  # with NAME.findings.md appended when there is one
     print(text)
     return 0 if summary.exit_code == 0 else 1
