@@ -6,10 +6,11 @@ of ``--method`` (and ``--ensemble`` for evade) exactly as the CLI does (``protec
 splits the wall time into detection (MTCNN on the full photo), crafting (PGD through the photo warp,
 incl. its loss evaluations), the re-detection and loss of the saved photo, its visibility numbers
 (FLIP and CIEDE2000 of each face and of the photo, and of the original's JPEG re-saves; what
-protect's ``--no-visibility`` leaves out), and the rest (decoding, encoding, hashing, SSIM,
-manifest writes). Writes ``benchmarks/results/protect-speed.{json,md}``
-for alignment, ``protect-speed-<method>-<strength>.{json,md}`` for an evasion method (``--strength``:
-protect's shaping) and ``protect-speed-<method>.{json,md}`` otherwise.
+protect's ``--no-visibility`` leaves out), and the rest (decoding, encoding, hashing, SSIM, manifest
+writes), and records the peak resident memory of the largest process. Writes
+``benchmarks/results/protect-speed.{json,md}`` for alignment,
+``protect-speed-<method>-<strength>.{json,md}`` for an evasion method (``--strength``: protect's shaping) and
+``protect-speed-<method>.{json,md}`` otherwise.
 
 Under ``torchrun --nproc_per_node=W -m benchmarks protect-speed`` the folder is protected by W
 processes as ``faceguard protect`` does under torchrun; seconds per photo are then wall seconds
@@ -18,6 +19,7 @@ processes as ``faceguard protect`` does under torchrun; seconds per photo are th
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import time
 from collections import defaultdict
@@ -76,10 +78,11 @@ def markdown_report(result: dict) -> str:
     strength = f" --strength {config['strength']}" if config.get("strength") else ""
     settings = f"--method {config['method']}{strength} defaults, {config['steps']} steps"
     settings += f", ensemble {' + '.join(config['ensemble'])}" if config.get("ensemble") else ""
+    memory = f"; peak resident memory {row['peak_rss_mb']:.0f} MB (the largest process)" if "peak_rss_mb" in row else ""
     workers = f"{processes} processes (torchrun; stages in process-seconds) of " if processes > 1 else ""
     return (f"# faceguard protect speed\n\n`{result['command']}`\n\n{row['photos']} photos ({row['faces']} faces), "
             f"ε = {config['eps']:g}, {settings}, {workers}{config['threads']} thread(s), device {config['device']}: "
-            f"{row['seconds_total']:.1f} s in all.\n\n{table}")
+            f"{row['seconds_total']:.1f} s in all{memory}.\n\n{table}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.protect import folder
     from faceguard.protect.folder import FolderOptions, protect_folder
     from recognition.datasets import default_data_dir
-    from recognition.distributed import all_reduce_sum, barrier, close_distributed, init_distributed
+    from recognition.distributed import all_reduce_max, all_reduce_sum, barrier, close_distributed, init_distributed
     from recognition.files import find_photos
 
     bundle = (args.data or default_data_dir()) / "photos"
@@ -126,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         total = time.perf_counter() - start
         summed = all_reduce_sum(torch.tensor([stats[s] for s in STAGES], dtype=torch.float64), context).tolist()
         stats.update(zip(STAGES, summed))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_rss_mb = all_reduce_max(torch.tensor([peak], dtype=torch.float64), context).item()
     finally:
         folder.visibility_entry = measure_visibility
         barrier(context)
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
            "errors": summary.counts["error"], "seconds_total": round(total, 2),
            "seconds_per_photo": round(total / n, 3),
            **{f"seconds_{s}_per_photo": round(stats[s] / n, 3) for s in STAGES},
-           "seconds_other_per_photo": round(rest / n, 3)}
+           "seconds_other_per_photo": round(rest / n, 3), "peak_rss_mb": round(peak_rss_mb, 1)}
     config = {"photos": n, "eps": args.eps, "method": args.method, "strength": args.strength if evasion else None,
               "steps": protector.settings.steps,
               "restarts": protector.settings.restarts, "format": args.format,

@@ -118,13 +118,22 @@ def data_parallel(model: nn.Module, context: DistributedContext) -> tuple[nn.Mod
 def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
     """Sum `tensor` over all processes, in place (returned for convenience). A CPU tensor under
     NCCL (which reduces only CUDA tensors) goes through the process's device and back."""
+    return _all_reduce(tensor, context, dist.ReduceOp.SUM)
+
+
+def all_reduce_max(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """The element-wise maximum of `tensor` over all processes, in place, as :func:`all_reduce_sum`."""
+    return _all_reduce(tensor, context, dist.ReduceOp.MAX)
+
+
+def _all_reduce(tensor: torch.Tensor, context: DistributedContext, op: dist.ReduceOp) -> torch.Tensor:
     if context.world_size > 1:
         if context.device.type == "cuda" and tensor.device != context.device:
             moved = tensor.to(context.device)
-            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+            dist.all_reduce(moved, op=op)
             tensor.copy_(moved)
         else:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            dist.all_reduce(tensor, op=op)
     return tensor
 
 

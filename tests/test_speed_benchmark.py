@@ -39,6 +39,7 @@ def test_protect_speed_splits_the_time_of_protecting_a_folder(tmp_path):
     stages = sum(row[f"seconds_{s}_per_photo"] for s in ("detect", "craft", "measure_saved", "visibility", "other"))
     assert abs(stages - row["seconds_per_photo"]) <= 0.003 + 1e-9  # six numbers, each rounded to 1 ms
     assert row["seconds_craft_per_photo"] > 0 and row["seconds_visibility_per_photo"] > 0 and not work.exists()
+    assert 100 < row["peak_rss_mb"] < 64 * 1024  # this process's peak, in MB (torch alone takes more than 100)
     assert "| total (wall) |" in (out / "protect-speed-s3.md").read_text()
 
 
