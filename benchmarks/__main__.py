@@ -7,7 +7,7 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
               "classification": ("benchmarks.classification",
                                  "CIFAR-10 protection experiments (paper Tables 2-6, 8, 9)"),
               "faces": ("benchmarks.faces", "face recognition under protection: kNN identification + verification"),
-              "memory": ("benchmarks.memory", "peak memory of faceguard poison for 1k vs 10k images"),
+              "memory": ("benchmarks.memory", "peak memory of faceguard poison (or protect) against corpus size"),
               "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage"),
               "crafting-costs": ("benchmarks.crafting_costs",
                                  "per ensemble member: forward + backward ms in fp32, bf16, compiled; crafting per face-step"),

@@ -1,12 +1,18 @@
-"""``python -m benchmarks memory``: peak memory of ``faceguard poison`` against corpus size.
+"""``python -m benchmarks memory``: peak memory of ``faceguard poison`` (or ``protect``) against corpus size.
 
-For each size N, the first N real CIFAR-10 training JPEGs are written as an ImageFolder, and
+``--command poison`` (the default): for each size N, the first N real CIFAR-10 training JPEGs are written as an ImageFolder, and
 ``faceguard poison`` protects them in a fresh process (one chunk, target gradient over every image,
 short crafting) with a small fixed surrogate. The child's peak resident set size
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, read in a fresh wrapper process per size) shows
 whether memory grows with the corpus: the design streams the target gradient, crafts batch by
 batch and writes every batch as it finishes, so it should not. Writes
 ``benchmarks/results/memory.{json,md}``.
+
+``--command protect``: for each size N, N copies of the bundle's colour photos (cycled, as
+``protect-speed`` builds them) are protected by ``faceguard protect`` with its defaults but
+``--steps`` (visibility numbers included), in one process of ``--threads`` threads. It handles a
+photo at a time, so its peak should not grow with N either. Writes
+``benchmarks/results/memory-protect.{json,md}``.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+from benchmarks.results import RESULTS_DIR, markdown_table, write_markdown, write_results
 from faceguard.registry import DEFAULT_BACKEND
 from recognition.cli import add_data_option, add_out_option
 from recognition.files import file_sha256
@@ -34,7 +40,9 @@ print(json.dumps({"code": code, "peak_rss_mb": peak / 1024, "seconds": __import_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], metavar="N", help="corpus sizes")
+    parser.add_argument("--command", choices=("poison", "protect"), default="poison", help="what is measured")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                        help="corpus sizes (default: 1000 10000 images to poison, 16 64 256 photos to protect)")
     parser.add_argument("--steps", type=int, default=1, help="crafting steps per batch (memory does not depend on it)")
     add_data_option(parser)
     add_out_option(parser, "folder for memory.json/.md", default=RESULTS_DIR)
@@ -58,9 +66,22 @@ def write_image_folder(archive: Path, root: Path, count: int) -> None:
         raise ValueError(f"{archive} holds only {written} training images")
 
 
-def run(args: argparse.Namespace) -> int:
+def _peak_of(command: list[str], threads: int) -> dict:
+    """Run ``command`` in a fresh wrapper process with ``threads`` OMP threads: its exit code, peak
+    resident set size (MB) and seconds."""
     import os
 
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _CHILD, *command], env=env, capture_output=True, text=True,
+                            check=True)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    if measured["code"] != 0:
+        raise RuntimeError(f"{' '.join(command[2:4])} failed: {result.stderr[-500:]}")
+    return {"peak_rss_mb": round(measured["peak_rss_mb"], 1), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _poison_rows(args: argparse.Namespace, tmp: Path, sizes: list[int]) -> tuple[list[dict], dict]:
     import torch
 
     from recognition.checkpoint import save_checkpoint
@@ -68,41 +89,56 @@ def run(args: argparse.Namespace) -> int:
     from recognition.models import create_model
 
     archive = (args.data or default_data_dir()) / "cifar10_jpeg.tar.gz"
-    sizes = args.sizes
+    torch.manual_seed(0)
+    surrogate = tmp / "surrogate.safetensors"
+    save_checkpoint(create_model("resnet18", num_classes=10, width=0.125), surrogate,
+                    {"model": "resnet18", "num_classes": 10, "width": 0.125})
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        torch.manual_seed(0)
-        surrogate = tmp / "surrogate.safetensors"
-        save_checkpoint(create_model("resnet18", num_classes=10, width=0.125), surrogate,
-                        {"model": "resnet18", "num_classes": 10, "width": 0.125})
-        for size in sizes:
-            data = tmp / f"data-{size}"
-            write_image_folder(archive, data, size)
-            command = [sys.executable, "-m", "faceguard.cli", "poison", str(data), "--eps", "8", "--out",
-                       str(tmp / f"out-{size}"), "--surrogate", str(surrogate), "--steps", str(args.steps),
-                       "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--method", "alignment",
-                       "--backend", DEFAULT_BACKEND, "--quiet"]
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-            start = time.perf_counter()
-            result = subprocess.run([sys.executable, "-c", _CHILD, *command], env=env, capture_output=True,
-                                    text=True, check=True)
-            measured = json.loads(result.stdout.strip().splitlines()[-1])
-            if measured["code"] != 0:
-                raise RuntimeError(f"faceguard poison failed on {size} images: {result.stderr[-500:]}")
-            rows.append({"images": size, "peak_rss_mb": round(measured["peak_rss_mb"], 1),
-                         "seconds": round(time.perf_counter() - start, 1)})
-            print(json.dumps(rows[-1]), flush=True)
-    ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    for size in sizes:
+        data = tmp / f"data-{size}"
+        write_image_folder(archive, data, size)
+        command = [sys.executable, "-m", "faceguard.cli", "poison", str(data), "--eps", "8", "--out",
+                   str(tmp / f"out-{size}"), "--surrogate", str(surrogate), "--steps", str(args.steps),
+                   "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--method", "alignment",
+                   "--backend", DEFAULT_BACKEND, "--quiet"]
+        rows.append({"images": size, **_peak_of(command, args.threads)})
+        print(json.dumps(rows[-1]), flush=True)
     config = {"data": archive.name, "data_sha256": file_sha256(archive), "surrogate": "resnet18 width 0.125",
-              "steps": args.steps, "backend": DEFAULT_BACKEND, "threads": args.threads,
-              "peak_ratio_largest_to_smallest": round(ratio, 3)}
+              "steps": args.steps, "backend": DEFAULT_BACKEND}
+    return rows, config
+
+
+def _protect_rows(args: argparse.Namespace, tmp: Path, sizes: list[int]) -> tuple[list[dict], dict]:
+    from benchmarks.protect_speed import cycled_bundle
+    from recognition.datasets import default_data_dir
+
+    bundle = (args.data or default_data_dir()) / "photos"
+    rows = []
+    for size in sizes:
+        photos = tmp / f"photos-{size}"
+        cycled_bundle(bundle, photos, size)
+        command = [sys.executable, "-m", "faceguard.cli", "protect", str(photos), "--out", str(tmp / f"out-{size}"),
+                   "--steps", str(args.steps), "--quiet"]
+        rows.append({"images": size, **_peak_of(command, args.threads)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows, {"data": "photos/ (the bundle's colour photos, cycled)", "steps": args.steps,
+                  "settings": "faceguard protect defaults but --steps"}
+
+
+def run(args: argparse.Namespace) -> int:
+    poison = args.command == "poison"
+    sizes = args.sizes or ([1000, 10000] if poison else [16, 64, 256])
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, config = (_poison_rows if poison else _protect_rows)(args, Path(tmp), sizes)
+    ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    config |= {"command": args.command, "threads": args.threads, "peak_ratio_largest_to_smallest": round(ratio, 3)}
+    name, unit = ("memory", "images") if poison else ("memory-protect", "photos")
     out = Path(args.out)
-    write_results("memory", config, args.command_line, rows, out)
-    table = markdown_table(["images", "peak RSS (MB)", "seconds"],
-                           [[r["images"], r["peak_rss_mb"], r["seconds"]] for r in rows])
-    (out / "memory.md").write_text(f"# Peak memory of faceguard poison vs corpus size\n\nCommand: "
-                                   f"`{args.command_line}` (backend `{DEFAULT_BACKEND}`)\n\n{table}\n"
-                                   f"Largest / smallest: {ratio:.3f}×\n")
-    print(f"peak RSS ratio {ratio:.3f}; wrote {out / 'memory.json'}, {out / 'memory.md'}")
+    write_results(name, config, args.command_line, rows, out)
+    table = markdown_table([unit, "peak RSS (MB)", "seconds"], [[r["images"], r["peak_rss_mb"], r["seconds"]] for r in rows])
+    settings = f"backend `{DEFAULT_BACKEND}`" if poison else f"defaults but `--steps {args.steps}`"
+    write_markdown(out / f"{name}.md", f"# Peak memory of faceguard {args.command} vs corpus size\n\nCommand: "
+                   f"`{args.command_line}` ({settings}, {args.threads} thread(s))\n\n{table}\n"
+                   f"Largest / smallest: {ratio:.3f}×\n")
+    print(f"peak RSS ratio {ratio:.3f}; wrote {out / (name + '.json')}, {out / (name + '.md')}")
     return 0

@@ -51,6 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "folder for the results files (default: benchmarks/results)")
 
 
+def cycled_bundle(bundle: Path, folder: Path, count: int) -> None:
+    """``count`` copies of the bundle's photos, cycled, in ``folder``: each in its identity folder
+    under a distinct name (``obama/obama_017.jpg``)."""
+    from recognition.files import find_photos
+
+    sources = find_photos(bundle)[0]
+    for k in range(count):
+        rel = sources[k % len(sources)]
+        target = folder / rel.parent / f"{rel.stem}_{k:03d}{rel.suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle / rel, target)
+
+
 def _timed(stats: dict, name: str, function):
     """``function`` wrapped so its wall time accumulates in ``stats[name]``."""
     def wrapper(*args, **kwargs):
@@ -94,10 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from faceguard.protect.folder import FolderOptions, protect_folder
     from recognition.datasets import default_data_dir
     from recognition.distributed import all_reduce_max, all_reduce_sum, barrier, close_distributed, init_distributed
-    from recognition.files import find_photos
 
     bundle = (args.data or default_data_dir()) / "photos"
-    sources = find_photos(bundle)[0]
     stats: dict[str, float] = defaultdict(float)
     changes = {"ensemble": args.ensemble} if args.ensemble else {}
     if args.steps is not None:
@@ -117,11 +128,7 @@ def run(args: argparse.Namespace) -> int:
         src = work / "photos"
         if context.is_main:  # a fresh copy, filled by rank 0 while the others wait
             shutil.rmtree(work, ignore_errors=True)
-            for k in range(args.photos):
-                rel = sources[k % len(sources)]
-                target = src / rel.parent / f"{rel.stem}_{k:03d}{rel.suffix}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(bundle / rel, target)
+            cycled_bundle(bundle, src, args.photos)
         barrier(context)
         start = time.perf_counter()
         summary = protect_folder(src, protector, FolderOptions(out=work / "out", format=args.format, progress=False),

@@ -55,3 +55,14 @@ def test_protect_speed_report_shares_process_seconds_among_several_processes():
     assert "| craft | 12.600 | 90 % |" in text and "| detect | 0.700 | 5 % |" in text
     assert "2 processes" in text and "| total (wall) | 7.000 | – |" in text
     assert "--method evade --strength mid defaults, 40 steps, ensemble sface" in text
+
+
+def test_memory_of_protect_is_measured_per_corpus_size(tmp_path):
+    """`memory --command protect` protects cycled bundle photos in a fresh process per size and
+    reports each one's peak resident memory."""
+    out = tmp_path / "results"
+    assert main(["memory", "--command", "protect", "--sizes", "1", "2", "--steps", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "memory-protect.json").read_text())
+    assert [row["images"] for row in result["rows"]] == [1, 2]
+    assert all(200 < row["peak_rss_mb"] < 64 * 1024 and row["seconds"] > 0 for row in result["rows"])
+    assert result["config"]["command"] == "protect" and "| photos | peak RSS (MB) |" in (out / "memory-protect.md").read_text()
