@@ -1,7 +1,7 @@
 """``python -m benchmarks memory``: peak memory of ``faceguard poison`` (or ``protect``) against corpus size.
 
-``--command poison`` (the default): for each size N, the first N real CIFAR-10 training JPEGs are written as an ImageFolder, and
-``faceguard poison`` protects them in a fresh process (one chunk, target gradient over every image,
+``--command poison`` (the default): for each size N, the first N real CIFAR-10 training JPEGs are
+written as an ImageFolder, and ``faceguard poison`` protects them in a fresh process (one chunk, target gradient over every image,
 short crafting) with a small fixed surrogate. The child's peak resident set size
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, read in a fresh wrapper process per size) shows
 whether memory grows with the corpus: the design streams the target gradient, crafts batch by
@@ -66,9 +66,9 @@ def write_image_folder(archive: Path, root: Path, count: int) -> None:
         raise ValueError(f"{archive} holds only {written} training images")
 
 
-def _peak_of(command: list[str], threads: int) -> dict:
-    """Run ``command`` in a fresh wrapper process with ``threads`` OMP threads: its exit code, peak
-    resident set size (MB) and seconds."""
+def _peak_of(command: list[str], threads: int, what: str) -> dict:
+    """Run ``command`` (``what`` it does, for the error) in a fresh wrapper process with ``threads``
+    OMP threads: its peak resident set size (MB) and seconds."""
     import os
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -77,7 +77,7 @@ def _peak_of(command: list[str], threads: int) -> dict:
                             check=True)
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     if measured["code"] != 0:
-        raise RuntimeError(f"{' '.join(command[2:4])} failed: {result.stderr[-500:]}")
+        raise RuntimeError(f"{what} failed: {result.stderr[-500:]}")
     return {"peak_rss_mb": round(measured["peak_rss_mb"], 1), "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -101,7 +101,7 @@ def _poison_rows(args: argparse.Namespace, tmp: Path, sizes: list[int]) -> tuple
                    str(tmp / f"out-{size}"), "--surrogate", str(surrogate), "--steps", str(args.steps),
                    "--restarts", "1", "--target", "all", "--chunk-size", str(max(sizes)), "--method", "alignment",
                    "--backend", DEFAULT_BACKEND, "--quiet"]
-        rows.append({"images": size, **_peak_of(command, args.threads)})
+        rows.append({"images": size, **_peak_of(command, args.threads, f"faceguard poison on {size} images")})
         print(json.dumps(rows[-1]), flush=True)
     config = {"data": archive.name, "data_sha256": file_sha256(archive), "surrogate": "resnet18 width 0.125",
               "steps": args.steps, "backend": DEFAULT_BACKEND}
@@ -119,7 +119,7 @@ def _protect_rows(args: argparse.Namespace, tmp: Path, sizes: list[int]) -> tupl
         cycled_bundle(bundle, photos, size)
         command = [sys.executable, "-m", "faceguard.cli", "protect", str(photos), "--out", str(tmp / f"out-{size}"),
                    "--steps", str(args.steps), "--quiet"]
-        rows.append({"images": size, **_peak_of(command, args.threads)})
+        rows.append({"images": size, **_peak_of(command, args.threads, f"faceguard protect on {size} photos")})
         print(json.dumps(rows[-1]), flush=True)
     return rows, {"data": "photos/ (the bundle's colour photos, cycled)", "steps": args.steps,
                   "settings": "faceguard protect defaults but --steps"}
@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     name, unit = ("memory", "images") if poison else ("memory-protect", "photos")
     out = Path(args.out)
     write_results(name, config, args.command_line, rows, out)
-    table = markdown_table([unit, "peak RSS (MB)", "seconds"], [[r["images"], r["peak_rss_mb"], r["seconds"]] for r in rows])
+    table = markdown_table([unit, "peak RSS (MB)", "seconds"],
+                           [[r["images"], r["peak_rss_mb"], r["seconds"]] for r in rows])
     settings = f"backend `{DEFAULT_BACKEND}`" if poison else f"defaults but `--steps {args.steps}`"
     write_markdown(out / f"{name}.md", f"# Peak memory of faceguard {args.command} vs corpus size\n\nCommand: "
                    f"`{args.command_line}` ({settings}, {args.threads} thread(s))\n\n{table}\n"

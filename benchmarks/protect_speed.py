@@ -9,8 +9,8 @@ incl. its loss evaluations), the re-detection and loss of the saved photo, its v
 protect's ``--no-visibility`` leaves out), and the rest (decoding, encoding, hashing, SSIM, manifest
 writes), and records the peak resident memory of the largest process. Writes
 ``benchmarks/results/protect-speed.{json,md}`` for alignment,
-``protect-speed-<method>-<strength>.{json,md}`` for an evasion method (``--strength``: protect's shaping) and
-``protect-speed-<method>.{json,md}`` otherwise.
+``protect-speed-<method>-<strength>.{json,md}`` for an evasion method (``--strength``: protect's
+shaping) and ``protect-speed-<method>.{json,md}`` otherwise.
 
 Under ``torchrun --nproc_per_node=W -m benchmarks protect-speed`` the folder is protected by W
 processes as ``faceguard protect`` does under torchrun; seconds per photo are then wall seconds
@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.results import RESULTS_DIR, write_markdown, write_results
-    from faceguard.protect.protector import Protector
     from faceguard.protect import folder
     from faceguard.protect.folder import FolderOptions, protect_folder
+    from faceguard.protect.protector import Protector
     from recognition.datasets import default_data_dir
     from recognition.distributed import all_reduce_max, all_reduce_sum, barrier, close_distributed, init_distributed
 

@@ -65,4 +65,5 @@ def test_memory_of_protect_is_measured_per_corpus_size(tmp_path):
     result = json.loads((out / "memory-protect.json").read_text())
     assert [row["images"] for row in result["rows"]] == [1, 2]
     assert all(200 < row["peak_rss_mb"] < 64 * 1024 and row["seconds"] > 0 for row in result["rows"])
-    assert result["config"]["command"] == "protect" and "| photos | peak RSS (MB) |" in (out / "memory-protect.md").read_text()
+    assert result["config"]["command"] == "protect"
+    assert "| photos | peak RSS (MB) |" in (out / "memory-protect.md").read_text()
