@@ -11,6 +11,8 @@ BENCHMARKS = {"speed": ("benchmarks.speed", "time per crafting step of each grad
               "protect-speed": ("benchmarks.protect_speed", "seconds per photo of faceguard protect, by stage"),
               "crafting-costs": ("benchmarks.crafting_costs",
                                  "per ensemble member: forward + backward ms in fp32, bf16, compiled; crafting per face-step"),
+              "crafting-levers": ("benchmarks.crafting_levers",
+                                  "evasion shortcuts (early stop per photo, SFace every 2nd step): steps, seconds, saved loss"),
               "faces-partial": ("benchmarks.faces_partial",
                                 "one person protects their own photos, the rest of the corpus stays clean"),
               "protect-effect": ("benchmarks.protect_effect",

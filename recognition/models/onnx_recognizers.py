@@ -34,9 +34,8 @@ converted by ``onnx2torch``, so gradients reach the input. This module takes the
 Evasion crafting runs these networks forward and backward at every step, one face at a time, so
 the converted graph is made cheaper without changing what it computes (:func:`streamline`): each
 batch norm that follows a convolution is folded into it (float32 rounding: SFace's embeddings
-move by 2e-6 of their largest value), and PReLU is computed as relu(x) − a·relu(−x), exactly
-equal forward, whose backward skips the slope's gradient that PyTorch's PReLU kernel
-always computes (a quarter of SFace's forward-backward time on one thread).
+move by 2e-6 of their largest value), and every PReLU runs torch's own kernel
+(:class:`FrozenPReLU`) in place of onnx2torch's broadcasting ``where``.
 """
 from __future__ import annotations
 
