@@ -194,20 +194,29 @@ def test_streamlined_graph_computes_what_the_converted_one_does(name, chips):
 
 @pytest.mark.parametrize("shape, slope_shape", [((2, 5, 7, 6), (5, 1, 1)), ((2, 5, 7, 6), (5,)), ((3, 5), (5,)),
                                                 ((2, 5, 7, 6), (1,))])
-def test_frozen_prelu_is_prelu(shape, slope_shape):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_frozen_prelu_is_prelu(shape, slope_shape, dtype):
     """FrozenPReLU with ONNX's slope shapes gives nn.PReLU's values and input gradients exactly
-    (the same kernel), on both signs and with the batch in channels-last layout."""
+    (the same forward kernel; its own input-only backward), on both signs and with the batch in
+    channels-last layout."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    x = torch.randn(shape, generator=generator, dtype=dtype)
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    slope = torch.rand(slope_shape, generator=generator, dtype=torch.float64) * 0.5
-    reference = torch.nn.PReLU(num_parameters=slope.numel()).double()
+    slope = torch.rand(slope_shape, generator=generator, dtype=dtype) * 0.5
+    reference = torch.nn.PReLU(num_parameters=slope.numel()).to(dtype)
     with torch.no_grad():
         reference.weight.copy_(slope.reshape(-1))
-    weights = torch.randn(shape, generator=generator, dtype=torch.float64)
+    weights = torch.randn(shape, generator=generator, dtype=dtype)
     (ours,) = torch.autograd.grad((onnx_rec.FrozenPReLU()(x, slope) * weights).sum(), x)
     (theirs,) = torch.autograd.grad((reference(x) * weights).sum(), x)
     assert torch.equal(onnx_rec.FrozenPReLU()(x, slope), reference(x))
     assert torch.equal(ours, theirs) and (ours != weights).any()  # negative inputs are scaled by their slope
+
+
+def test_frozen_prelu_refuses_a_slope_that_needs_a_gradient():
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    slope = torch.full((3,), 0.25, requires_grad=True)
+    with pytest.raises(RuntimeError, match="slope is a constant"):
+        onnx_rec.FrozenPReLU()(x, slope).sum().backward()
