@@ -126,17 +126,13 @@ class Recorder:
     def _cosines(self, attack, x_in, y, skip: int | None = None):
         """Per member (rows) and face, the cosine of the view's unit embedding to its anchor, as
         :func:`faceguard.attacks.evasion.anchor_similarity` takes it; member ``skip`` is not
-        passed through (its row is NaN)."""
+        passed through (its row is NaN). ``attack.model`` is the photo's
+        :class:`faceguard.protect.evasion.PhotoViews`."""
         import torch
         import torch.nn.functional as F
 
-        from faceguard.attacks.evasion import embeddings_of
-
-        if skip is None:
-            embeddings = embeddings_of(attack.model, x_in)
-        else:
-            embeddings = [None if k == skip else F.normalize(e, dim=1)
-                          for k, e in enumerate(_member_embeddings(attack.model, x_in, skip))]
+        embeddings = [None if k == skip else F.normalize(attack.model.member(k, x_in), dim=1)
+                      for k in range(len(attack.anchors))]
         rows = []
         for k, (e, anchors) in enumerate(zip(embeddings, attack.anchors)):
             if e is None:
@@ -174,22 +170,6 @@ class Recorder:
             penalty = attack._reduce_penalty(attack._penalty(x, delta)).sum()
             grad = grad + torch.autograd.grad(penalty, delta)[0]
         return grad, float(rest.detach()) + attack._slow[1]
-
-
-def _member_embeddings(views, x_in, skip: int):
-    """:class:`faceguard.protect.evasion.PhotoViews`'s forward without member ``skip`` (None)."""
-    from kornia.geometry.transform import warp_affine
-
-    from faceguard.protect.warp import as_rgb
-
-    out = []
-    for k, (network, size) in enumerate(zip(views.networks, views.sizes)):
-        if k == skip:
-            out.append(None)
-            continue
-        view = warp_affine(x_in, getattr(views, f"to_view{k}"), (size, size), padding_mode="border")
-        out.append(network(as_rgb(view)))
-    return out
 
 
 def first_past_goals(trace: list, goals: list[float]) -> list[int | None]:

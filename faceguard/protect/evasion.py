@@ -133,13 +133,15 @@ class PhotoViews(nn.Module):
         self.faces = len(to_views[0])
 
     def forward(self, regions: Tensor) -> list[Tensor]:
+        return [self.member(k, regions) for k in range(len(self.networks))]
+
+    def member(self, k: int, regions: Tensor) -> Tensor:
+        """Member ``k``'s [n, D] embeddings of the faces' regions (one entry of :meth:`forward`)."""
         if len(regions) != self.faces:
             raise ValueError(f"expected the regions of all {self.faces} faces, got {len(regions)}")
-        out = []
-        for k, (network, size) in enumerate(zip(self.networks, self.sizes)):
-            view = warp_affine(regions, getattr(self, f"to_view{k}"), (size, size), padding_mode="border")
-            out.append(network(as_rgb(view)))
-        return out
+        size = self.sizes[k]
+        view = warp_affine(regions, getattr(self, f"to_view{k}"), (size, size), padding_mode="border")
+        return self.networks[k](as_rgb(view))
 
 
 def photo_views(members: Sequence[Member], landmarks: Sequence[np.ndarray], regions: Sequence[FaceRegion],
